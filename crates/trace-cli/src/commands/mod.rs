@@ -1,0 +1,11 @@
+//! One module per verb: its clap `XArgs` and `fn run(args) -> anyhow::Result<ExitCode>`.
+
+pub mod diff;
+pub mod import;
+pub mod inspect;
+pub mod record;
+pub mod replay;
+pub mod report;
+pub mod selfcheck;
+pub mod sim;
+pub mod synth;

@@ -1,0 +1,86 @@
+//! Shared clap value parsers: rates, durations, byte sizes. Messages name the rejected value.
+
+use std::time::Duration;
+
+/// Parses a request rate in req/s: a positive finite number, or `inf` (send all at once).
+pub fn rate(s: &str) -> Result<f64, String> {
+    if s.eq_ignore_ascii_case("inf") {
+        return Ok(f64::INFINITY);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("invalid rate '{s}': must be a number > 0 or 'inf'")),
+    }
+}
+
+/// Parses a humantime duration (`500ms`, `10m`).
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
+}
+
+/// Parses a positive integer count (`-n 100`).
+pub fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid count '{s}': must be an integer >= 1")),
+    }
+}
+
+/// Parses a positive integer size (`--max-concurrency 64`).
+pub fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid value '{s}': must be an integer >= 1")),
+    }
+}
+
+/// Parses a positive finite number (`--burstiness 0.5`, `--time-scale 2`).
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("invalid value '{s}': must be a finite number > 0")),
+    }
+}
+
+/// Parses a ratio in (0, 1] (`--range-ratio 0.5`).
+pub fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("invalid ratio '{s}': must be a number in (0, 1]")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("5"), Ok(5.0));
+        assert_eq!(rate("inf"), Ok(f64::INFINITY));
+        assert_eq!(
+            rate("0"),
+            Err("invalid rate '0': must be a number > 0 or 'inf'".into())
+        );
+        assert!(rate("-1").is_err());
+        assert!(rate("NaN").is_err());
+        assert!(rate("abc").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(duration("5 parsecs").unwrap_err().contains("'5 parsecs'"));
+    }
+
+    #[test]
+    fn counts_and_ratios() {
+        assert_eq!(positive_u64("3"), Ok(3));
+        assert!(positive_u64("0").unwrap_err().contains("'0'"));
+        assert!(positive_usize("-1").unwrap_err().contains("'-1'"));
+        assert_eq!(positive_f64("0.5"), Ok(0.5));
+        assert!(positive_f64("inf").is_err());
+        assert_eq!(ratio("1"), Ok(1.0));
+        assert!(ratio("1.5").unwrap_err().contains("'1.5'"));
+    }
+}
