@@ -47,6 +47,8 @@ pub enum Cmd {
     Inspect(commands::inspect::InspectArgs),
     /// Measure this machine's client timing error against the simulator's ground truth.
     Selfcheck(commands::selfcheck::SelfcheckArgs),
+    /// Merge an interrupted run's flushed data into a normal trace file.
+    Recover(commands::recover::RecoverArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -61,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Sim(a) => commands::sim::run(a),
         Cmd::Inspect(a) => commands::inspect::run(a),
         Cmd::Selfcheck(a) => commands::selfcheck::run(a),
+        Cmd::Recover(a) => commands::recover::run(a),
     }
 }
 

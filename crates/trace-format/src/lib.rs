@@ -8,6 +8,7 @@
 //! It must not depend on tokio or polars: the Parquet file is the only contract between the
 //! writer and the analyzer.
 
+pub mod arrow_util;
 mod error;
 mod meta_keys;
 mod reader;

@@ -1,0 +1,55 @@
+//! `trace recover`: turns an interrupted run's `.partial` directory into a normal trace file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use trace_format::{TraceReader, merge_parts};
+
+/// Arguments of `trace recover`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  trace recover run.parquet.partial          # writes run.parquet\n  \
+trace recover run.parquet.partial -o saved.parquet"
+)]
+pub struct RecoverArgs {
+    /// The interrupted run's `.partial` directory.
+    pub dir: PathBuf,
+    /// Output file (default: the directory name without `.partial`).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Runs `trace recover`.
+pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let out = match args.output {
+        Some(o) => o,
+        None => {
+            let s = args.dir.to_string_lossy();
+            let Some(stem) = s.strip_suffix(".partial").map(|s| s.trim_end_matches('/')) else {
+                anyhow::bail!(
+                    "{} does not end in .partial; pass -o OUT.parquet",
+                    args.dir.display()
+                );
+            };
+            PathBuf::from(stem)
+        }
+    };
+    if out.exists() {
+        anyhow::bail!("{} already exists; pass another -o", out.display());
+    }
+    let reader =
+        TraceReader::open(&args.dir).with_context(|| format!("reading {}", args.dir.display()))?;
+    anyhow::ensure!(
+        reader.is_interrupted(),
+        "{} is not a .partial directory",
+        args.dir.display()
+    );
+    let meta = reader.meta().clone();
+    drop(reader);
+    let rows = merge_parts(&args.dir, &out, &meta)
+        .with_context(|| format!("merging {} into {}", args.dir.display(), out.display()))?;
+    eprintln!("recovered {rows} rows into {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
