@@ -1,0 +1,324 @@
+//! The JSON-lines traces: Mooncake, Alibaba Bailian/Qwen, and AIPerf's per-request export.
+//! Read line by line through one reused buffer.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use trace_format::TraceRecord;
+
+use crate::config::Format;
+use crate::error::{Error, Result};
+use crate::sink::{Flow, Row, Sink};
+use crate::{SOURCE_FAILED, WORKLOAD_STAGE};
+
+/// A serde_json error as `message` plus the column in the line.
+pub(crate) fn json_problem(e: &serde_json::Error) -> (String, u64) {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let msg = if e.is_eof() {
+        format!("truncated line: {msg}")
+    } else {
+        msg
+    };
+    (msg, e.column() as u64)
+}
+
+/// Calls `f` with each non-blank line (without its line ending) and its 1-based number.
+pub(crate) fn each_line(
+    sink: &mut Sink,
+    mut f: impl FnMut(&mut Sink, &[u8], u64) -> Result<Flow>,
+) -> Result<()> {
+    let path = sink.path().to_path_buf();
+    let file = File::open(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut rdr = BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::with_capacity(4096);
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        let n = rdr
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line += 1;
+        let mut l = &buf[..];
+        while let [rest @ .., b'\n' | b'\r'] = l {
+            l = rest;
+        }
+        if l.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if f(sink, l, line)? == Flow::Stop {
+            return Ok(());
+        }
+    }
+}
+
+/// Parses one JSON line, or reports it as a bad row at its line and column.
+fn parse_line<T: DeserializeOwned>(sink: &Sink, l: &[u8], line: u64) -> Result<T> {
+    serde_json::from_slice(l).map_err(|e| {
+        let (problem, col) = json_problem(&e);
+        Error::BadRow {
+            at: sink.at(line, Some(col), None),
+            problem,
+        }
+    })
+}
+
+fn non_negative_ns(sink: &Sink, line: u64, field: &str, v: f64, ns_per_unit: f64) -> Result<i64> {
+    if v.is_finite() && v >= 0.0 && v * ns_per_unit < 9.0e18 {
+        Ok((v * ns_per_unit).round() as i64)
+    } else {
+        Err(Error::BadRow {
+            at: sink.at(line, None, Some(field)),
+            problem: format!("'{v}' is not a valid non-negative time"),
+        })
+    }
+}
+
+fn count(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+#[derive(Deserialize)]
+struct MooncakeLine {
+    timestamp: f64,
+    input_length: u64,
+    output_length: u64,
+    #[serde(default)]
+    hash_ids: Vec<u64>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    request_id: Option<serde_json::Value>,
+}
+
+/// Imports a Mooncake trace (timestamps in ms).
+pub(crate) fn import_mooncake(sink: &mut Sink) -> Result<()> {
+    each_line(sink, |sink, l, line| {
+        let row = parse_line::<MooncakeLine>(sink, l, line).and_then(|m| {
+            let t = non_negative_ns(sink, line, "timestamp", m.timestamp, 1e6)?;
+            let request_id = match m.request_id {
+                Some(serde_json::Value::String(s)) => s,
+                Some(v) if !v.is_null() => v.to_string(),
+                _ => format!("{}-{line}", Format::Mooncake.name()),
+            };
+            Ok(Row {
+                time_ns: Some(t),
+                rec: TraceRecord {
+                    request_id,
+                    stage: WORKLOAD_STAGE.into(),
+                    prompt_tokens: Some(count(m.input_length)),
+                    max_tokens: Some(count(m.output_length)),
+                    hash_ids: m.hash_ids,
+                    model: m.model,
+                    ..TraceRecord::default()
+                },
+                log_type: None,
+            })
+        });
+        match row {
+            Ok(row) => sink.push(line, row),
+            Err(e) => sink.bad(e).map(|()| Flow::Continue),
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct BailianLine {
+    chat_id: i64,
+    #[serde(default)]
+    parent_chat_id: Option<i64>,
+    timestamp: f64,
+    input_length: u64,
+    output_length: u64,
+    #[serde(default)]
+    hash_ids: Vec<u64>,
+}
+
+/// Imports an Alibaba Bailian/Qwen trace (timestamps in s; `chat_id` and `parent_chat_id`
+/// become `request_id` and `parent_id`, so sessions stay linked).
+pub(crate) fn import_bailian(sink: &mut Sink) -> Result<()> {
+    each_line(sink, |sink, l, line| {
+        let row = parse_line::<BailianLine>(sink, l, line).and_then(|m| {
+            let t = non_negative_ns(sink, line, "timestamp", m.timestamp, 1e9)?;
+            Ok(Row {
+                time_ns: Some(t),
+                rec: TraceRecord {
+                    request_id: m.chat_id.to_string(),
+                    parent_id: m.parent_chat_id.filter(|&p| p >= 0).map(|p| p.to_string()),
+                    stage: WORKLOAD_STAGE.into(),
+                    prompt_tokens: Some(count(m.input_length)),
+                    max_tokens: Some(count(m.output_length)),
+                    hash_ids: m.hash_ids,
+                    ..TraceRecord::default()
+                },
+                log_type: None,
+            })
+        });
+        match row {
+            Ok(row) => sink.push(line, row),
+            Err(e) => sink.bad(e).map(|()| Flow::Continue),
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct AiperfLine {
+    metadata: AiperfMeta,
+    #[serde(default)]
+    metrics: Option<HashMap<String, AiperfMetric>>,
+    #[serde(default)]
+    error: Option<AiperfError>,
+}
+
+#[derive(Deserialize)]
+struct AiperfMeta {
+    #[serde(default)]
+    x_request_id: Option<String>,
+    #[serde(default)]
+    session_num: Option<u64>,
+    request_start_ns: i64,
+    #[serde(default)]
+    request_ack_ns: Option<i64>,
+    #[serde(default)]
+    request_end_ns: Option<i64>,
+    #[serde(default)]
+    benchmark_phase: Option<String>,
+    #[serde(default)]
+    was_cancelled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct AiperfMetric {
+    value: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct AiperfError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The short error code for a source's HTTP-ish status.
+pub(crate) fn error_kind_for(code: Option<i64>, cancelled: bool) -> &'static str {
+    match code {
+        _ if cancelled => "cancelled",
+        Some(499) => "cancelled",
+        Some(c) if (400..500).contains(&c) => "http_4xx",
+        Some(c) if (500..600).contains(&c) => "http_5xx",
+        _ => SOURCE_FAILED,
+    }
+}
+
+/// Imports an AIPerf `profile_export.jsonl`. Two passes: AIPerf writes records as they are
+/// processed, not in send order, so the earliest `request_start_ns` is found first.
+pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
+    let mut min_start: Option<i64> = None;
+    // First pass: only the earliest start; bad lines are reported by the second pass.
+    each_line(sink, |sink, l, line| {
+        if let Ok(m) = parse_line::<AiperfLine>(sink, l, line) {
+            min_start = Some(min_start.map_or(m.metadata.request_start_ns, |s| {
+                s.min(m.metadata.request_start_ns)
+            }));
+        }
+        Ok(Flow::Continue)
+    })?;
+    if let Some(s) = min_start {
+        sink.set_origin(s);
+    }
+    each_line(sink, |sink, l, line| {
+        let m = match parse_line::<AiperfLine>(sink, l, line) {
+            Ok(m) => m,
+            Err(e) => return sink.bad(e).map(|()| Flow::Continue),
+        };
+        if m.metadata
+            .benchmark_phase
+            .as_deref()
+            .is_some_and(|p| p != "profiling")
+        {
+            sink.exclude();
+            return Ok(Flow::Continue);
+        }
+        let metrics = m.metrics.unwrap_or_default();
+        let num = |k: &str| metrics.get(k).and_then(|v| v.value.as_f64());
+        let start = m.metadata.request_start_ns;
+        let mut rec = TraceRecord {
+            request_id: m
+                .metadata
+                .x_request_id
+                .or(m.metadata.session_num.map(|n| n.to_string()))
+                .unwrap_or_else(|| format!("{}-{line}", Format::Aiperf.name())),
+            stage: WORKLOAD_STAGE.into(),
+            sent_ns: Some(start),
+            headers_ns: m.metadata.request_ack_ns,
+            end_ns: m.metadata.request_end_ns,
+            prompt_tokens: num("input_sequence_length")
+                .or(num("error_isl"))
+                .map(|v| v as i32),
+            output_tokens: num("output_sequence_length")
+                .or(num("output_token_count"))
+                .map(|v| v as i32),
+            ..TraceRecord::default()
+        };
+        rec.max_tokens = rec.output_tokens;
+        if rec.output_tokens.is_some() {
+            rec.token_source = Some("usage".into());
+        }
+        if let Some(err) = m.error {
+            let cancelled = m.metadata.was_cancelled.unwrap_or(false);
+            rec.status = err.code.and_then(|c| i16::try_from(c).ok());
+            rec.error_kind = Some(error_kind_for(err.code, cancelled).into());
+            rec.error_msg = Some(
+                [
+                    err.kind.unwrap_or_default(),
+                    err.message.unwrap_or_default(),
+                ]
+                .join(": ")
+                .trim_matches([':', ' '])
+                .to_string(),
+            );
+        } else if let Some(ttft_ms) = num("time_to_first_token") {
+            rec.status = Some(200);
+            let mut t = start + (ttft_ms * 1e6).round() as i64;
+            rec.first_byte_ns = Some(t);
+            rec.chunk_ns.push(t);
+            if let Some(gaps) = metrics
+                .get("inter_chunk_latency")
+                .and_then(|v| v.value.as_array())
+            {
+                for g in gaps.iter().filter_map(serde_json::Value::as_f64) {
+                    t += (g * 1e6).round() as i64;
+                    rec.chunk_ns.push(t);
+                }
+            }
+            // AIPerf does not say how many tokens each chunk carried.
+            rec.chunk_tokens = vec![1; rec.chunk_ns.len()];
+        }
+        sink.push(
+            line,
+            Row {
+                time_ns: Some(start),
+                rec,
+                log_type: None,
+            },
+        )
+    })
+}
