@@ -1,0 +1,220 @@
+//! `trace sim`: serve the OpenAI-compatible engine simulator until Ctrl-C.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use trace_sim::{FaultSpec, OutputDist, SimConfig, TimeModel};
+
+const EXAMPLES: &str = "\
+Examples:
+  trace sim --port 8000
+  trace sim --port 8000 --profile lmdeploy-0.4.0-3090-llama3-8b
+  trace sim --port 8000 --ttft 50ms --itl 10ms
+  trace sim --port 8000 --fault reset=0.01,http500=0.05 --seed 7 --truth truth.jsonl
+  curl -N localhost:8000/v1/chat/completions -H 'X-Sim-Fault: multi-token:3' \\
+    -d '{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8,\"stream\":true}'
+
+Profiles: vllm-0.4.1-3090-llama3-8b (default), lmdeploy-0.4.0-3090-llama3-8b, fixed.
+Faults (--fault KIND=FRACTION,... or header X-Sim-Fault: KIND): http500, http429, error-event,
+reset, stall, malformed, no-done, multi-token[:K], keep-alive.";
+
+/// Arguments of `trace sim`.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct SimArgs {
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Engine profile: scheduler limits and step-time model fitted to a published run.
+    #[arg(long, default_value = trace_sim::DEFAULT_PROFILE, conflicts_with_all = ["ttft", "itl"])]
+    pub profile: String,
+    /// Fixed time model: constant time to first token per request (no batching effects).
+    #[arg(long, value_parser = crate::parse::duration)]
+    pub ttft: Option<Duration>,
+    /// Fixed time model: constant time between tokens (default 10ms when only --ttft is given).
+    #[arg(long, value_parser = crate::parse::duration)]
+    pub itl: Option<Duration>,
+    /// Override the profile's maximum running sequences.
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    /// Override the profile's KV-cache capacity, in blocks.
+    #[arg(long)]
+    pub kv_blocks: Option<u64>,
+    /// Override the profile's tokens per KV block.
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// Override the profile's token budget per step.
+    #[arg(long)]
+    pub max_batched_tokens: Option<u32>,
+    /// Faults with fractions, e.g. `reset=0.01,http500=0.05,multi-token:3=0.1`.
+    #[arg(long, value_parser = parse_faults)]
+    pub fault: Option<FaultSpec>,
+    /// Write ground truth (arrival and per-event write times, ns since the UNIX epoch) as JSON lines.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Seed for faults and sampled output lengths.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output lengths for requests without `ignore_eos`: `lognormal:MEAN:SIGMA`, `uniform:LO:HI`
+    /// or `exp:MEAN`, capped by max_tokens (default: always max_tokens).
+    #[arg(long, value_parser = parse_output_dist)]
+    pub output_dist: Option<OutputDist>,
+    /// Served model name (default: the profile's model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Output tokens when a request sets no max_tokens.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: u32,
+}
+
+fn parse_faults(s: &str) -> Result<FaultSpec, String> {
+    s.parse().map_err(|e: trace_sim::Error| e.to_string())
+}
+
+fn parse_output_dist(s: &str) -> Result<OutputDist, String> {
+    s.parse().map_err(|e: trace_sim::Error| e.to_string())
+}
+
+/// Builds the validated simulator configuration from the flags.
+pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
+    let mut cfg = match (args.ttft, args.itl) {
+        (None, None) => SimConfig::from_profile(&args.profile)?,
+        (ttft, itl) => SimConfig::fixed(
+            ttft.unwrap_or(Duration::from_millis(50)),
+            itl.unwrap_or(Duration::from_millis(10)),
+        ),
+    };
+    match &mut cfg.time {
+        TimeModel::Engine(p) => {
+            if let Some(v) = args.max_num_seqs {
+                p.max_num_seqs = v;
+            }
+            if let Some(v) = args.kv_blocks {
+                p.kv_blocks = v;
+                p.watermark_blocks = p.watermark_blocks.min(v / 100);
+            }
+            if let Some(v) = args.block_size {
+                p.block_size = v;
+            }
+            if let Some(v) = args.max_batched_tokens {
+                p.max_batched_tokens = v;
+            }
+        }
+        TimeModel::Fixed { .. } => {
+            let engine_flags = [
+                args.max_num_seqs.is_some(),
+                args.kv_blocks.is_some(),
+                args.block_size.is_some(),
+                args.max_batched_tokens.is_some(),
+            ];
+            if engine_flags.into_iter().any(|b| b) {
+                anyhow::bail!(
+                    "--max-num-seqs, --kv-blocks, --block-size and --max-batched-tokens apply to engine profiles, not the fixed time model"
+                );
+            }
+        }
+    }
+    if let Some(f) = &args.fault {
+        cfg.faults = f.clone();
+    }
+    if let Some(m) = &args.model {
+        cfg.model = m.clone();
+    }
+    cfg.truth = args.truth.clone();
+    cfg.seed = args.seed;
+    cfg.output_dist = args.output_dist;
+    cfg.default_max_tokens = args.default_max_tokens;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `trace sim`: serves until Ctrl-C.
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&args)?;
+    let addr = SocketAddr::new(args.host, args.port);
+    // One core's worth of runtime, as the simulator is designed (one scheduler task per engine).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the simulator runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener
+            .local_addr()
+            .with_context(|| format!("reading the address bound for {addr}"))?;
+        eprintln!(
+            "trace sim: profile {} serving model {} on http://{local} (Ctrl-C stops)",
+            cfg.profile, cfg.model
+        );
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        trace_sim::serve(cfg, listener, stop).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: SimArgs,
+    }
+
+    fn cfg(argv: &[&str]) -> anyhow::Result<SimConfig> {
+        let t = T::try_parse_from(std::iter::once("sim").chain(argv.iter().copied()))?;
+        config(&t.a)
+    }
+
+    #[test]
+    fn flags_build_configs() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.profile, trace_sim::DEFAULT_PROFILE);
+        let c = cfg(&["--ttft", "50ms", "--itl", "10ms"]).unwrap();
+        assert_eq!(
+            c.time,
+            TimeModel::Fixed {
+                ttft: Duration::from_millis(50),
+                itl: Duration::from_millis(10)
+            }
+        );
+        let c = cfg(&[
+            "--profile",
+            "lmdeploy-0.4.0-3090-llama3-8b",
+            "--max-num-seqs",
+            "4",
+            "--fault",
+            "reset=0.5",
+        ])
+        .unwrap();
+        match c.time {
+            TimeModel::Engine(p) => assert_eq!(p.max_num_seqs, 4),
+            TimeModel::Fixed { .. } => panic!("expected an engine"),
+        }
+        assert_eq!(c.faults.entries.len(), 1);
+        assert!(
+            cfg(&["--profile", "nope"])
+                .unwrap_err()
+                .to_string()
+                .contains("'nope'")
+        );
+        assert!(cfg(&["--fault", "reset"]).is_err());
+        assert!(cfg(&["--ttft", "5ms", "--kv-blocks", "3"]).is_err());
+        assert!(cfg(&["--max-num-seqs", "0"]).is_err());
+    }
+}
