@@ -1,0 +1,96 @@
+//! `trace diff`: later runs against the first, with bootstrap CIs, verdicts, a headline and
+//! `--fail-on` regression gates (trace-analyze).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use trace_analyze::diff::{self, DiffOptions, FailOn};
+use trace_analyze::report::Slo;
+use trace_analyze::{LoadOptions, html, load_run};
+
+use super::report::{Format, print, write_file};
+
+/// Arguments of `trace diff`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 no --fail-on condition held, 1 one held, 2 error.\n\nExamples:\n  trace diff lmdeploy.parquet vllm.parquet\n  trace diff base.parquet new.parquet --fail-on 'ttft.p99>+10%,throughput<-5%'\n  trace diff a.parquet b.parquet c.parquet --format markdown --html diff.html"
+)]
+pub struct DiffArgs {
+    /// The baseline run (A), then one or more runs compared against it.
+    #[arg(required = true, num_args = 2.., value_name = "RUN")]
+    pub files: Vec<PathBuf>,
+    /// Percentiles to compare (the median is always included).
+    #[arg(long, value_parser = crate::parse::percentiles, default_value = "50,90,99")]
+    pub percentiles: std::vec::Vec<f64>,
+    /// Goodput objectives, compared too (ttft, tpot, e2e).
+    #[arg(long, value_parser = crate::parse::slo, value_name = "ttft=200ms,tpot=50ms")]
+    pub slo: Option<Slo>,
+    /// Exit 1 when a condition holds in any stage: METRIC[.STAT](>|<)[+|-]N[%|ms|s], comma-separated.
+    #[arg(long, value_name = "CONDITIONS")]
+    pub fail_on: Option<String>,
+    /// Bootstrap resamples per metric and stage.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Seed of the bootstrap (same inputs and seed, same intervals).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write a self-contained HTML page with A/B charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// Runs `trace diff`.
+pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let fail_on = args.fail_on.as_deref().map(FailOn::parse).transpose()?;
+    let mut percentiles = args.percentiles.clone();
+    if let Some(f) = &fail_on {
+        percentiles.extend(f.ranks());
+    }
+    let opts = DiffOptions {
+        percentiles,
+        resamples: args.resamples.max(1),
+        seed: args.seed,
+        slo: args.slo.unwrap_or_default(),
+        ..DiffOptions::default()
+    };
+    let mut runs = Vec::new();
+    for f in &args.files {
+        runs.push(
+            load_run(
+                f,
+                LoadOptions {
+                    with_ids: true,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("reading trace {}", f.display()))?,
+        );
+    }
+    let reports = diff::reports(&mut runs, &opts);
+    let d = diff::compare(&runs, &reports, &opts)?;
+    let text = match args.format {
+        Format::Text => d.to_text(),
+        Format::Markdown => d.to_markdown(),
+        Format::Csv => d.to_csv(),
+        Format::Json => serde_json::to_string_pretty(&d)? + "\n",
+    };
+    if let Some(path) = &args.html {
+        write_file(path, &html::diff_html(&d, &runs, &reports))?;
+    }
+    print(&text)?;
+    if let Some(f) = fail_on {
+        let hits = f.check(&d);
+        if !hits.is_empty() {
+            for h in &hits {
+                eprintln!("trace: fail-on: {h}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

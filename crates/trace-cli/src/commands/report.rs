@@ -1,0 +1,100 @@
+//! `trace report`: one run's per-stage latency table, goodput and saturation (trace-analyze).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use trace_analyze::report::{ReportOptions, Slo};
+use trace_analyze::{LoadOptions, html, load_run, report, vllm};
+
+/// Output formats of `report` and `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned tables for a terminal.
+    Text,
+    /// GitHub-flavoured markdown tables.
+    Markdown,
+    /// The documented JSON document (docs/report-json.md).
+    Json,
+    /// Long-format CSV, one number per row.
+    Csv,
+}
+
+/// Arguments of `trace report`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  trace report run.parquet\n  trace report run.parquet --percentiles 50,90,99,99.9 --slo ttft=200ms,tpot=50ms --format json\n  trace report run.parquet --export vllm-json vllm.jsonl --html report.html\n  trace report run.parquet.partial   # an interrupted run"
+)]
+pub struct ReportArgs {
+    /// The run: a trace file, or an interrupted run's `.parquet.partial` directory.
+    pub file: PathBuf,
+    /// Percentiles to report (the median is always included).
+    #[arg(long, value_parser = crate::parse::percentiles, default_value = "50,90,99")]
+    pub percentiles: std::vec::Vec<f64>,
+    /// Goodput objectives: requests meeting all of them count (ttft, tpot, e2e).
+    #[arg(long, value_parser = crate::parse::slo, value_name = "ttft=200ms,tpot=50ms")]
+    pub slo: Option<Slo>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write another tool's format: `vllm-json FILE` writes vLLM --save-result objects,
+    /// one per stage per line.
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+    pub export: Option<Vec<String>>,
+    /// Also write a self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+pub(crate) fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs `trace report`.
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let export = match args.export.as_deref() {
+        None => None,
+        Some([fmt, file]) if fmt == "vllm-json" => Some(PathBuf::from(file)),
+        Some([fmt, _]) => {
+            anyhow::bail!("invalid --export format '{fmt}': the only one is vllm-json")
+        }
+        Some(_) => {
+            anyhow::bail!("--export takes a format and a file: --export vllm-json out.jsonl")
+        }
+    };
+    let mut data = load_run(&args.file, LoadOptions::default())
+        .with_context(|| format!("reading trace {}", args.file.display()))?;
+    let opts = ReportOptions {
+        percentiles: args.percentiles,
+        slo: args.slo.unwrap_or_default(),
+    };
+    let rep = report::build(&mut data, &opts);
+    let text = match args.format {
+        Format::Text => rep.to_text(),
+        Format::Markdown => rep.to_markdown(),
+        Format::Csv => rep.to_csv(),
+        Format::Json => serde_json::to_string_pretty(&rep)? + "\n",
+    };
+    if let Some(path) = export {
+        write_file(&path, &vllm::export(&data, &rep))?;
+    }
+    if let Some(path) = &args.html {
+        write_file(path, &html::report_html(&rep, &data))?;
+    }
+    print(&text)?;
+    if args.format != Format::Text {
+        for w in &rep.warnings {
+            eprintln!("trace: warning: {w}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
