@@ -1,0 +1,113 @@
+//! trace-client: engine protocols for the `trace` load generator.
+//!
+//! It owns request building for OpenAI chat and completions routes, the streaming-response
+//! parser ([`sse::SseParser`], byte-arrival timestamps taken before parsing), event
+//! classification and per-event token accounting ([`classify`]), error classification into the
+//! trace's stable `error_kind` codes, the request function ([`Client::send`]) that fills one
+//! [`trace_format::TraceRecord`] per request, Hugging Face tokenizer support
+//! ([`HfTokenizer`], [`random_prompt`]) and the server queue-metrics scraper ([`metrics`]).
+//!
+//! It must not depend on polars, clap or axum: trace-replay drives it, trace-cli renders.
+//!
+//! `error_kind` codes written by [`Client::send`]:
+//! - `connect`: no HTTP response was obtained (refused, reset or closed before the headers);
+//! - `timeout`: the request deadline (`ClientConfig::timeout`) or the idle limit between reads
+//!   (`ClientConfig::idle_timeout`) passed; the chunks received so far are kept;
+//! - `http_4xx` / `http_5xx`: an error status; `error_msg` holds the server's message, and for a
+//!   422 names the request field the server refused;
+//! - `stream`: an error event after HTTP 200 (OpenAI `{"error":..}`, legacy
+//!   `{"object":"error"}`, TGI `{"error":"..."}`, llama.cpp `error:` line), a transport error
+//!   mid-stream (reset), or a stream that ended with neither `[DONE]` nor a finish reason
+//!   (truncated). A stream that ends without `[DONE]` after a finish reason is a success
+//!   (`transformers serve` does this);
+//! - `parse`: the stream completed but some event's data was not valid JSON (the event is kept
+//!   as a chunk with 0 tokens), or a non-streaming body was not valid JSON;
+//! - `cancelled`: the caller's cancel future fired ([`Client::send_cancellable`]);
+//! - `invalid_request`: the request could not be built (token ids for a chat prompt without a
+//!   tokenizer); nothing was sent.
+
+pub mod classify;
+mod client;
+pub mod metrics;
+pub mod sse;
+mod tokenizer;
+
+pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
+pub use client::{
+    Client, ClientConfig, Endpoint, Prompt, RequestSpec, StreamState, list_models, offset_ns,
+    prompt_hash,
+};
+pub use metrics::{MetricsScraper, QueueSample, parse_prometheus, scrape};
+pub use tokenizer::{HfTokenizer, random_prompt, word_level_tokenizer_json};
+
+use std::path::PathBuf;
+
+/// Errors of this crate. Request failures are not errors: they are rows (see the crate docs).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client could not be built.
+    #[error("cannot build http client: {0}")]
+    Build(String),
+    /// A base URL that cannot be used.
+    #[error("invalid base url '{url}': {msg}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        msg: String,
+    },
+    /// A tokenizer file could not be loaded or used.
+    #[error("tokenizer {}: {msg}", path.display())]
+    Tokenizer {
+        /// The tokenizer.json path.
+        path: PathBuf,
+        /// Why.
+        msg: String,
+    },
+    /// A transport error talking to a URL.
+    #[error("request to {url} failed: {msg}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// The error chain.
+        msg: String,
+    },
+    /// An unexpected HTTP status from a URL.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The server answered `GET /metrics` with 404: it exposes no Prometheus metrics.
+    #[error("no /metrics at {url} (HTTP 404): the server exposes no Prometheus metrics")]
+    NoMetrics {
+        /// The metrics URL.
+        url: String,
+    },
+    /// A response body that is not what the route promises.
+    #[error("unexpected response from {url}: {msg}")]
+    Body {
+        /// The URL.
+        url: String,
+        /// Why.
+        msg: String,
+    },
+}
+
+/// The error and its sources joined with `: `, since reqwest's Display hides the cause
+/// (`error sending request` without `connection refused`).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,292 @@
+//! Server queue metrics: a minimal Prometheus text-format parser that maps the queue gauges of
+//! vLLM, SGLang, LMDeploy, TGI and llama.cpp (reference table 4.7) onto one [`QueueSample`],
+//! and a scraper for `GET /metrics`.
+//!
+//! Counts (waiting, running, preemptions) are summed over label sets, since a server with
+//! several engines or data-parallel ranks exposes one series each; KV usage is a fraction, so
+//! it is averaged over label sets instead.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The normalised queue state of a server at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueSample {
+    /// When the scrape answered, ns since run start (0 from [`parse_prometheus`]).
+    pub t_ns: i64,
+    /// Requests waiting for a batch slot.
+    pub waiting: Option<f64>,
+    /// Requests in the running batch.
+    pub running: Option<f64>,
+    /// KV cache used, fraction 0-1.
+    pub kv_usage: Option<f64>,
+    /// Preemptions (counter, cumulative; SGLang reports retracted requests as a gauge).
+    pub preemptions: Option<f64>,
+    /// Engine recognised from the metric names: vllm, sglang, lmdeploy, tgi, llamacpp, or empty.
+    pub engine: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Concept {
+    Waiting,
+    Running,
+    Kv,
+    KvFallback,
+    Preempt,
+}
+
+/// (metric name, engine, concept). Order matters only for the engine name: the first engine
+/// whose metric is seen wins.
+const MAP: &[(&str, &str, Concept)] = &[
+    ("vllm:num_requests_waiting", "vllm", Concept::Waiting),
+    ("vllm:num_requests_running", "vllm", Concept::Running),
+    ("vllm:kv_cache_usage_perc", "vllm", Concept::Kv),
+    ("vllm:gpu_cache_usage_perc", "vllm", Concept::KvFallback),
+    ("vllm:num_preemptions_total", "vllm", Concept::Preempt),
+    ("vllm:num_preemptions", "vllm", Concept::Preempt),
+    ("sglang:num_queue_reqs", "sglang", Concept::Waiting),
+    ("sglang:num_running_reqs", "sglang", Concept::Running),
+    ("sglang:token_usage", "sglang", Concept::Kv),
+    ("sglang:num_retracted_reqs", "sglang", Concept::Preempt),
+    (
+        "lmdeploy:num_requests_waiting",
+        "lmdeploy",
+        Concept::Waiting,
+    ),
+    (
+        "lmdeploy:num_requests_running",
+        "lmdeploy",
+        Concept::Running,
+    ),
+    ("lmdeploy:gpu_cache_usage_perc", "lmdeploy", Concept::Kv),
+    ("tgi_queue_size", "tgi", Concept::Waiting),
+    ("tgi_batch_current_size", "tgi", Concept::Running),
+    ("llamacpp:requests_deferred", "llamacpp", Concept::Waiting),
+    ("llamacpp:requests_processing", "llamacpp", Concept::Running),
+    ("llamacpp:kv_cache_usage_ratio", "llamacpp", Concept::Kv),
+];
+
+#[derive(Default)]
+struct Acc {
+    sum: f64,
+    n: u32,
+}
+
+impl Acc {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.n += 1;
+    }
+    fn sum(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.sum)
+    }
+    fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / f64::from(self.n))
+    }
+}
+
+/// Parses Prometheus text exposition (or OpenMetrics) and maps the known queue gauges.
+/// Unknown metrics, comments, malformed lines and NaN values are skipped.
+pub fn parse_prometheus(text: &str) -> QueueSample {
+    let mut acc: [Acc; 5] = Default::default();
+    let mut engine: Option<&str> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        let name = &line[..name_end];
+        let Some(&(_, eng, concept)) = MAP.iter().find(|(n, _, _)| *n == name) else {
+            continue;
+        };
+        let rest = &line[name_end..];
+        let rest = if rest.starts_with('{') {
+            // Label values may hold '}' inside quotes; find the closing brace outside quotes.
+            match close_brace(rest) {
+                Some(i) => &rest[i + 1..],
+                None => continue,
+            }
+        } else {
+            rest
+        };
+        let Some(v) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if v.is_nan() {
+            continue;
+        }
+        engine.get_or_insert(eng);
+        acc[concept as usize].add(v);
+    }
+    QueueSample {
+        t_ns: 0,
+        waiting: acc[Concept::Waiting as usize].sum(),
+        running: acc[Concept::Running as usize].sum(),
+        kv_usage: acc[Concept::Kv as usize]
+            .mean()
+            .or(acc[Concept::KvFallback as usize].mean()),
+        preemptions: acc[Concept::Preempt as usize].sum(),
+        engine: engine.unwrap_or("").to_string(),
+    }
+}
+
+fn close_brace(s: &str) -> Option<usize> {
+    let mut in_q = false;
+    let mut esc = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if esc => esc = false,
+            '\\' if in_q => esc = true,
+            '"' => in_q = !in_q,
+            '}' if !in_q => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A reusable `/metrics` scraper (one HTTP connection pool for a run's periodic scrapes).
+#[derive(Debug, Clone)]
+pub struct MetricsScraper {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl MetricsScraper {
+    /// A scraper of `url` (the full metrics URL, e.g. `http://host:8000/metrics`), each scrape
+    /// bounded by `timeout`.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .retry(reqwest::retry::never())
+            .build()
+            .map_err(|e| Error::Build(e.to_string()))?;
+        Ok(Self {
+            http,
+            url: url.to_string(),
+        })
+    }
+
+    /// Scrapes once; `t_ns` is stamped when the body has arrived, as ns since `run_start`.
+    /// A 404 is [`Error::NoMetrics`]: the server exposes no Prometheus metrics.
+    pub async fn scrape(&self, run_start: tokio::time::Instant) -> Result<QueueSample, Error> {
+        let resp = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| Error::Http {
+                url: self.url.clone(),
+                msg: crate::error_chain(&e),
+            })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(Error::NoMetrics {
+                url: self.url.clone(),
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Status {
+                url: self.url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let text = resp.text().await.map_err(|e| Error::Http {
+            url: self.url.clone(),
+            msg: crate::error_chain(&e),
+        })?;
+        let mut s = parse_prometheus(&text);
+        s.t_ns = crate::client::offset_ns(run_start, tokio::time::Instant::now());
+        Ok(s)
+    }
+}
+
+/// Scrapes `url` once (5 s timeout); `t_ns` is 0. For periodic sampling use [`MetricsScraper`].
+pub async fn scrape(url: &str) -> Result<QueueSample, Error> {
+    let s = MetricsScraper::new(url, Duration::from_secs(5))?;
+    let start = tokio::time::Instant::now();
+    let mut q = s.scrape(start).await?;
+    q.t_ns = 0;
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vllm_two_engines_summed_kv_averaged() {
+        let t = r#"# HELP vllm:num_requests_waiting Number of requests waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 4.0
+vllm:num_requests_running{engine="0",model_name="m"} 8
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.7
+vllm:gpu_cache_usage_perc{engine="1",model_name="m"} 0.1
+vllm:num_preemptions_total{engine="0",model_name="a}b"} 2 1700000000
+vllm:time_to_first_token_seconds_bucket{le="0.001"} 0
+"#;
+        let s = parse_prometheus(t);
+        assert_eq!(s.engine, "vllm");
+        assert_eq!(s.waiting, Some(7.0));
+        assert_eq!(s.running, Some(8.0));
+        assert!((s.kv_usage.unwrap_or(0.0) - 0.6).abs() < 1e-9);
+        assert_eq!(s.preemptions, Some(2.0));
+    }
+
+    #[test]
+    fn other_engines() {
+        let s = parse_prometheus(
+            "sglang:num_queue_reqs{tp_rank=\"0\"} 5\nsglang:num_running_reqs 2\nsglang:token_usage 0.25\nsglang:num_retracted_reqs 1\n",
+        );
+        assert_eq!(
+            (
+                s.engine.as_str(),
+                s.waiting,
+                s.running,
+                s.kv_usage,
+                s.preemptions
+            ),
+            ("sglang", Some(5.0), Some(2.0), Some(0.25), Some(1.0))
+        );
+        let s = parse_prometheus(
+            "lmdeploy:num_requests_waiting 1\nlmdeploy:num_requests_running 2\nlmdeploy:gpu_cache_usage_perc 0.3\n",
+        );
+        assert_eq!(
+            (
+                s.engine.as_str(),
+                s.waiting,
+                s.running,
+                s.kv_usage,
+                s.preemptions
+            ),
+            ("lmdeploy", Some(1.0), Some(2.0), Some(0.3), None)
+        );
+        let s = parse_prometheus("tgi_queue_size 9\ntgi_batch_current_size 4\n");
+        assert_eq!(
+            (s.engine.as_str(), s.waiting, s.running, s.kv_usage),
+            ("tgi", Some(9.0), Some(4.0), None)
+        );
+        let s = parse_prometheus("llamacpp:requests_deferred 2\nllamacpp:requests_processing 4\n");
+        assert_eq!(
+            (s.engine.as_str(), s.waiting, s.running),
+            ("llamacpp", Some(2.0), Some(4.0))
+        );
+        let s = parse_prometheus("vllm:gpu_cache_usage_perc 0.4\n");
+        assert_eq!(s.kv_usage, Some(0.4));
+        let s = parse_prometheus("garbage line\nfoo 1\n");
+        assert_eq!(s, QueueSample::default());
+    }
+}

@@ -1,0 +1,728 @@
+//! The request function against a scripted local server: one test per engine quirk, exact chunk
+//! counts and token counts, error kinds, and arrival-time properties.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+use trace_client::{Client, ClientConfig, Endpoint, Prompt, RequestSpec};
+use trace_format::TraceRecord;
+
+const ROLE: &str = r#"{"id":"c","object":"chat.completion.chunk","model":"served-m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+const FINISH: &str =
+    r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#;
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+fn content(s: &str) -> String {
+    format!(
+        r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"{s}"}},"finish_reason":null}}],"usage":null}}"#
+    )
+}
+
+fn usage(p: i64, c: i64) -> String {
+    format!(
+        r#"{{"id":"c","choices":[],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{}}}}}"#,
+        p + c
+    )
+}
+
+fn spec() -> RequestSpec {
+    RequestSpec {
+        request_id: "req-1".into(),
+        prompt: Prompt::Text("w1 w2 w3".into()),
+        prompt_tokens: Some(3),
+        max_tokens: Some(16),
+    }
+}
+
+fn cfg(url: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(url, "m");
+    c.timeout = Duration::from_secs(5);
+    c
+}
+
+async fn run_cfg(c: ClientConfig) -> TraceRecord {
+    let client = Client::new(c).unwrap();
+    let start = Instant::now();
+    let mut rec = TraceRecord {
+        request_id: "req-1".into(),
+        ..Default::default()
+    };
+    client.send(&spec(), start, &mut rec).await;
+    rec
+}
+
+async fn run(url: &str) -> TraceRecord {
+    run_cfg(cfg(url)).await
+}
+
+fn assert_times(rec: &TraceRecord) {
+    let sent = rec.sent_ns.unwrap();
+    let end = rec.end_ns.unwrap();
+    assert!(end >= sent);
+    if let Some(h) = rec.headers_ns {
+        assert!(h >= sent);
+        if let Some(f) = rec.first_byte_ns {
+            assert!(f >= h);
+        }
+    }
+    assert!(
+        rec.chunk_ns.windows(2).all(|w| w[0] <= w[1]),
+        "chunk_ns not monotonic"
+    );
+    if let (Some(f), Some(c)) = (rec.first_byte_ns, rec.chunk_ns.first()) {
+        assert!(*c >= f);
+    }
+    if let Some(c) = rec.chunk_ns.last() {
+        assert!(*c <= end);
+    }
+    assert_eq!(rec.chunk_ns.len(), rec.chunk_tokens.len());
+}
+
+#[tokio::test]
+async fn openai_chat_role_only_and_usage_only() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            Step::Sleep(5),
+            w(data(&content("a"))),
+            w(data(&content("b"))),
+            w(data(&content("c"))),
+            w(data(FINISH)),
+            w(data(&usage(7, 3))),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.status, Some(200));
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 1, 0, 0]);
+    assert_eq!(rec.output_tokens, Some(3));
+    assert_eq!(rec.prompt_tokens, Some(7));
+    assert_eq!(rec.token_source.as_deref(), Some("usage"));
+    assert_eq!(rec.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(rec.endpoint.as_deref(), Some("chat"));
+    assert_eq!(rec.model.as_deref(), Some("served-m"));
+    assert_eq!(rec.max_tokens, Some(16));
+    assert!(rec.prompt_hash.is_some());
+    assert_eq!(rec.output_text, None);
+    // The request carried what engines need.
+    let body = s.body_json(0);
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["model"], "m");
+    assert_eq!(body["max_tokens"], 16);
+    assert_eq!(body["messages"][0]["content"], "w1 w2 w3");
+    assert_eq!(body["stream_options"]["include_usage"], true);
+    assert_eq!(body["stream_options"]["continuous_usage_stats"], true);
+    assert!(body.get("ignore_eos").is_none());
+    let head = s.head(0).to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/chat/completions "), "{head}");
+    assert!(head.contains("x-request-id: req-1"), "{head}");
+}
+
+#[tokio::test]
+async fn completions_route_ignore_eos_extra_body_and_text() {
+    let text = r#"{"id":"x","object":"text_completion","choices":[{"index":0,"text":"hi","finish_reason":null}]}"#;
+    let fin = r#"{"id":"x","object":"text_completion","choices":[{"index":0,"text":"","finish_reason":"length"}]}"#;
+    let s = serve(
+        sse_head(),
+        vec![w(data(text)), w(data(text)), w(data(fin)), w(DONE)],
+    )
+    .await;
+    let mut c = cfg(&format!("{}/v1/", s.url()));
+    c.endpoint = Endpoint::Completions;
+    c.ignore_eos = true;
+    c.continuous_usage = false;
+    c.store_output = true;
+    c.store_prompt = true;
+    c.api_key = Some("sk-test".into());
+    c.extra_body = Some(serde_json::json!({"temperature": 0.0, "max_tokens": 99}));
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 1, 0]);
+    assert_eq!(rec.output_tokens, Some(2));
+    assert_eq!(rec.token_source.as_deref(), Some("chunks"));
+    assert_eq!(rec.output_text.as_deref(), Some("hihi"));
+    assert_eq!(rec.prompt.as_deref(), Some("w1 w2 w3"));
+    assert_eq!(rec.prompt_tokens, Some(3));
+    assert_eq!(rec.finish_reason.as_deref(), Some("length"));
+    let body = s.body_json(0);
+    assert_eq!(body["prompt"], "w1 w2 w3");
+    assert_eq!(body["ignore_eos"], true);
+    assert_eq!(body["temperature"], 0.0);
+    assert_eq!(body["max_tokens"], 99);
+    assert!(
+        body["stream_options"]
+            .get("continuous_usage_stats")
+            .is_none()
+    );
+    let head = s.head(0).to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/completions "), "{head}");
+    assert!(head.contains("authorization: bearer sk-test"), "{head}");
+}
+
+#[tokio::test]
+async fn keepalive_comments_are_not_chunks() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(b": ping\n\n"),
+            w(data(&content("a"))),
+            w(b":keep-alive\n\n"),
+            w(data(&content("b"))),
+            w(data(FINISH)),
+            w(b": bye\n\n"),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 1, 0]);
+    assert_eq!(rec.output_tokens, Some(2));
+}
+
+#[tokio::test]
+async fn events_split_across_reads_and_several_in_one_read() {
+    let a = data(&content("a"));
+    let (a1, a2) = a.split_at(17);
+    let mut many = Vec::new();
+    for x in ["b", "c", "d"] {
+        many.extend_from_slice(&data(&content(x)));
+    }
+    // CRLF framing and "data:" without a space on the last events.
+    let tail = format!("data:{FINISH}\r\n\r\ndata:[DONE]\r\n\r\n");
+    let s = serve_opts(
+        chunked_sse_head(),
+        vec![
+            w(data(ROLE)),
+            Step::Sleep(50),
+            w(a1),
+            Step::Sleep(50),
+            w(a2),
+            Step::Sleep(50),
+            w(&many),
+            Step::Sleep(50),
+            w(tail),
+        ],
+        true,
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 1, 1, 0]);
+    // The split event is stamped by the read that completed it, well after the first half.
+    assert!(
+        rec.chunk_ns[1] - rec.chunk_ns[0] >= 90_000_000,
+        "{:?}",
+        rec.chunk_ns
+    );
+    // Events of one read share that read's timestamp.
+    assert_eq!(rec.chunk_ns[2], rec.chunk_ns[3]);
+    assert_eq!(rec.chunk_ns[3], rec.chunk_ns[4]);
+}
+
+#[tokio::test]
+async fn continuous_usage_multi_token_events() {
+    let ev = |text: &str, c: i64| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}],"usage":{{"prompt_tokens":4,"completion_tokens":{c}}}}}"#
+        )
+    };
+    let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":4,"completion_tokens":0}}"#;
+    let fin = r#"{"choices":[{"index":0,"delta":{"content":"z"},"finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":6}}"#;
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(role)),
+            w(data(&ev("abc", 3))),
+            w(data(&ev("de", 5))),
+            w(data(fin)),
+            w(data(&usage(4, 6))),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 3, 2, 1, 0]);
+    assert_eq!(rec.output_tokens, Some(6));
+    assert_eq!(rec.token_source.as_deref(), Some("usage"));
+}
+
+#[tokio::test]
+async fn reasoning_content_counts_as_output() {
+    let r = |t: &str| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"reasoning_content":"{t}","content":null}}}}]}}"#
+        )
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            w(data(&r("think"))),
+            w(data(&content("ans"))),
+            w(data(FINISH)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.store_output = true;
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 0]);
+    assert_eq!(rec.output_text.as_deref(), Some("thinkans"));
+}
+
+#[tokio::test]
+async fn error_event_after_200() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(&content("a"))),
+            w(data(
+                r#"{"error":{"message":"kv cache exhausted","type":"BadRequestError","code":400}}"#,
+            )),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.status, Some(200));
+    assert_eq!(rec.error_kind.as_deref(), Some("stream"));
+    assert!(
+        rec.error_msg
+            .as_deref()
+            .unwrap()
+            .contains("kv cache exhausted"),
+        "{:?}",
+        rec.error_msg
+    );
+    assert_eq!(rec.chunk_tokens, vec![1]);
+    assert_eq!(rec.output_tokens, Some(1));
+}
+
+#[tokio::test]
+async fn llamacpp_error_line() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(&content("a"))),
+            w(b"error: {\"error\":{\"code\":500,\"message\":\"slot died\"}}\n\n"),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind.as_deref(), Some("stream"));
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("slot died"),
+        "{:?}",
+        rec.error_msg
+    );
+}
+
+#[tokio::test]
+async fn no_done_after_finish_is_success() {
+    // transformers serve: the last event carries finish_reason and usage, then the stream closes.
+    let last = r#"{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+    let s = serve(
+        sse_head(),
+        vec![w(data(ROLE)), w(data(&content("a"))), w(data(last))],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1]);
+    assert_eq!(rec.output_tokens, Some(2));
+    assert_eq!(rec.finish_reason.as_deref(), Some("length"));
+}
+
+#[tokio::test]
+async fn no_done_and_no_finish_is_truncated() {
+    let s = serve(
+        sse_head(),
+        vec![w(data(ROLE)), w(data(&content("a"))), w(b"data: {\"cho")],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind.as_deref(), Some("stream"));
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("truncated"),
+        "{:?}",
+        rec.error_msg
+    );
+    assert_eq!(rec.chunk_tokens, vec![0, 1]);
+}
+
+#[tokio::test]
+async fn malformed_json_is_recorded_not_fatal() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(&content("a"))),
+            w(b"data: {broken\n\n"),
+            w(data(&content("b"))),
+            w(data(FINISH)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind.as_deref(), Some("parse"));
+    assert!(rec.error_msg.as_deref().unwrap().contains("{broken"));
+    assert_eq!(rec.chunk_tokens, vec![1, 0, 1, 0]);
+}
+
+#[tokio::test]
+async fn non_streaming_json_response() {
+    let body = r#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"w1 w2"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+    let s = serve(json_response("200 OK", body), vec![]).await;
+    let mut c = cfg(&s.url());
+    c.store_output = true;
+    let rec = run_cfg(c).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![2]);
+    assert_eq!(rec.output_tokens, Some(2));
+    assert_eq!(rec.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(rec.output_text.as_deref(), Some("w1 w2"));
+}
+
+#[tokio::test]
+async fn http_errors_with_bodies() {
+    let s = serve(
+        json_response(
+            "500 Internal Server Error",
+            r#"{"error":{"message":"engine dead"}}"#,
+        ),
+        vec![],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.status, Some(500));
+    assert_eq!(rec.error_kind.as_deref(), Some("http_5xx"));
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("engine dead"),
+        "{:?}",
+        rec.error_msg
+    );
+    assert!(rec.chunk_ns.is_empty());
+
+    let s = serve(
+        json_response(
+            "429 Too Many Requests",
+            r#"{"error":"Model is overloaded","error_type":"overloaded"}"#,
+        ),
+        vec![],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.status, Some(429));
+    assert_eq!(rec.error_kind.as_deref(), Some("http_4xx"));
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("overloaded"),
+        "{:?}",
+        rec.error_msg
+    );
+
+    // transformers serve refuses unknown fields.
+    let s = serve(
+        json_response(
+            "422 Unprocessable Entity",
+            r#"{"detail":"Unexpected fields in the request: {'ignore_eos'}"}"#,
+        ),
+        vec![],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.ignore_eos = true;
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.status, Some(422));
+    assert_eq!(rec.error_kind.as_deref(), Some("http_4xx"));
+    let msg = rec.error_msg.unwrap();
+    assert!(
+        msg.contains("refused a request field") && msg.contains("ignore_eos"),
+        "{msg}"
+    );
+
+    // pydantic's list form.
+    let s = serve(
+        json_response("422 Unprocessable Entity", r#"{"detail":[{"loc":["body","stream_options","continuous_usage_stats"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}]}"#),
+        vec![],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    let msg = rec.error_msg.unwrap();
+    assert!(
+        msg.contains("body.stream_options.continuous_usage_stats")
+            && msg.contains("continuous usage off"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn connection_reset_mid_stream() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            w(data(&content("a"))),
+            Step::Sleep(50),
+            Step::Reset,
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind.as_deref(), Some("stream"));
+    assert_eq!(rec.chunk_tokens, vec![0, 1]);
+    assert_eq!(rec.output_tokens, Some(1));
+}
+
+#[tokio::test]
+async fn stall_past_timeout() {
+    let s = serve(
+        sse_head(),
+        vec![w(data(ROLE)), w(data(&content("a"))), Step::Stall(3000)],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.timeout = Duration::from_millis(300);
+    let rec = run_cfg(c).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind.as_deref(), Some("timeout"));
+    assert_eq!(rec.chunk_tokens, vec![0, 1]);
+    assert!(rec.end_ns.unwrap() - rec.sent_ns.unwrap() >= 300_000_000);
+
+    // The idle limit fires first when set shorter.
+    let mut c = cfg(&s.url());
+    c.idle_timeout = Some(Duration::from_millis(200));
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind.as_deref(), Some("timeout"));
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("stalled"),
+        "{:?}",
+        rec.error_msg
+    );
+}
+
+#[tokio::test]
+async fn connect_refused() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let rec = run(&format!("http://{addr}")).await;
+    assert_eq!(rec.error_kind.as_deref(), Some("connect"));
+    assert!(rec.sent_ns.is_some() && rec.end_ns.is_some());
+    assert_eq!(rec.status, None);
+}
+
+#[tokio::test]
+async fn scripted_delay_is_visible_in_chunk_ns() {
+    let mut steps = vec![w(data(ROLE))];
+    for i in 0..4 {
+        steps.push(Step::Sleep(100));
+        steps.push(w(data(&content(&format!("t{i}")))));
+    }
+    steps.push(w(data(FINISH)));
+    steps.push(w(DONE));
+    let s = serve(sse_head(), steps).await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 1, 1, 0]);
+    for i in 1..5 {
+        let gap = rec.chunk_ns[i] - rec.chunk_ns[i - 1];
+        // One-sided: the client may read late, never early. 10 ms allows for the first chunk
+        // being read late by a loaded machine.
+        assert!(gap >= 90_000_000, "gap {i} = {gap} ns");
+    }
+}
+
+#[tokio::test]
+async fn cancel_keeps_received_chunks() {
+    let s = serve(
+        sse_head(),
+        vec![w(data(ROLE)), w(data(&content("a"))), Step::Stall(3000)],
+    )
+    .await;
+    let client = Client::new(cfg(&s.url())).unwrap();
+    let mut rec = TraceRecord::default();
+    let start = Instant::now();
+    client
+        .send_cancellable(
+            &spec(),
+            start,
+            &mut rec,
+            tokio::time::sleep(Duration::from_millis(200)),
+        )
+        .await;
+    assert_eq!(rec.error_kind.as_deref(), Some("cancelled"));
+    assert_eq!(rec.chunk_tokens, vec![0, 1]);
+    assert!(rec.end_ns.is_some());
+}
+
+#[tokio::test]
+async fn tgi_generate_stream_shape() {
+    // TGI's native stream: no space after "data:", no [DONE], ends after `details`.
+    let t = |i: u32, text: &str| {
+        format!(
+            r#"data:{{"index":{i},"token":{{"id":{i},"text":"{text}","logprob":-0.1,"special":false}},"generated_text":null,"details":null}}"#
+        )
+    };
+    let last = r#"data:{"index":3,"token":{"id":2,"text":"</s>","logprob":-0.1,"special":true},"generated_text":"a b","details":{"finish_reason":"eos_token","generated_tokens":3,"seed":null}}"#;
+    let s = serve(
+        sse_head(),
+        vec![
+            w(format!("{}\n\n", t(1, "a"))),
+            w(format!("{}\n\n", t(2, " b"))),
+            w(format!("{last}\n\n")),
+        ],
+    )
+    .await;
+    let rec = run(&s.url()).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 1, 1]);
+    assert_eq!(rec.finish_reason.as_deref(), Some("eos_token"));
+}
+
+fn tokenizer_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../traces/tokenizer.json")
+}
+
+#[tokio::test]
+async fn tokenizer_counts_output_without_usage() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            w(data(&content("w1 w2"))),
+            w(data(&content(" w3"))),
+            w(data(FINISH)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.tokenizer = Some(tokenizer_path());
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 0]);
+    assert_eq!(rec.output_tokens, Some(3));
+    assert_eq!(rec.token_source.as_deref(), Some("tokenizer"));
+    assert_eq!(rec.output_text, None);
+}
+
+#[tokio::test]
+async fn list_models_and_metrics() {
+    let s = serve(
+        json_response(
+            "200 OK",
+            r#"{"object":"list","data":[{"id":"qwen","object":"model"}]}"#,
+        ),
+        vec![],
+    )
+    .await;
+    let models = trace_client::list_models(&s.url(), None, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(models, vec!["qwen".to_string()]);
+
+    let s = serve(
+        json_response("404 Not Found", r#"{"detail":"Not Found"}"#),
+        vec![],
+    )
+    .await;
+    let err = trace_client::scrape(&format!("{}/metrics", s.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, trace_client::Error::NoMetrics { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no /metrics"));
+
+    let text =
+        "vllm:num_requests_waiting{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"0\"} 5\n";
+    let s = serve(
+        format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len()),
+        vec![],
+    )
+    .await;
+    let q = trace_client::scrape(&format!("{}/metrics", s.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (q.waiting, q.running, q.engine.as_str()),
+        (Some(2.0), Some(5.0), "vllm")
+    );
+}
+
+#[tokio::test]
+async fn many_concurrent_streams_reuse_one_client() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            w(data(&content("a"))),
+            Step::Sleep(50),
+            w(data(FINISH)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let client = Client::new(cfg(&s.url())).unwrap();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sp = spec();
+            sp.request_id = format!("r{i}");
+            let mut rec = TraceRecord::default();
+            client.send(&sp, start, &mut rec).await;
+            rec
+        }));
+    }
+    for t in tasks {
+        let rec = t.await.unwrap();
+        assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+        assert_eq!(rec.chunk_tokens, vec![0, 1, 0]);
+    }
+    assert_eq!(s.reqs.lock().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn done_then_open_body_is_complete_at_done() {
+    // A server that sends [DONE] but never ends the body must not turn into a timeout.
+    let s = serve_opts(
+        chunked_sse_head(),
+        vec![
+            w(data(&content("a"))),
+            w(data(FINISH)),
+            w(DONE),
+            Step::Stall(3000),
+        ],
+        true,
+    )
+    .await;
+    let t0 = std::time::Instant::now();
+    let rec = run(&s.url()).await;
+    assert!(t0.elapsed() < Duration::from_millis(2500));
+    assert_times(&rec);
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 0]);
+    assert!(rec.end_ns.unwrap() >= *rec.chunk_ns.last().unwrap());
+}
