@@ -34,8 +34,10 @@ pub enum Cmd {
     /// Re-issue a workload (random, ShareGPT or a trace) at chosen rates and record every chunk.
     Replay(commands::replay::ReplayArgs),
     /// Compare runs: percentiles, throughput and saturation with confidence intervals.
+    #[cfg(feature = "analyze")]
     Diff(commands::diff::DiffArgs),
     /// Analyse one run: the per-stage latency table and the saturation point.
+    #[cfg(feature = "analyze")]
     Report(commands::report::ReportArgs),
     /// Convert public traces and peers' result files into the trace format.
     Import(commands::import::ImportArgs),
@@ -56,7 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Record(a) => commands::record::run(a),
         Cmd::Replay(a) => commands::replay::run(a),
+        #[cfg(feature = "analyze")]
         Cmd::Diff(a) => commands::diff::run(a),
+        #[cfg(feature = "analyze")]
         Cmd::Report(a) => commands::report::run(a),
         Cmd::Import(a) => commands::import::run(a),
         Cmd::Synth(a) => commands::synth::run(a),
@@ -108,11 +112,4 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// The error every verb whose issue has not landed returns, so scripts see exit 2 and a reason.
-pub(crate) fn not_built(verb: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "`trace {verb}` is not built yet (issue {issue}); see README.md for what works today"
-    )
 }

@@ -50,6 +50,61 @@ pub fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a percentile list such as `50,90,99,99.9`: each a number in 0..=100.
+pub fn percentiles(s: &str) -> Result<Vec<f64>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.trim_start_matches('p').parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => out.push(p),
+            _ => {
+                return Err(format!(
+                    "invalid percentile '{part}': must be a number from 0 to 100"
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "invalid percentile list '{s}': give at least one, e.g. 50,90,99"
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses goodput objectives `ttft=200ms,tpot=50ms,e2e=2s` (any subset) into
+/// (ttft, tpot, e2e) limits in ms.
+#[cfg(feature = "analyze")]
+pub fn slo(s: &str) -> Result<trace_analyze::report::Slo, String> {
+    let mut slo = trace_analyze::report::Slo::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!(
+                "invalid objective '{part}': expected NAME=DURATION, e.g. ttft=200ms"
+            ));
+        };
+        let ms = humantime::parse_duration(v.trim())
+            .map_err(|e| format!("invalid objective '{part}': {e}"))?
+            .as_secs_f64()
+            * 1e3;
+        match k.trim() {
+            "ttft" => slo.ttft_ms = Some(ms),
+            "tpot" => slo.tpot_ms = Some(ms),
+            "e2e" | "e2el" => slo.e2e_ms = Some(ms),
+            other => {
+                return Err(format!(
+                    "invalid objective '{part}': unknown metric '{other}' (ttft, tpot, e2e)"
+                ));
+            }
+        }
+    }
+    if slo.is_empty() {
+        return Err(format!(
+            "invalid objectives '{s}': give at least one, e.g. ttft=200ms"
+        ));
+    }
+    Ok(slo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +120,24 @@ mod tests {
         assert!(rate("-1").is_err());
         assert!(rate("NaN").is_err());
         assert!(rate("abc").is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "analyze")]
+    fn percentile_lists_and_slos() {
+        assert_eq!(
+            percentiles("50,90,p99,99.9"),
+            Ok(vec![50.0, 90.0, 99.0, 99.9])
+        );
+        assert!(percentiles("101").unwrap_err().contains("'101'"));
+        assert!(percentiles("").is_err());
+        let s = slo("ttft=200ms,tpot=50ms").unwrap();
+        assert_eq!(
+            (s.ttft_ms, s.tpot_ms, s.e2e_ms),
+            (Some(200.0), Some(50.0), None)
+        );
+        assert!(slo("itl=5ms").unwrap_err().contains("unknown metric 'itl'"));
+        assert!(slo("ttft").unwrap_err().contains("'ttft'"));
     }
 
     #[test]

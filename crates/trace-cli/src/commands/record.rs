@@ -1,21 +1,173 @@
-//! `trace record`: not built yet (issue 5); the arguments grow with it.
+//! `trace record`: parses [`RecordArgs`] into a [`trace_replay::record::RecordConfig`], runs the
+//! recording proxy on a tokio runtime with Ctrl-C handling, and reports what was captured.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use trace_replay::record::{RecordConfig, RecordStop};
+
+const EXAMPLES: &str = "\
+Examples:
+  trace record --listen 127.0.0.1:9000 --upstream http://127.0.0.1:8000 -o captured.parquet
+      point clients at http://127.0.0.1:9000 instead of the engine; Ctrl-C to stop
+  trace record --duration 10m --store prompts -o demo.parquet
+      fronts the embedded simulator: a working demo with no engine
+  trace replay captured.parquet --url http://127.0.0.1:8000 -o run.parquet
+      re-sends the capture at its recorded arrival times
+
+Every route is forwarded unchanged; one row is written per POST .../chat/completions or
+.../completions request. No header is ever written to the file (Authorization and API keys
+included); prompts and outputs only with --store.
+The first Ctrl-C stops accepting and drains in-flight streams (--drain-timeout), then closes a
+valid file; a second Ctrl-C aborts, leaving the flushed data readable in OUT.parquet.partial/.
+Exit status: 0 done, 130 stopped by Ctrl-C (the file is still valid), 2 error.";
+
+/// What `--store` may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// The prompt text (so a replay re-sends the same prompts).
+    Prompts,
+    /// The output text.
+    Outputs,
+}
 
 /// Arguments of `trace record`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  trace record --listen 127.0.0.1:9000 --upstream http://127.0.0.1:8000 -o captured.parquet\n  trace record --duration 10m --store prompts -o demo.parquet\n\nNot built yet (issue 5): exits 2 with a message."
-)]
+#[command(after_help = EXAMPLES)]
 pub struct RecordArgs {
-    /// Everything after the verb, until the verb is built.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Address the proxy listens on (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// The engine's base URL (http://HOST:PORT); without it, the embedded simulator.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// The trace file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Stop after this long (e.g. 10m, 1h30m).
+    #[arg(long, value_parser = crate::parse::duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many recorded requests.
+    #[arg(long, value_parser = crate::parse::positive_u64)]
+    pub max_requests: Option<u64>,
+    /// Also store prompts and/or outputs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub store: Vec<StoreArg>,
+    /// Engine label written into the file's metadata.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// How long in-flight streams may finish after a stop.
+    #[arg(long, default_value = "30s", value_parser = crate::parse::duration)]
+    pub drain_timeout: Duration,
+    /// Upstream silence (no headers or no bytes) after which a request is a timeout.
+    #[arg(long, default_value = "300s", value_parser = crate::parse::duration)]
+    pub idle_timeout: Duration,
+}
+
+impl RecordArgs {
+    /// The validated configuration.
+    pub fn to_config(&self) -> anyhow::Result<RecordConfig> {
+        if let Some(u) = &self.upstream
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            anyhow::bail!("invalid --upstream '{u}': expected http://HOST:PORT");
+        }
+        let mut cfg = RecordConfig::new(self.output.clone());
+        cfg.listen = self.listen;
+        cfg.upstream = self.upstream.clone();
+        cfg.duration = self.duration;
+        cfg.max_requests = self.max_requests;
+        cfg.store_prompts = self.store.contains(&StoreArg::Prompts);
+        cfg.store_outputs = self.store.contains(&StoreArg::Outputs);
+        cfg.label = self.label.clone();
+        cfg.drain_timeout = self.drain_timeout;
+        cfg.idle_timeout = self.idle_timeout;
+        Ok(cfg)
+    }
 }
 
 /// Runs `trace record`.
-pub fn run(_args: RecordArgs) -> anyhow::Result<ExitCode> {
-    crate::not_built("record", 5)
+pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.to_config()?;
+    let output = cfg.output.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let stop = RecordStop::default();
+    let summary = rt
+        .block_on(async {
+            tokio::spawn(handle_ctrl_c(stop.clone(), output.clone()));
+            trace_replay::record::run(cfg, stop.clone(), |l| {
+                eprintln!("recording on http://{} -> {}", l.addr, l.upstream);
+            })
+            .await
+        })
+        .with_context(|| format!("recording into {}", output.display()))?;
+    // Idle client connections and the Ctrl-C listener must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    eprintln!(
+        "wrote {} ({} rows, {} with errors; {} other requests forwarded unrecorded, {} refused after the stop)",
+        summary.output.display(),
+        summary.rows,
+        summary.errors,
+        summary.unrecorded,
+        summary.refused
+    );
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("stopped by Ctrl-C; the file holds what was captured");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// First Ctrl-C: stop accepting and drain. Second: abort at once (flushed parts stay readable).
+async fn handle_ctrl_c(stop: RecordStop, output: PathBuf) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("\nstopping: no new requests; draining in-flight streams (Ctrl-C again to abort)");
+    stop.stop();
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!(
+        "aborted; the data flushed so far is readable in {}.partial",
+        output.display()
+    );
+    #[allow(clippy::exit)]
+    std::process::exit(130);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: RecordArgs,
+    }
+
+    #[test]
+    fn parses_store_list_and_rejects_bad_upstream() {
+        let t = T::try_parse_from(["x", "-o", "a.parquet", "--store", "prompts,outputs"]).unwrap();
+        let c = t.a.to_config().unwrap();
+        assert!(c.store_prompts && c.store_outputs && c.upstream.is_none());
+        let t =
+            T::try_parse_from(["x", "-o", "a.parquet", "--upstream", "localhost:8000"]).unwrap();
+        let e = t.a.to_config().unwrap_err().to_string();
+        assert!(e.contains("localhost:8000"), "{e}");
+        assert!(T::try_parse_from(["x", "-o", "a", "--store", "secrets"]).is_err());
+        assert!(T::try_parse_from(["x", "-o", "a", "--max-requests", "0"]).is_err());
+    }
 }

@@ -1,0 +1,306 @@
+//! `trace replay`: parses [`ReplayArgs`] into a [`trace_replay::ReplayConfig`], runs it on a
+//! tokio runtime with a progress line on stderr and Ctrl-C handling, then prints the per-stage
+//! summary table on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use trace_client::Endpoint;
+use trace_replay::dispatch::{Counters, Stop, Timer};
+use trace_replay::summary::render_table;
+use trace_replay::workload::{RandomSpec, WorkloadSpec};
+use trace_replay::{Arrival, ReplayConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  trace replay --rate 5
+      random prompts at 5 req/s (Poisson) against the embedded simulator; writes runs/sim-*.parquet
+  trace replay random --input-len 1024 --output-len 1024 --rate 1,2,5,8 -n 200 -o sweep.parquet \\
+      --url http://127.0.0.1:8000 --label vllm
+      a rate sweep, one stage per rate, into one file
+  trace replay sharegpt=traces/sharegpt_sample.json --rate 4 --burstiness 0.5 -o bursty.parquet
+  trace replay traces/sample.parquet --url http://127.0.0.1:8000 -o run.parquet
+      the trace's recorded arrival times; add --rate R to retarget its mean rate, or
+      --time-scale 2 to play it twice as slowly
+
+The first Ctrl-C stops sending and drains in-flight requests (--drain-timeout), then closes a
+valid file; a second Ctrl-C aborts, leaving the flushed data readable in OUT.parquet.partial/.
+Exit status: 0 done, 130 stopped by Ctrl-C (the file is still valid), 2 error.";
+
+/// Synthetic arrival processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalArg {
+    /// Exponential gaps (the default).
+    Poisson,
+    /// Gamma gaps with shape --burstiness.
+    Gamma,
+    /// Evenly spaced.
+    Constant,
+}
+
+/// OpenAI routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EndpointArg {
+    /// /v1/chat/completions
+    Chat,
+    /// /v1/completions
+    Completions,
+}
+
+/// How deadlines are met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimerArg {
+    /// A dedicated release thread: precise sleep, then a short spin (default).
+    Thread,
+    /// tokio's sleep_until (about 1 ms granularity).
+    Tokio,
+}
+
+/// What to store besides timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// Prompt texts.
+    Prompts,
+    /// Output texts.
+    Outputs,
+}
+
+/// Arguments of `trace replay`.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ReplayArgs {
+    /// What to send: `random` (default), `sharegpt=FILE`, or a trace file (.parquet) whose
+    /// requests and arrival times are re-issued.
+    #[arg(value_name = "WORKLOAD", default_value = "random")]
+    pub workload: String,
+
+    /// Target server (OpenAI-compatible). Without it, the embedded simulator is started.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Requests per second; a comma list (`1,2,5,8`) runs one stage per rate into one file;
+    /// `inf` sends all at once. For a trace, retargets its mean rate keeping its burst shape.
+    #[arg(long, value_name = "RATES", value_delimiter = ',', value_parser = crate::parse::rate)]
+    pub rate: Vec<f64>,
+
+    /// Requests per stage (default: the whole trace, else 100).
+    #[arg(short = 'n', long = "requests", value_name = "N", value_parser = crate::parse::positive_u64)]
+    pub requests: Option<u64>,
+
+    /// Output file (default: a new runs/<label or sim>-<UTC time>.parquet).
+    #[arg(short = 'o', long, value_name = "OUT.parquet")]
+    pub output: Option<PathBuf>,
+
+    /// Engine label stored in the file (`vllm`, `sglang`...).
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Synthetic arrival process.
+    #[arg(long, value_enum, default_value_t = ArrivalArg::Poisson)]
+    pub arrival: ArrivalArg,
+
+    /// Gamma shape K (implies --arrival gamma): 1 is Poisson, < 1 burstier, > 1 smoother.
+    #[arg(long, value_name = "K", value_parser = crate::parse::positive_f64)]
+    pub burstiness: Option<f64>,
+
+    /// Multiplies a trace's timeline (2 = twice as slow), after any --rate retargeting.
+    #[arg(long, value_name = "F", value_parser = crate::parse::positive_f64)]
+    pub time_scale: Option<f64>,
+
+    /// Seed of arrival times and synthetic prompts (stored in the file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Prompt length of `random`, in tokens.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub input_len: u32,
+
+    /// Output length (max_tokens) of `random`, in tokens.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub output_len: u32,
+
+    /// 1 for exact lengths; r < 1 samples each length in [r*len, len].
+    #[arg(long, default_value_t = 1.0, value_parser = crate::parse::ratio)]
+    pub range_ratio: f64,
+
+    /// At most C requests in flight; later arrivals wait (the wait is recorded).
+    #[arg(long, value_name = "C", value_parser = crate::parse::positive_usize)]
+    pub max_concurrency: Option<usize>,
+
+    /// Warmup requests sent before the first stage, recorded under stage `warmup`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup: u64,
+
+    /// Route.
+    #[arg(long, value_enum, default_value_t = EndpointArg::Chat)]
+    pub endpoint: EndpointArg,
+
+    /// Model name (default: the first one `/v1/models` lists).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Bearer token (default: the OPENAI_API_KEY environment variable).
+    #[arg(long)]
+    pub api_key: Option<String>,
+
+    /// Ask the server to ignore EOS, so every output has max_tokens tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// Per-request timeout.
+    #[arg(long, default_value = "10m", value_parser = crate::parse::duration)]
+    pub timeout: Duration,
+
+    /// Hugging Face tokenizer.json: exact-length random prompts and output token counts.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// After Ctrl-C, how long in-flight requests may finish before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = crate::parse::duration)]
+    pub drain_timeout: Duration,
+
+    /// Do not sample the server's /metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+
+    /// Don't ask for usage on every chunk (`stream_options.continuous_usage_stats`): for servers
+    /// that refuse unknown fields with HTTP 422 (`transformers serve`). Per-event token counts
+    /// then assume one token per content event.
+    #[arg(long)]
+    pub no_continuous_usage: bool,
+
+    /// Also store these texts in the trace (comma list).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub store: Vec<StoreArg>,
+
+    /// How send deadlines are met.
+    #[arg(long, value_enum, default_value_t = TimerArg::Thread, hide = true)]
+    pub timer: TimerArg,
+}
+
+impl ReplayArgs {
+    /// Converts to the library's validated configuration.
+    pub fn to_config(&self) -> anyhow::Result<ReplayConfig> {
+        let random = RandomSpec {
+            input_len: self.input_len,
+            output_len: self.output_len,
+            range_ratio: self.range_ratio,
+        };
+        let workload = WorkloadSpec::parse(&self.workload, random)?;
+        let arrival = match (self.arrival, self.burstiness) {
+            (ArrivalArg::Constant, Some(_)) => {
+                anyhow::bail!("--burstiness needs --arrival gamma or poisson, not constant")
+            }
+            (_, Some(k)) => Arrival::Gamma { burstiness: k },
+            (ArrivalArg::Gamma, None) => Arrival::Gamma { burstiness: 1.0 },
+            (ArrivalArg::Poisson, None) => Arrival::Poisson,
+            (ArrivalArg::Constant, None) => Arrival::Constant,
+        };
+        let cfg = ReplayConfig {
+            url: self.url.clone(),
+            workload,
+            rates: self.rate.clone(),
+            arrival,
+            time_scale: self.time_scale,
+            requests: self.requests,
+            warmup: self.warmup,
+            max_concurrency: self.max_concurrency,
+            seed: self.seed,
+            output: self.output.clone(),
+            runs_dir: PathBuf::from("runs"),
+            label: self.label.clone(),
+            model: self.model.clone(),
+            api_key: self
+                .api_key
+                .clone()
+                .or_else(|| std::env::var("OPENAI_API_KEY").ok()),
+            endpoint: match self.endpoint {
+                EndpointArg::Chat => Endpoint::Chat,
+                EndpointArg::Completions => Endpoint::Completions,
+            },
+            ignore_eos: self.ignore_eos,
+            timeout: self.timeout,
+            tokenizer: self.tokenizer.clone(),
+            drain_timeout: self.drain_timeout,
+            timer: match self.timer {
+                TimerArg::Thread => Timer::Thread,
+                TimerArg::Tokio => Timer::Tokio,
+            },
+            scrape_metrics: !self.no_metrics,
+            store_prompts: self.store.contains(&StoreArg::Prompts),
+            store_outputs: self.store.contains(&StoreArg::Outputs),
+            continuous_usage: !self.no_continuous_usage,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs `trace replay`.
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.to_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let counters = Arc::new(Counters::default());
+    let stop = Stop::default();
+    let summary = rt.block_on(async {
+        tokio::spawn(handle_ctrl_c(stop.clone(), cfg.output.clone()));
+        let line = trace_replay::progress::ProgressLine::start(counters.clone());
+        let r = trace_replay::run(cfg, counters.clone(), stop.clone()).await;
+        line.finish();
+        r
+    })?;
+    // Background tasks (the Ctrl-C listener, idle connections) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(100));
+
+    eprintln!(
+        "wrote {} ({} rows, target {}, model {}, {} server samples, at most {} in flight)",
+        summary.output.display(),
+        summary.rows,
+        summary.url,
+        summary.model,
+        summary.server_samples,
+        summary.max_in_flight
+    );
+    for s in &summary.stages {
+        if s.short_outputs > 0 {
+            eprintln!(
+                "warning: stage {}: {} of {} outputs came back shorter than max_tokens (early EOS); \
+                 output throughput is not comparable to a run that generated every token \
+                 (try --ignore-eos)",
+                s.stage, s.short_outputs, s.ok
+            );
+        }
+    }
+    print!("{}", render_table(&summary.stages));
+    if summary.interrupted {
+        eprintln!("stopped by Ctrl-C; the file holds what was sent");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First Ctrl-C: stop sending and drain. Second: abort at once (flushed parts stay readable).
+async fn handle_ctrl_c(stop: Stop, output: Option<PathBuf>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\nstopping: no new requests; draining in-flight ones (Ctrl-C again to abort)");
+    stop.stop();
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    let where_ = output.map_or_else(
+        || "runs/*.parquet.partial".to_string(),
+        |o| format!("{}.partial", o.display()),
+    );
+    eprintln!("aborted; the data flushed so far is readable in {where_}");
+    #[allow(clippy::exit)]
+    std::process::exit(130);
+}

@@ -1,0 +1,616 @@
+//! The dispatcher: releases each request at its absolute deadline from one run start, caps
+//! concurrency by queueing (the wait is recorded as `sent_ns - scheduled_ns`, never skipped),
+//! hands finished records to the sink, and drains or cancels in-flight requests on stop.
+//!
+//! Two timers release requests. [`Timer::Tokio`] uses `sleep_until` (about 1 ms granularity;
+//! exact under `start_paused` tests). [`Timer::Thread`] releases from one dedicated OS thread:
+//! a precise sleep to just before the deadline, then a spin of at most [`SPIN`], then a spawn
+//! onto the runtime. Runtime workers never spin.
+//!
+//! The request itself is sent by an injected [`RequestSender`], so this module knows no HTTP.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
+use trace_format::{RecordSender, TraceRecord};
+
+use crate::summary::ReqStat;
+use crate::workload::{WorkItem, Workload};
+
+/// The longest the timing thread spins before a deadline; the rest is an OS sleep.
+pub const SPIN: Duration = Duration::from_micros(50);
+
+/// A boxed send future borrowing the record it fills.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Sends one request and fills `rec`'s response columns (`sent_ns`, `chunk_ns`, `end_ns`,
+/// `status`, `error_kind`...).
+pub trait RequestSender: Send + Sync + 'static {
+    /// Sends `item`; times are offsets from `run_start`. When `cancel` completes the request is
+    /// abandoned and the row gets `error_kind = cancelled`, keeping the chunks received so far.
+    fn send<'a>(
+        &'a self,
+        item: &'a WorkItem,
+        run_start: Instant,
+        rec: &'a mut TraceRecord,
+        cancel: SendFuture<'a>,
+    ) -> SendFuture<'a>;
+}
+
+/// Where finished records go.
+#[derive(Clone)]
+pub enum Sink {
+    /// The Parquet writer thread (backpressure applies).
+    Parquet(RecordSender),
+    /// Kept in memory (tests).
+    Memory(Arc<Mutex<Vec<TraceRecord>>>),
+}
+
+impl Sink {
+    async fn put(&self, rec: TraceRecord) {
+        match self {
+            Sink::Parquet(tx) => {
+                if let Err(e) = tx.send_async(rec).await {
+                    tracing::error!("dropping a record: {e}");
+                }
+            }
+            Sink::Memory(v) => {
+                if let Ok(mut v) = v.lock() {
+                    v.push(rec);
+                }
+            }
+        }
+    }
+}
+
+/// How requests are released at their deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// `tokio::time::sleep_until` on the runtime (deterministic under paused time).
+    Tokio,
+    /// A dedicated OS thread: precise sleep, a short spin, then a spawn onto the runtime.
+    Thread,
+}
+
+/// Live counters for a progress display; all monotonic except `in_flight`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests released (sent or queued at the cap).
+    pub released: AtomicU64,
+    /// Requests finished (ok or failed).
+    pub done: AtomicU64,
+    /// Requests finished with an error.
+    pub errors: AtomicU64,
+    /// Requests released and not yet finished.
+    pub in_flight: AtomicI64,
+    /// Most requests in flight at once (queued at a cap included).
+    pub max_in_flight: AtomicI64,
+    /// Send lag of the latest request, ns.
+    pub last_lag_ns: AtomicI64,
+    /// Current stage label.
+    pub stage: Mutex<String>,
+    /// Requests planned in the current stage.
+    pub stage_total: AtomicU64,
+}
+
+/// The stop signals: the first Ctrl-C stops releasing, the drain timeout cancels in-flight ones.
+#[derive(Clone)]
+pub struct Stop {
+    stopping: Arc<AtomicBool>,
+    stop_tx: Arc<watch::Sender<bool>>,
+    cancel_tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self {
+            stopping: Arc::new(AtomicBool::new(false)),
+            stop_tx: Arc::new(watch::channel(false).0),
+            cancel_tx: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl Stop {
+    /// Stops releasing new requests; in-flight ones drain.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop_tx.send_replace(true);
+    }
+
+    /// Whether [`Stop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn cancel(&self) {
+        self.cancel_tx.send_replace(true);
+    }
+
+    async fn stopped(&self) {
+        let mut rx = self.stop_tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// One stage to dispatch: its label, rate and absolute offsets from the stage start.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// Stage label (`rate=5`, `warmup`, `recorded`).
+    pub label: String,
+    /// Requested rate, None for recorded timing.
+    pub target_rate: Option<f64>,
+    /// Send offsets (ns) from the stage start, non-decreasing.
+    pub offsets_ns: Vec<i64>,
+    /// Workload index of the stage's first request.
+    pub first_item: u64,
+}
+
+/// What one dispatched stage did.
+#[derive(Debug, Clone)]
+pub struct StageOutcome {
+    /// Stage label.
+    pub label: String,
+    /// Requested rate.
+    pub target_rate: Option<f64>,
+    /// Stage start, ns since run start.
+    pub start_ns: i64,
+    /// When its last request finished, ns since run start.
+    pub end_ns: i64,
+    /// Requests released (fewer than planned after a stop).
+    pub released: u64,
+    /// Per-request figures for the summary.
+    pub stats: Vec<ReqStat>,
+}
+
+/// Dispatcher settings.
+#[derive(Clone)]
+pub struct Dispatcher {
+    /// Sends each request.
+    pub sender: Arc<dyn RequestSender>,
+    /// Receives each finished record.
+    pub sink: Sink,
+    /// At most this many requests in flight; later arrivals queue.
+    pub max_concurrency: Option<usize>,
+    /// How deadlines are met.
+    pub timer: Timer,
+    /// Progress counters.
+    pub counters: Arc<Counters>,
+    /// Stop signals.
+    pub stop: Stop,
+    /// After a stop, how long in-flight requests may finish before they are cancelled.
+    pub drain_timeout: Duration,
+}
+
+struct Shared {
+    d: Dispatcher,
+    workload: Arc<Workload>,
+    run_start: Instant,
+    sem: Option<Arc<Semaphore>>,
+    stats: Mutex<Vec<ReqStat>>,
+    in_flight: AtomicI64,
+    idle: Notify,
+    last_end_ns: AtomicI64,
+    stage: String,
+    target_rate: Option<f64>,
+}
+
+fn ns_since(run_start: Instant, t: Instant) -> i64 {
+    t.saturating_duration_since(run_start)
+        .as_nanos()
+        .min(i64::MAX as u128) as i64
+}
+
+impl Dispatcher {
+    /// Dispatches one stage: releases its requests at `stage start + offset`, waits for all of
+    /// them to finish (or, after a stop, for the drain timeout, then cancels the rest: each
+    /// cancelled request is still a row, `error_kind = cancelled`).
+    pub async fn run_stage(
+        &self,
+        run_start: Instant,
+        plan: &StagePlan,
+        workload: Arc<Workload>,
+    ) -> StageOutcome {
+        let stage_start = Instant::now();
+        let start_ns = ns_since(run_start, stage_start);
+        if let Ok(mut s) = self.counters.stage.lock() {
+            s.clone_from(&plan.label);
+        }
+        self.counters
+            .stage_total
+            .store(plan.offsets_ns.len() as u64, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            d: self.clone(),
+            workload,
+            run_start,
+            sem: self
+                .max_concurrency
+                .map(|c| Arc::new(Semaphore::new(c.max(1)))),
+            stats: Mutex::new(Vec::with_capacity(plan.offsets_ns.len())),
+            in_flight: AtomicI64::new(0),
+            idle: Notify::new(),
+            last_end_ns: AtomicI64::new(start_ns),
+            stage: plan.label.clone(),
+            target_rate: plan.target_rate,
+        });
+        let released = match self.timer {
+            Timer::Tokio => release_tokio(&shared, stage_start, plan).await,
+            Timer::Thread => release_thread(&shared, stage_start, plan).await,
+        };
+        self.drain(&shared).await;
+        let stats = shared
+            .stats
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        StageOutcome {
+            label: plan.label.clone(),
+            target_rate: plan.target_rate,
+            start_ns,
+            end_ns: shared.last_end_ns.load(Ordering::SeqCst),
+            released,
+            stats,
+        }
+    }
+
+    async fn drain(&self, shared: &Arc<Shared>) {
+        let wait_idle = async {
+            loop {
+                let notified = shared.idle.notified();
+                if shared.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::pin!(wait_idle);
+        // Without a stop, wait as long as requests take (each has the client's timeout).
+        tokio::select! {
+            () = &mut wait_idle => return,
+            () = self.stop.stopped() => {}
+        }
+        if tokio::time::timeout(self.drain_timeout, &mut wait_idle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain timeout: cancelling {} in-flight requests",
+                shared.in_flight.load(Ordering::SeqCst)
+            );
+            self.stop.cancel();
+            wait_idle.await;
+        }
+    }
+}
+
+/// Releases with `sleep_until`; returns how many were released.
+async fn release_tokio(shared: &Arc<Shared>, stage_start: Instant, plan: &StagePlan) -> u64 {
+    let mut n = 0;
+    for (k, &off) in plan.offsets_ns.iter().enumerate() {
+        if shared.d.stop.is_stopped() {
+            break;
+        }
+        let item = shared.workload.item(plan.first_item + k as u64);
+        let deadline = stage_start + Duration::from_nanos(off.max(0) as u64);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = shared.d.stop.stopped() => break,
+        }
+        spawn_request(shared, &tokio::runtime::Handle::current(), item, deadline);
+        n += 1;
+    }
+    n
+}
+
+/// Releases from a dedicated OS thread; returns how many were released.
+async fn release_thread(shared: &Arc<Shared>, stage_start: Instant, plan: &StagePlan) -> u64 {
+    let handle = tokio::runtime::Handle::current();
+    let shared2 = shared.clone();
+    let offsets = plan.offsets_ns.clone();
+    let first = plan.first_item;
+    let std_start = stage_start.into_std();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("trace-release".into())
+        .spawn(move || {
+            let mut n = 0u64;
+            for (k, &off) in offsets.iter().enumerate() {
+                // The prompt is built before the deadline so that only the spawn happens after it.
+                let item = shared2.workload.item(first + k as u64);
+                let off = Duration::from_nanos(off.max(0) as u64);
+                if !precise_sleep_until(std_start + off, &shared2.d.stop.stopping) {
+                    break;
+                }
+                spawn_request(&shared2, &handle, item, stage_start + off);
+                n += 1;
+            }
+            let _ = tx.send(n);
+        });
+    match spawned {
+        Ok(_) => rx.await.unwrap_or(0),
+        Err(e) => {
+            tracing::warn!("cannot start the release thread ({e}); using tokio timers");
+            release_tokio(shared, stage_start, plan).await
+        }
+    }
+}
+
+/// Sleeps until `deadline` on this OS thread: coarse sleeps in slices (to notice a stop), an OS
+/// sleep to [`SPIN`] plus the usual wake-up overshoot before it, then a spin. False if stopped.
+fn precise_sleep_until(deadline: std::time::Instant, stop: &AtomicBool) -> bool {
+    const OVERSHOOT: Duration = Duration::from_micros(60);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let left = deadline - now;
+        if left > SPIN + OVERSHOOT {
+            std::thread::sleep((left - SPIN - OVERSHOOT).min(Duration::from_millis(50)));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn spawn_request(
+    shared: &Arc<Shared>,
+    handle: &tokio::runtime::Handle,
+    item: WorkItem,
+    deadline: Instant,
+) {
+    let scheduled_ns = ns_since(shared.run_start, deadline);
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let c = &shared.d.counters;
+    c.released.fetch_add(1, Ordering::Relaxed);
+    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
+    let shared = shared.clone();
+    handle.spawn(async move {
+        let mut rec = TraceRecord {
+            request_id: item.request_id.clone(),
+            stage: shared.stage.clone(),
+            target_rate: shared.target_rate,
+            scheduled_ns,
+            prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
+            max_tokens: i32::try_from(item.max_tokens).ok(),
+            hash_ids: item.hash_ids.clone(),
+            parent_id: item.parent_id.clone(),
+            ..Default::default()
+        };
+        let cancel_rx = shared.d.stop.cancel_tx.subscribe();
+        let cancelled = move || -> SendFuture<'static> {
+            let mut rx = cancel_rx.clone();
+            Box::pin(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+        };
+        // The semaphore is FIFO: queued arrivals go out in schedule order.
+        let permit = match &shared.sem {
+            Some(s) => tokio::select! {
+                p = s.clone().acquire_owned() => Some(p.ok()),
+                () = cancelled() => None,
+            },
+            None => Some(None),
+        };
+        match permit {
+            Some(_permit) => {
+                shared
+                    .d
+                    .sender
+                    .send(&item, shared.run_start, &mut rec, cancelled())
+                    .await
+            }
+            None => {
+                rec.end_ns = Some(ns_since(shared.run_start, Instant::now()));
+                rec.error_kind = Some("cancelled".into());
+                rec.error_msg = Some("cancelled while queued at the concurrency cap".into());
+            }
+        }
+        let stat = ReqStat::from_record(&rec);
+        let c = &shared.d.counters;
+        if let Some(lag) = stat.lag_ns {
+            c.last_lag_ns.store(lag, Ordering::Relaxed);
+        }
+        if !stat.ok {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(end) = rec.end_ns {
+            shared.last_end_ns.fetch_max(end, Ordering::SeqCst);
+        }
+        if let Ok(mut s) = shared.stats.lock() {
+            s.push(stat);
+        }
+        shared.d.sink.put(rec).await;
+        c.done.fetch_add(1, Ordering::Relaxed);
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            shared.idle.notify_waiters();
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::RandomSpec;
+
+    /// Answers after a fixed service time with `output` one-token chunks.
+    struct FakeSender {
+        service: Duration,
+    }
+
+    impl RequestSender for FakeSender {
+        fn send<'a>(
+            &'a self,
+            item: &'a WorkItem,
+            run_start: Instant,
+            rec: &'a mut TraceRecord,
+            cancel: SendFuture<'a>,
+        ) -> SendFuture<'a> {
+            Box::pin(async move {
+                rec.sent_ns = Some(ns_since(run_start, Instant::now()));
+                tokio::select! {
+                    () = tokio::time::sleep(self.service) => {}
+                    () = cancel => {
+                        rec.end_ns = Some(ns_since(run_start, Instant::now()));
+                        rec.error_kind = Some("cancelled".into());
+                        return;
+                    }
+                }
+                let t = ns_since(run_start, Instant::now());
+                rec.chunk_ns = vec![t; item.max_tokens as usize];
+                rec.chunk_tokens = vec![1; item.max_tokens as usize];
+                rec.output_tokens = Some(item.max_tokens as i32);
+                rec.end_ns = Some(t);
+                rec.status = Some(200);
+            })
+        }
+    }
+
+    fn dispatcher(
+        service_ms: u64,
+        cap: Option<usize>,
+    ) -> (Dispatcher, Arc<Mutex<Vec<TraceRecord>>>) {
+        let mem = Arc::new(Mutex::new(Vec::new()));
+        let d = Dispatcher {
+            sender: Arc::new(FakeSender {
+                service: Duration::from_millis(service_ms),
+            }),
+            sink: Sink::Memory(mem.clone()),
+            max_concurrency: cap,
+            timer: Timer::Tokio,
+            counters: Arc::default(),
+            stop: Stop::default(),
+            drain_timeout: Duration::from_secs(1),
+        };
+        (d, mem)
+    }
+
+    fn workload() -> Arc<Workload> {
+        let spec = RandomSpec {
+            input_len: 4,
+            output_len: 3,
+            range_ratio: 1.0,
+        };
+        Arc::new(Workload::random(spec, 1).unwrap())
+    }
+
+    fn plan(offsets_ms: &[i64]) -> StagePlan {
+        StagePlan {
+            label: "rate=5".into(),
+            target_rate: Some(5.0),
+            offsets_ns: offsets_ms.iter().map(|m| m * 1_000_000).collect(),
+            first_item: 0,
+        }
+    }
+
+    fn sorted(mem: &Mutex<Vec<TraceRecord>>) -> Vec<TraceRecord> {
+        let mut v = mem.lock().unwrap().clone();
+        v.sort_by_key(|r| r.scheduled_ns);
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_at_exact_offsets() {
+        let (d, mem) = dispatcher(100, None);
+        let run_start = Instant::now();
+        let out = d
+            .run_stage(run_start, &plan(&[0, 200, 200, 1000]), workload())
+            .await;
+        assert_eq!(out.released, 4);
+        let recs = sorted(&mem);
+        let sched: Vec<i64> = recs.iter().map(|r| r.scheduled_ns / 1_000_000).collect();
+        assert_eq!(sched, [0, 200, 200, 1000]);
+        for r in &recs {
+            assert_eq!(r.sent_ns, Some(r.scheduled_ns), "paused clock: no lag");
+            assert_eq!(r.stage, "rate=5");
+            assert_eq!(r.target_rate, Some(5.0));
+            assert_eq!(r.max_tokens, Some(3));
+        }
+        assert_eq!(out.end_ns / 1_000_000, 1100);
+        assert_eq!(d.counters.done.load(Ordering::Relaxed), 4);
+        assert_eq!(d.counters.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_cap_queues_and_records_the_wait() {
+        let (d, mem) = dispatcher(100, Some(1));
+        let run_start = Instant::now();
+        let out = d
+            .run_stage(run_start, &plan(&[0, 10, 20]), workload())
+            .await;
+        assert_eq!(out.released, 3);
+        let recs = sorted(&mem);
+        let sent: Vec<i64> = recs
+            .iter()
+            .map(|r| r.sent_ns.unwrap() / 1_000_000)
+            .collect();
+        // One at a time, in schedule order: each waits for the previous to finish.
+        assert_eq!(sent, [0, 100, 200]);
+        let lags: Vec<i64> = out
+            .stats
+            .iter()
+            .map(|s| s.lag_ns.unwrap() / 1_000_000)
+            .collect();
+        let mut lags = lags;
+        lags.sort();
+        assert_eq!(lags, [0, 90, 180]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_ends_releasing_and_drain_timeout_cancels_as_rows() {
+        let (d, mem) = dispatcher(10_000, None);
+        let stop = d.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            stop.stop();
+        });
+        let run_start = Instant::now();
+        let out = d
+            .run_stage(run_start, &plan(&[0, 100, 200, 300, 400]), workload())
+            .await;
+        assert_eq!(out.released, 3);
+        let recs = sorted(&mem);
+        assert_eq!(recs.len(), 3);
+        assert!(
+            recs.iter()
+                .all(|r| r.error_kind.as_deref() == Some("cancelled"))
+        );
+        // Stopped at 250 ms, drained for 1 s.
+        assert_eq!(recs[0].end_ns.unwrap() / 1_000_000, 1250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stages_follow_each_other_and_items_advance() {
+        let (d, mem) = dispatcher(50, None);
+        let run_start = Instant::now();
+        let w = workload();
+        let a = d.run_stage(run_start, &plan(&[0, 10]), w.clone()).await;
+        let mut p = plan(&[0, 10]);
+        p.first_item = 2;
+        p.label = "rate=9".into();
+        let b = d.run_stage(run_start, &p, w).await;
+        assert!(b.start_ns >= a.end_ns);
+        let ids: Vec<String> = sorted(&mem).into_iter().map(|r| r.request_id).collect();
+        assert_eq!(ids, ["req-0", "req-1", "req-2", "req-3"]);
+    }
+
+    #[test]
+    fn precise_sleep_reaches_the_deadline_and_sees_stop() {
+        let stop = AtomicBool::new(false);
+        let d = std::time::Instant::now() + Duration::from_millis(60);
+        assert!(precise_sleep_until(d, &stop));
+        assert!(std::time::Instant::now() >= d);
+        stop.store(true, Ordering::Relaxed);
+        assert!(!precise_sleep_until(d + Duration::from_secs(10), &stop));
+    }
+}

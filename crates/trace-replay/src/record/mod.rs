@@ -1,0 +1,361 @@
+//! `trace record`: a transparent recording proxy in front of an OpenAI-compatible engine.
+//!
+//! [`run`] listens (HTTP/1.1, hyper), forwards every request unchanged to the upstream (reqwest,
+//! hop-by-hop headers dropped both ways), streams each upstream read to the client as soon as it
+//! arrives (a bounded channel of 8 reads per response: a slow client slows its own upstream read,
+//! nothing is buffered whole), and writes one row per generation request
+//! (`POST .../chat/completions`, `POST .../completions`) through the trace-format writer thread.
+//! Other routes (`/v1/models`, `/health`, ...) are forwarded without a row, and counted.
+//!
+//! Column mapping (times in ns since the proxy started, on one monotonic clock):
+//! - `scheduled_ns` = `sent_ns` = when the request's headers reached the proxy (its arrival: the
+//!   time the client sent it, as `trace replay` will re-send it);
+//! - `headers_ns` = upstream response headers received by the proxy;
+//! - `first_byte_ns`, `chunk_ns` = when each upstream read reached the proxy, taken before it is
+//!   forwarded or parsed; `end_ns` = the `[DONE]` event, or the end of the exchange;
+//! - `status` = the status the client got (502 / 504 when the proxy answered for a dead or silent
+//!   upstream); `error_kind`: `connect` (upstream refused / unreachable, 502), `timeout` (no
+//!   headers or no bytes for `idle_timeout`, 504 or a cut stream), `http_4xx` / `http_5xx`
+//!   (upstream's status and body passed through), `stream` / `parse` (as trace-client),
+//!   `cancelled` (the client disconnected, or the drain timeout passed at shutdown);
+//! - `prompt_tokens` from the server's usage, else the prompt's whitespace word count (an
+//!   estimate); `prompt_hash` as trace-client computes it, so a replay of the file pairs up.
+//!
+//! Secrets: no header is ever written to the file (Authorization, X-Api-Key, api-key included),
+//! only the request id taken from `X-Request-Id`. The prompt text is written only with
+//! `store_prompts`, the output text only with `store_outputs`.
+//!
+//! Shutdown ([`RecordStop`], `duration`, `max_requests`): stop accepting, finish in-flight
+//! exchanges for up to `drain_timeout`, then cut the rest (rows `cancelled`) and close the file.
+
+#[cfg(test)]
+mod bench;
+mod capture;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use trace_format::{TraceMeta, WriterOptions, meta, spawn_writer};
+
+use crate::Error;
+
+pub use capture::{Capture, RequestInfo, Route};
+
+/// The `stage` label of every recorded row.
+pub const STAGE: &str = "recorded";
+
+/// A validated `trace record` configuration.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// Address to listen on (port 0 picks one; [`run`] reports the bound address).
+    pub listen: SocketAddr,
+    /// Upstream base URL (`http://host:port`); None starts the embedded simulator.
+    pub upstream: Option<String>,
+    /// The trace file to write.
+    pub output: PathBuf,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many recorded requests (later ones get 503).
+    pub max_requests: Option<u64>,
+    /// Store the prompt text of each request.
+    pub store_prompts: bool,
+    /// Store the output text of each response.
+    pub store_outputs: bool,
+    /// Engine label for the metadata.
+    pub label: Option<String>,
+    /// How long in-flight exchanges may finish after a stop.
+    pub drain_timeout: Duration,
+    /// Upstream silence (no headers, or no bytes) after which an exchange is a `timeout`.
+    pub idle_timeout: Duration,
+}
+
+impl RecordConfig {
+    /// Defaults: listen on 127.0.0.1:9000, embedded simulator, 30 s drain, 300 s idle timeout.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            upstream: None,
+            output: output.into(),
+            duration: None,
+            max_requests: None,
+            store_prompts: false,
+            store_outputs: false,
+            label: None,
+            drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a recording did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Rows written.
+    pub rows: u64,
+    /// Rows with an error_kind.
+    pub errors: u64,
+    /// Requests forwarded without a row (not a generation route).
+    pub unrecorded: u64,
+    /// Requests refused with 503 after the stop.
+    pub refused: u64,
+    /// The upstream URL used.
+    pub upstream: String,
+    /// The trace file.
+    pub output: PathBuf,
+}
+
+/// Stop signal for [`run`]: stop accepting and drain. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RecordStop {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for RecordStop {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl RecordStop {
+    /// Stops accepting requests; in-flight exchanges drain.
+    pub fn stop(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether [`RecordStop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    async fn stopped(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// State shared by every connection and exchange of one recording.
+pub(crate) struct Shared {
+    pub(crate) http: reqwest::Client,
+    pub(crate) upstream: String,
+    pub(crate) run_start: Instant,
+    pub(crate) sender: trace_format::RecordSender,
+    pub(crate) store_prompts: bool,
+    pub(crate) store_outputs: bool,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_requests: Option<u64>,
+    pub(crate) stop: RecordStop,
+    /// Set when the drain timeout passes: in-flight exchanges are cut.
+    pub(crate) abort: watch::Sender<bool>,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) unrecorded: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) idle: Notify,
+}
+
+/// Counts an exchange in flight until dropped.
+pub(crate) struct InFlight(pub(crate) Arc<Shared>);
+
+impl InFlight {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+async fn wait_idle(shared: &Shared, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let notified = shared.idle.notified();
+        if shared.in_flight.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return shared.in_flight.load(Ordering::SeqCst) == 0;
+        }
+    }
+}
+
+/// Where a started recording listens, handed to [`run`]'s `on_listen` callback.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The upstream base URL (the embedded simulator's when none was given).
+    pub upstream: String,
+    /// The instant every `*_ns` column is an offset from (for in-process measurements).
+    pub run_start: Instant,
+}
+
+/// Records until stopped. `on_listen` is called once the proxy accepts connections.
+pub async fn run(
+    cfg: RecordConfig,
+    stop: RecordStop,
+    on_listen: impl FnOnce(&Listening),
+) -> Result<Summary, Error> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Target(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Target(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let sim = match &cfg.upstream {
+        Some(_) => None,
+        None => Some(
+            trace_sim::spawn(
+                trace_sim::SimConfig::default(),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+            .map_err(|e| Error::Target(format!("cannot start the embedded simulator: {e}")))?,
+        ),
+    };
+    let upstream = match (&cfg.upstream, &sim) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(s)) => s.url(),
+        (None, None) => unreachable!("a simulator is started when no upstream is given"),
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .http1_only()
+        .connect_timeout(cfg.idle_timeout)
+        .build()
+        .map_err(|e| Error::Target(format!("cannot build the upstream client: {e}")))?;
+
+    let mut m = TraceMeta::new();
+    m.set(meta::KIND, "run");
+    m.set(meta::SOURCE, "record");
+    m.set(meta::URL, upstream.clone());
+    if let Some(l) = &cfg.label {
+        m.set(meta::LABEL, l.clone());
+    }
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let run_start = Instant::now();
+    m.set(meta::RUN_START_UNIX_NS, wall.to_string());
+    m.set(meta::SCHEDULE, r#"{"kind":"recorded"}"#);
+    let (sender, writer) = spawn_writer(&cfg.output, m, WriterOptions::default())?;
+
+    let shared = Arc::new(Shared {
+        http,
+        upstream: upstream.clone(),
+        run_start,
+        sender,
+        store_prompts: cfg.store_prompts,
+        store_outputs: cfg.store_outputs,
+        idle_timeout: cfg.idle_timeout,
+        max_requests: cfg.max_requests,
+        stop: stop.clone(),
+        abort: watch::channel(false).0,
+        accepted: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        unrecorded: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        idle: Notify::new(),
+    });
+    on_listen(&Listening {
+        addr: local,
+        upstream: upstream.clone(),
+        run_start,
+    });
+
+    let deadline = cfg.duration.map(|d| run_start + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(shared.clone(), stream));
+                }
+                // Out of file descriptors and the like: keep serving the open connections.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stop.stopped() => break,
+            () = &mut until_deadline => break,
+        }
+    }
+    stop.stop();
+    drop(listener);
+    if !wait_idle(&shared, cfg.drain_timeout).await {
+        tracing::warn!(
+            "drain timeout {:?} passed: cutting in-flight exchanges",
+            cfg.drain_timeout
+        );
+        shared.abort.send_replace(true);
+        wait_idle(&shared, Duration::from_secs(5)).await;
+    }
+    let summary = Summary {
+        rows: shared.rows.load(Ordering::SeqCst),
+        errors: shared.errors.load(Ordering::SeqCst),
+        unrecorded: shared.unrecorded.load(Ordering::SeqCst),
+        refused: shared.refused.load(Ordering::SeqCst),
+        upstream,
+        output: cfg.output.clone(),
+    };
+    writer.set_meta(
+        "trace.record.unrecorded_requests",
+        summary.unrecorded.to_string(),
+    );
+    tokio::task::spawn_blocking(move || writer.close())
+        .await
+        .map_err(|e| Error::Target(format!("trace writer task failed: {e}")))??;
+    if let Some(s) = sim {
+        let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+    }
+    Ok(summary)
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
+    let svc_shared = shared.clone();
+    let svc = hyper::service::service_fn(move |req| proxy::handle(svc_shared.clone(), req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stop = shared.stop.clone();
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("connection ended: {e}");
+            }
+        }
+        () = stop.stopped() => {
+            // Finish the exchange in progress, then close instead of waiting for the next one.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

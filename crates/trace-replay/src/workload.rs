@@ -1,0 +1,639 @@
+//! Workloads: what each request asks for. `random` (exact or ranged synthetic lengths),
+//! `sharegpt=FILE` (the first human turn and the length of its reply) and a trace file
+//! (`.parquet`, its request ids, prompts or prompt lengths, output caps and recorded timeline).
+//!
+//! Items are produced on demand by index ([`Workload::item`]), so a run of a million synthetic
+//! requests holds no prompt it is not sending.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use trace_client::HfTokenizer;
+
+use crate::Error;
+
+/// Tokens per `hash_ids` block when rebuilding prefix-sharing prompts (Mooncake's block size).
+pub const HASH_BLOCK_TOKENS: u32 = 512;
+
+/// One request of a workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkItem {
+    /// Stable id, kept from the source so runs pair up.
+    pub request_id: String,
+    /// Prompt text. Synthetic prompts are words `w<k>` the simulator counts as one token each.
+    pub prompt: String,
+    /// Prompt length in tokens, as the workload defines it.
+    pub prompt_tokens: u32,
+    /// Requested output cap.
+    pub max_tokens: u32,
+    /// Prompt block hashes from the source trace, if any.
+    pub hash_ids: Vec<u64>,
+    /// Previous turn's request id, if any.
+    pub parent_id: Option<String>,
+}
+
+/// Settings of the `random` workload.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RandomSpec {
+    /// Prompt length in tokens.
+    pub input_len: u32,
+    /// Output cap in tokens.
+    pub output_len: u32,
+    /// 1.0 for exact lengths; r < 1 samples each length uniformly in `[r*len, len]`.
+    pub range_ratio: f64,
+}
+
+impl Default for RandomSpec {
+    fn default() -> Self {
+        Self {
+            input_len: 1024,
+            output_len: 128,
+            range_ratio: 1.0,
+        }
+    }
+}
+
+/// Which workload to replay, before it is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkloadSpec {
+    /// Synthetic prompts of given lengths.
+    Random(RandomSpec),
+    /// A ShareGPT JSON file.
+    ShareGpt(PathBuf),
+    /// A trace file (.parquet).
+    Trace(PathBuf),
+}
+
+impl WorkloadSpec {
+    /// Parses the positional WORKLOAD argument: `random`, `sharegpt=FILE` or a `.parquet` path.
+    /// Lengths of `random` come from `random` (the `--input-len`... flags).
+    pub fn parse(s: &str, random: RandomSpec) -> Result<Self, Error> {
+        if s == "random" {
+            return Ok(Self::Random(random));
+        }
+        if let Some(f) = s.strip_prefix("sharegpt=") {
+            if f.is_empty() {
+                return Err(Error::Config(
+                    "invalid workload 'sharegpt=': missing file".into(),
+                ));
+            }
+            return Ok(Self::ShareGpt(f.into()));
+        }
+        if s.ends_with(".parquet") || s.ends_with(".parquet.partial") || Path::new(s).is_dir() {
+            return Ok(Self::Trace(s.into()));
+        }
+        Err(Error::Config(format!(
+            "invalid workload '{s}': expected 'random', 'sharegpt=FILE' or a .parquet trace"
+        )))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Random(RandomSpec),
+    Items(Arc<Vec<WorkItem>>),
+}
+
+/// A loaded workload. Cloning is cheap (items are shared).
+#[derive(Debug, Clone)]
+pub struct Workload {
+    source: Source,
+    seed: u64,
+    timeline_ns: Option<Arc<Vec<i64>>>,
+    spec_json: serde_json::Value,
+    tokenizer: Option<Arc<HfTokenizer>>,
+    id_prefix: Option<String>,
+}
+
+impl Workload {
+    /// Loads a workload. `seed` drives synthetic prompts and lengths.
+    pub fn load(spec: &WorkloadSpec, seed: u64) -> Result<Self, Error> {
+        match spec {
+            WorkloadSpec::Random(r) => Self::random(*r, seed),
+            WorkloadSpec::ShareGpt(p) => Self::sharegpt(p, seed),
+            WorkloadSpec::Trace(p) => Self::trace(p, seed),
+        }
+    }
+
+    /// The synthetic `random` workload.
+    pub fn random(spec: RandomSpec, seed: u64) -> Result<Self, Error> {
+        if spec.input_len == 0 || spec.output_len == 0 {
+            return Err(Error::Config(format!(
+                "invalid random lengths input {} output {}: must be >= 1",
+                spec.input_len, spec.output_len
+            )));
+        }
+        if !(spec.range_ratio > 0.0 && spec.range_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "invalid range ratio '{}': must be in (0, 1]",
+                spec.range_ratio
+            )));
+        }
+        Ok(Self {
+            source: Source::Random(spec),
+            seed,
+            timeline_ns: None,
+            tokenizer: None,
+            id_prefix: None,
+            spec_json: serde_json::json!({"kind": "random", "input_len": spec.input_len,
+                "output_len": spec.output_len, "range_ratio": spec.range_ratio}),
+        })
+    }
+
+    /// A ShareGPT file: for each conversation, the first human turn is the prompt and the next
+    /// turn's length (in words) is the output cap, as vLLM's loader does; conversations without a
+    /// reply are skipped.
+    pub fn sharegpt(path: &Path, seed: u64) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| Error::Workload {
+                path: path.to_path_buf(),
+                problem: format!("not a ShareGPT JSON array: {e}"),
+            })?;
+        let mut items = Vec::new();
+        for (i, v) in entries.into_iter().enumerate() {
+            let entry: ShareGptEntry = serde_json::from_value(v).map_err(|e| Error::Workload {
+                path: path.to_path_buf(),
+                problem: format!("entry {i}: {e}"),
+            })?;
+            let Some(pos) = entry.conversations.iter().position(|t| t.from == "human") else {
+                continue;
+            };
+            let Some(reply) = entry.conversations.get(pos + 1) else {
+                continue;
+            };
+            let prompt = entry.conversations[pos].value.clone();
+            let prompt_tokens = count_words(&prompt);
+            let out = count_words(&reply.value);
+            if prompt_tokens == 0 || out == 0 {
+                continue;
+            }
+            let id = match entry.id {
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => format!("sharegpt-{i}"),
+            };
+            items.push(WorkItem {
+                request_id: id,
+                prompt,
+                prompt_tokens,
+                max_tokens: out,
+                hash_ids: Vec::new(),
+                parent_id: None,
+            });
+        }
+        if items.is_empty() {
+            return Err(Error::Workload {
+                path: path.to_path_buf(),
+                problem: "no conversation with a human turn followed by a reply".into(),
+            });
+        }
+        Ok(Self {
+            source: Source::Items(Arc::new(items)),
+            seed,
+            timeline_ns: None,
+            tokenizer: None,
+            id_prefix: None,
+            spec_json: serde_json::json!({"kind": "sharegpt", "file": path.display().to_string()}),
+        })
+    }
+
+    /// A trace file: request ids kept, prompt text if stored else a synthetic prompt of the
+    /// recorded length (built from `hash_ids` blocks when present, so prefix sharing is
+    /// reproduced), output cap from `max_tokens` else `output_tokens`, and `scheduled_ns` as
+    /// the recorded timeline.
+    pub fn trace(path: &Path, seed: u64) -> Result<Self, Error> {
+        let (_meta, mut recs) = trace_format::read_all(path).map_err(Error::Format)?;
+        if recs.is_empty() {
+            return Err(Error::Workload {
+                path: path.to_path_buf(),
+                problem: "the trace has no rows".into(),
+            });
+        }
+        recs.sort_by_key(|r| r.scheduled_ns);
+        let timeline =
+            crate::schedule::recorded(&recs.iter().map(|r| r.scheduled_ns).collect::<Vec<_>>());
+        let mut items = Vec::with_capacity(recs.len());
+        for (i, r) in recs.into_iter().enumerate() {
+            let max_tokens = r
+                .max_tokens
+                .or(r.output_tokens)
+                .filter(|&t| t > 0)
+                .ok_or_else(|| Error::Workload {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "row {i} (request_id '{}'): neither max_tokens nor output_tokens",
+                        r.request_id
+                    ),
+                })? as u32;
+            let (prompt, prompt_tokens) = match (r.prompt, r.prompt_tokens) {
+                (Some(p), t) => {
+                    let n = t
+                        .map(|t| t.max(0) as u32)
+                        .unwrap_or_else(|| count_words(&p));
+                    (p, n)
+                }
+                (None, Some(t)) if t > 0 => {
+                    let t = t as u32;
+                    let p = if r.hash_ids.is_empty() {
+                        synthetic_prompt(&mut item_rng(seed, i as u64), i as u64, t)
+                    } else {
+                        hashed_prompt(&r.hash_ids, t)
+                    };
+                    (p, t)
+                }
+                _ => {
+                    return Err(Error::Workload {
+                        path: path.to_path_buf(),
+                        problem: format!(
+                            "row {i} (request_id '{}'): neither prompt nor prompt_tokens",
+                            r.request_id
+                        ),
+                    });
+                }
+            };
+            let request_id = if r.request_id.is_empty() {
+                format!("req-{i}")
+            } else {
+                r.request_id
+            };
+            items.push(WorkItem {
+                request_id,
+                prompt,
+                prompt_tokens,
+                max_tokens,
+                hash_ids: r.hash_ids,
+                parent_id: r.parent_id,
+            });
+        }
+        Ok(Self {
+            source: Source::Items(Arc::new(items)),
+            seed,
+            timeline_ns: Some(Arc::new(timeline)),
+            tokenizer: None,
+            id_prefix: None,
+            spec_json: serde_json::json!({"kind": "trace", "file": path.display().to_string()}),
+        })
+    }
+
+    /// Builds `random` prompts with this tokenizer, of exactly the asked token length.
+    pub fn set_tokenizer(&mut self, tokenizer: Arc<HfTokenizer>) {
+        self.tokenizer = Some(tokenizer);
+    }
+
+    /// The same items with `prefix` put before every request id (warmup copies).
+    pub fn with_id_prefix(&self, prefix: &str) -> Self {
+        Self {
+            id_prefix: Some(prefix.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// Number of distinct items; None for an unbounded synthetic workload.
+    pub fn len(&self) -> Option<usize> {
+        match &self.source {
+            Source::Random(_) => None,
+            Source::Items(v) => Some(v.len()),
+        }
+    }
+
+    /// True for a file workload without items (never: loading rejects it).
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// The recorded timeline (ns, first at 0) of a trace workload.
+    pub fn timeline_ns(&self) -> Option<&[i64]> {
+        self.timeline_ns.as_deref().map(Vec::as_slice)
+    }
+
+    /// The workload's spec, for the `trace.workload` metadata key.
+    pub fn spec_json(&self) -> &serde_json::Value {
+        &self.spec_json
+    }
+
+    /// The `i`-th request. File workloads cycle; a reused item gets `#k` appended to its id so
+    /// ids stay unique within a run.
+    pub fn item(&self, i: u64) -> WorkItem {
+        let mut it = self.raw_item(i);
+        if let Some(p) = &self.id_prefix {
+            it.request_id.insert_str(0, p);
+        }
+        it
+    }
+
+    fn raw_item(&self, i: u64) -> WorkItem {
+        match &self.source {
+            Source::Random(spec) => {
+                let mut rng = item_rng(self.seed, i);
+                let input = sample_len(&mut rng, spec.input_len, spec.range_ratio);
+                let output = sample_len(&mut rng, spec.output_len, spec.range_ratio);
+                let tokenized = self
+                    .tokenizer
+                    .as_ref()
+                    .and_then(|t| trace_client::random_prompt(t, input as usize, &mut rng).ok());
+                let (prompt, prompt_tokens) = match tokenized {
+                    Some((text, n)) => (text, n.max(0) as u32),
+                    None => (synthetic_prompt(&mut rng, i, input), input),
+                };
+                WorkItem {
+                    request_id: format!("req-{i}"),
+                    prompt,
+                    prompt_tokens,
+                    max_tokens: output,
+                    hash_ids: Vec::new(),
+                    parent_id: None,
+                }
+            }
+            Source::Items(items) => {
+                let n = items.len() as u64;
+                let mut it = items[(i % n) as usize].clone();
+                let lap = i / n;
+                if lap > 0 {
+                    it.request_id = format!("{}#{lap}", it.request_id);
+                }
+                it
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ShareGptEntry {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    conversations: Vec<ShareGptTurn>,
+}
+
+#[derive(Deserialize)]
+struct ShareGptTurn {
+    from: String,
+    value: String,
+}
+
+fn count_words(s: &str) -> u32 {
+    s.split_whitespace().count().min(u32::MAX as usize) as u32
+}
+
+/// One RNG stream per item: item i is the same whatever else the run draws.
+fn item_rng(seed: u64, i: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(i);
+    rng
+}
+
+fn sample_len(rng: &mut ChaCha8Rng, len: u32, ratio: f64) -> u32 {
+    if ratio >= 1.0 {
+        return len;
+    }
+    let lo = ((len as f64 * ratio).floor() as u32).max(1);
+    rng.random_range(lo..=len)
+}
+
+/// `tokens` words; the first carries the item index so that no two prompts share a prefix
+/// (engines with prefix caching would otherwise skip the prefill).
+fn synthetic_prompt(rng: &mut ChaCha8Rng, i: u64, tokens: u32) -> String {
+    let mut s = String::with_capacity(tokens as usize * 6);
+    s.push_str(&format!("w{i}"));
+    for _ in 1..tokens {
+        s.push_str(&format!(" w{}", rng.random_range(0..10_000u32)));
+    }
+    s
+}
+
+/// A prompt whose k-th block of [`HASH_BLOCK_TOKENS`] words depends only on `hash_ids[k]`, so
+/// requests sharing leading hashes share a prefix, truncated to `tokens` words.
+fn hashed_prompt(hash_ids: &[u64], tokens: u32) -> String {
+    let mut s = String::with_capacity(tokens as usize * 8);
+    let mut n = 0;
+    'outer: for h in hash_ids
+        .iter()
+        .chain(std::iter::repeat(hash_ids.last().unwrap_or(&0)))
+    {
+        for j in 0..HASH_BLOCK_TOKENS {
+            if n == tokens {
+                break 'outer;
+            }
+            if n > 0 {
+                s.push(' ');
+            }
+            s.push_str(&format!("h{h:x}.{j}"));
+            n += 1;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_lengths_are_exact_by_default() {
+        let w = Workload::random(
+            RandomSpec {
+                input_len: 7,
+                output_len: 3,
+                range_ratio: 1.0,
+            },
+            1,
+        )
+        .unwrap();
+        for i in 0..20 {
+            let it = w.item(i);
+            assert_eq!(it.prompt.split(' ').count(), 7);
+            assert_eq!(it.prompt_tokens, 7);
+            assert_eq!(it.max_tokens, 3);
+            assert_eq!(it.request_id, format!("req-{i}"));
+        }
+        assert_eq!(w.item(5), w.item(5));
+        assert_ne!(w.item(5).prompt, w.item(6).prompt);
+    }
+
+    #[test]
+    fn random_prompts_have_exact_token_length_with_a_tokenizer() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traces/tokenizer.json");
+        let tok = Arc::new(HfTokenizer::load(&p).unwrap());
+        let spec = RandomSpec {
+            input_len: 50,
+            output_len: 4,
+            range_ratio: 1.0,
+        };
+        let mut w = Workload::random(spec, 2).unwrap();
+        w.set_tokenizer(tok.clone());
+        for i in 0..5 {
+            let it = w.item(i);
+            assert_eq!(it.prompt_tokens, 50);
+            assert_eq!(tok.count(&it.prompt).unwrap(), 50);
+        }
+        assert_eq!(w.item(3), w.item(3), "same seed, same prompt");
+    }
+
+    #[test]
+    fn random_range_ratio_samples_in_range() {
+        let spec = RandomSpec {
+            input_len: 100,
+            output_len: 40,
+            range_ratio: 0.5,
+        };
+        let w = Workload::random(spec, 3).unwrap();
+        let lens: Vec<u32> = (0..200).map(|i| w.item(i).prompt_tokens).collect();
+        assert!(lens.iter().all(|l| (50..=100).contains(l)));
+        assert!(lens.iter().any(|&l| l != lens[0]));
+        assert!((0..200).all(|i| (20..=40).contains(&w.item(i).max_tokens)));
+    }
+
+    #[test]
+    fn random_rejects_bad_lengths() {
+        let e = Workload::random(
+            RandomSpec {
+                range_ratio: 0.0,
+                ..Default::default()
+            },
+            1,
+        );
+        assert!(e.unwrap_err().to_string().contains("range ratio '0'"));
+        assert!(
+            Workload::random(
+                RandomSpec {
+                    input_len: 0,
+                    ..Default::default()
+                },
+                1
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn spec_parsing() {
+        let r = RandomSpec::default();
+        assert_eq!(
+            WorkloadSpec::parse("random", r).unwrap(),
+            WorkloadSpec::Random(r)
+        );
+        assert_eq!(
+            WorkloadSpec::parse("sharegpt=a.json", r).unwrap(),
+            WorkloadSpec::ShareGpt("a.json".into())
+        );
+        assert_eq!(
+            WorkloadSpec::parse("x.parquet", r).unwrap(),
+            WorkloadSpec::Trace("x.parquet".into())
+        );
+        let e = WorkloadSpec::parse("nonsense", r).unwrap_err().to_string();
+        assert!(e.contains("'nonsense'"), "{e}");
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn sharegpt_takes_first_human_turn_and_reply_length() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            &d,
+            "s.json",
+            r#"[{"id":"a","conversations":[{"from":"human","value":"hello there"},
+                {"from":"gpt","value":"one two three"}]},
+               {"id":"b","conversations":[{"from":"gpt","value":"orphan"}]},
+               {"conversations":[{"from":"system","value":"s"},{"from":"human","value":"q"},
+                {"from":"gpt","value":"r"}]}]"#,
+        );
+        let w = Workload::sharegpt(&p, 0).unwrap();
+        assert_eq!(w.len(), Some(2));
+        let a = w.item(0);
+        assert_eq!(
+            (a.request_id.as_str(), a.prompt.as_str(), a.max_tokens),
+            ("a", "hello there", 3)
+        );
+        assert_eq!(w.item(1).request_id, "sharegpt-2");
+        assert_eq!(w.item(2).request_id, "a#1");
+    }
+
+    #[test]
+    fn sharegpt_bad_files_name_file_and_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(&d, "bad.json", "{not json");
+        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
+        assert!(e.contains("bad.json") && e.contains("line 1"), "{e}");
+        let p = write(
+            &d,
+            "bad2.json",
+            r#"[{"conversations":[]},{"conversations":[{"from":1}]}]"#,
+        );
+        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
+        assert!(e.contains("bad2.json") && e.contains("entry 1"), "{e}");
+        let p = write(&d, "empty.json", "[]");
+        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
+        assert!(e.contains("no conversation"), "{e}");
+        let e = Workload::sharegpt(&d.path().join("missing.json"), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.json"), "{e}");
+    }
+
+    #[test]
+    fn shipped_sharegpt_sample_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traces/sharegpt_sample.json");
+        let w = Workload::sharegpt(&p, 0).unwrap();
+        assert!(w.len().unwrap() >= 40);
+    }
+
+    #[test]
+    fn trace_workload_keeps_ids_and_timeline_and_prefixes() {
+        use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("w.parquet");
+        let mut meta = TraceMeta::new();
+        meta.set(trace_format::meta::KIND, "workload");
+        let mut w = TraceWriter::create(&p, meta, WriterOptions::default()).unwrap();
+        let rows = [
+            ("x", 1_000, Some("hi there"), None, vec![]),
+            ("y", 3_000, None, Some(600), vec![7, 8]),
+            ("z", 2_000, None, Some(600), vec![7, 9]),
+        ];
+        for (id, t, prompt, pt, hashes) in rows {
+            w.write(&TraceRecord {
+                request_id: id.into(),
+                scheduled_ns: t,
+                prompt: prompt.map(Into::into),
+                prompt_tokens: pt,
+                output_tokens: Some(5),
+                hash_ids: hashes,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        w.close().unwrap();
+        let wl = Workload::trace(&p, 0).unwrap();
+        assert_eq!(wl.timeline_ns().unwrap(), &[0, 1_000, 2_000]);
+        let ids: Vec<String> = (0..3).map(|i| wl.item(i).request_id).collect();
+        assert_eq!(ids, ["x", "z", "y"]);
+        assert_eq!(wl.item(0).prompt, "hi there");
+        let (z, y) = (wl.item(1), wl.item(2));
+        assert_eq!((z.prompt_tokens, z.max_tokens), (600, 5));
+        assert_eq!(z.prompt.split(' ').count(), 600);
+        // Shared first block, different second block.
+        let zb: Vec<&str> = z.prompt.split(' ').collect();
+        let yb: Vec<&str> = y.prompt.split(' ').collect();
+        assert_eq!(zb[..512], yb[..512]);
+        assert_ne!(zb[512], yb[512]);
+    }
+
+    #[test]
+    fn trace_workload_errors_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(&d, "junk.parquet", "not parquet");
+        let e = Workload::trace(&p, 0).unwrap_err().to_string();
+        assert!(e.contains("junk.parquet"), "{e}");
+    }
+}
