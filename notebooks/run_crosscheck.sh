@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export TRACE_ROOT="$root"
-export TRACE_BIN="${TRACE_BIN:-$root/target/debug/trace}"
+export TRACE_BIN="${TRACE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/trace}"
 out="$(mktemp -d)"
 jupyter nbconvert --to notebook --execute "$root/notebooks/crosscheck.ipynb" \
     --output-dir "$out" --ExecutePreprocessor.timeout=300

@@ -381,7 +381,7 @@ fn spawn_request(
             target_rate: shared.target_rate,
             scheduled_ns,
             prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
-            max_tokens: i32::try_from(item.max_tokens).ok(),
+            max_tokens: item.max_tokens.and_then(|m| i32::try_from(m).ok()),
             hash_ids: item.hash_ids.clone(),
             parent_id: item.parent_id.clone(),
             ..Default::default()
@@ -467,9 +467,10 @@ mod tests {
                     }
                 }
                 let t = ns_since(run_start, Instant::now());
-                rec.chunk_ns = vec![t; item.max_tokens as usize];
-                rec.chunk_tokens = vec![1; item.max_tokens as usize];
-                rec.output_tokens = Some(item.max_tokens as i32);
+                let n = item.max_tokens.unwrap_or(1);
+                rec.chunk_ns = vec![t; n as usize];
+                rec.chunk_tokens = vec![1; n as usize];
+                rec.output_tokens = Some(n as i32);
                 rec.end_ns = Some(t);
                 rec.status = Some(200);
             })

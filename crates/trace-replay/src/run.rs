@@ -208,7 +208,7 @@ impl RequestSender for ClientSender {
                 request_id: item.request_id.clone(),
                 prompt: Prompt::Text(item.prompt.clone()),
                 prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
-                max_tokens: i32::try_from(item.max_tokens).ok(),
+                max_tokens: item.max_tokens.and_then(|m| i32::try_from(m).ok()),
             };
             self.client
                 .send_cancellable(&spec, run_start, rec, cancel)

@@ -27,8 +27,8 @@ pub struct WorkItem {
     pub prompt: String,
     /// Prompt length in tokens, as the workload defines it.
     pub prompt_tokens: u32,
-    /// Requested output cap.
-    pub max_tokens: u32,
+    /// Requested output cap; None sends no cap, as a recorded request that set none.
+    pub max_tokens: Option<u32>,
     /// Prompt block hashes from the source trace, if any.
     pub hash_ids: Vec<u64>,
     /// Previous turn's request id, if any.
@@ -183,7 +183,7 @@ impl Workload {
                 request_id: id,
                 prompt,
                 prompt_tokens,
-                max_tokens: out,
+                max_tokens: Some(out),
                 hash_ids: Vec::new(),
                 parent_id: None,
             });
@@ -206,7 +206,7 @@ impl Workload {
 
     /// A trace file: request ids kept, prompt text if stored else a synthetic prompt of the
     /// recorded length (built from `hash_ids` blocks when present, so prefix sharing is
-    /// reproduced), output cap from `max_tokens` else `output_tokens`, and `scheduled_ns` as
+    /// reproduced), output cap from `max_tokens` else `output_tokens` (else none), and `scheduled_ns` as
     /// the recorded timeline.
     pub fn trace(path: &Path, seed: u64) -> Result<Self, Error> {
         let (_meta, mut recs) = trace_format::read_all(path).map_err(Error::Format)?;
@@ -221,17 +221,13 @@ impl Workload {
             crate::schedule::recorded(&recs.iter().map(|r| r.scheduled_ns).collect::<Vec<_>>());
         let mut items = Vec::with_capacity(recs.len());
         for (i, r) in recs.into_iter().enumerate() {
+            // A recorded request that set no cap and produced nothing (a capture's failure, a
+            // source trace's failed row) is re-sent without a cap, as it was sent.
             let max_tokens = r
                 .max_tokens
                 .or(r.output_tokens)
                 .filter(|&t| t > 0)
-                .ok_or_else(|| Error::Workload {
-                    path: path.to_path_buf(),
-                    problem: format!(
-                        "row {i} (request_id '{}'): neither max_tokens nor output_tokens",
-                        r.request_id
-                    ),
-                })? as u32;
+                .map(|t| t as u32);
             let (prompt, prompt_tokens) = match (r.prompt, r.prompt_tokens) {
                 (Some(p), t) => {
                     let n = t
@@ -346,7 +342,7 @@ impl Workload {
                     request_id: format!("req-{i}"),
                     prompt,
                     prompt_tokens,
-                    max_tokens: output,
+                    max_tokens: Some(output),
                     hash_ids: Vec::new(),
                     parent_id: None,
                 }
@@ -449,7 +445,7 @@ mod tests {
             let it = w.item(i);
             assert_eq!(it.prompt.split(' ').count(), 7);
             assert_eq!(it.prompt_tokens, 7);
-            assert_eq!(it.max_tokens, 3);
+            assert_eq!(it.max_tokens, Some(3));
             assert_eq!(it.request_id, format!("req-{i}"));
         }
         assert_eq!(w.item(5), w.item(5));
@@ -486,7 +482,7 @@ mod tests {
         let lens: Vec<u32> = (0..200).map(|i| w.item(i).prompt_tokens).collect();
         assert!(lens.iter().all(|l| (50..=100).contains(l)));
         assert!(lens.iter().any(|&l| l != lens[0]));
-        assert!((0..200).all(|i| (20..=40).contains(&w.item(i).max_tokens)));
+        assert!((0..200).all(|i| (20..=40).contains(&w.item(i).max_tokens.unwrap_or(0))));
     }
 
     #[test]
@@ -553,7 +549,7 @@ mod tests {
         let a = w.item(0);
         assert_eq!(
             (a.request_id.as_str(), a.prompt.as_str(), a.max_tokens),
-            ("a", "hello there", 3)
+            ("a", "hello there", Some(3))
         );
         assert_eq!(w.item(1).request_id, "sharegpt-2");
         assert_eq!(w.item(2).request_id, "a#1");
@@ -620,13 +616,34 @@ mod tests {
         assert_eq!(ids, ["x", "z", "y"]);
         assert_eq!(wl.item(0).prompt, "hi there");
         let (z, y) = (wl.item(1), wl.item(2));
-        assert_eq!((z.prompt_tokens, z.max_tokens), (600, 5));
+        assert_eq!((z.prompt_tokens, z.max_tokens), (600, Some(5)));
         assert_eq!(z.prompt.split(' ').count(), 600);
         // Shared first block, different second block.
         let zb: Vec<&str> = z.prompt.split(' ').collect();
         let yb: Vec<&str> = y.prompt.split(' ').collect();
         assert_eq!(zb[..512], yb[..512]);
         assert_ne!(zb[512], yb[512]);
+    }
+
+    #[test]
+    fn recorded_failure_without_a_cap_is_resent_without_one() {
+        use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("captured.parquet");
+        let mut w = TraceWriter::create(&p, TraceMeta::new(), WriterOptions::default()).unwrap();
+        // A captured request that set no max_tokens and failed before any output.
+        w.write(&TraceRecord {
+            request_id: "failed".into(),
+            prompt_tokens: Some(3),
+            output_tokens: Some(0),
+            error_kind: Some("http_5xx".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        w.close().unwrap();
+        let wl = Workload::trace(&p, 0).unwrap();
+        assert_eq!(wl.item(0).max_tokens, None);
+        assert_eq!(wl.item(0).prompt_tokens, 3);
     }
 
     #[test]
