@@ -72,6 +72,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The tokenizer file could not be loaded.
+    #[error("cannot load tokenizer {path}: {reason}")]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// The tokenizers crate's message.
+        reason: String,
+    },
     /// The ground-truth file could not be created or written.
     #[error("cannot write ground truth file {path}")]
     Truth {
@@ -206,6 +214,8 @@ pub struct SimConfig {
     pub output_dist: Option<OutputDist>,
     /// Output length when a request sets neither `max_tokens` nor `max_completion_tokens`.
     pub default_max_tokens: u32,
+    /// Hugging Face tokenizer.json that counts prompt tokens; None counts whitespace words.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -247,6 +257,7 @@ impl SimConfig {
             seed: 0,
             output_dist: None,
             default_max_tokens: 256,
+            tokenizer: None,
         }
     }
 

@@ -53,6 +53,7 @@ struct Gauges {
 
 struct AppState {
     model: String,
+    tokenizer: Option<tokenizers::Tokenizer>,
     faults: crate::FaultSpec,
     seed: u64,
     output_dist: Option<OutputDist>,
@@ -120,6 +121,7 @@ pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     let truth = config.truth.as_deref().map(TruthLog::create).transpose()?;
+    let tokenizer = load_tokenizer(&config)?;
     let (tx, rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("trace-sim".into())
@@ -130,7 +132,7 @@ pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
                 .map_err(Error::Server)?;
             rt.block_on(async move {
                 let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
-                run(config, listener, truth, async move {
+                run(config, listener, truth, tokenizer, async move {
                     let _ = rx.await;
                 })
                 .await
@@ -153,13 +155,29 @@ pub async fn serve(
 ) -> Result<(), Error> {
     config.validate()?;
     let truth = config.truth.as_deref().map(TruthLog::create).transpose()?;
-    run(config, listener, truth, shutdown).await
+    let tokenizer = load_tokenizer(&config)?;
+    run(config, listener, truth, tokenizer, shutdown).await
+}
+
+/// Loads the configured tokenizer before serving, so a bad path fails the start, not requests.
+fn load_tokenizer(config: &SimConfig) -> Result<Option<tokenizers::Tokenizer>, Error> {
+    config
+        .tokenizer
+        .as_deref()
+        .map(|path| {
+            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 async fn run(
     config: SimConfig,
     listener: TcpListener,
     truth: Option<TruthLog>,
+    tokenizer: Option<tokenizers::Tokenizer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -176,6 +194,7 @@ async fn run(
     };
     let state = Arc::new(AppState {
         model: config.model.clone(),
+        tokenizer,
         faults: config.faults.clone(),
         seed: config.seed,
         output_dist: config.output_dist,
@@ -428,12 +447,23 @@ async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
     handle(s, Api::Completions, headers, body).await
 }
 
-fn words(s: &str) -> u32 {
-    s.split_ascii_whitespace().count() as u32
+/// Tokens of one text: the tokenizer's count when one is loaded (special tokens and the chat
+/// template are not added: the engine's template overhead is a constant per request), else
+/// whitespace-separated words (the `w<k>` prompts replay builds are one token per word).
+fn text_tokens(tok: Option<&tokenizers::Tokenizer>, s: &str) -> u32 {
+    match tok.map(|t| t.encode(s, false)) {
+        Some(Ok(enc)) => enc.len() as u32,
+        _ => s.split_ascii_whitespace().count() as u32,
+    }
 }
 
-/// Prompt tokens: whitespace-separated words of the text, or the length of token-id arrays.
-fn count_prompt(api: Api, req: &GenRequest) -> Result<u32, String> {
+/// Prompt tokens: the text's tokens (see [`text_tokens`]), or the length of token-id arrays.
+fn count_prompt(
+    api: Api,
+    req: &GenRequest,
+    tok: Option<&tokenizers::Tokenizer>,
+) -> Result<u32, String> {
+    let words = |s: &str| text_tokens(tok, s);
     let n = match api {
         Api::Chat => {
             let msgs = req.messages.as_ref().ok_or("'messages' is required")?;
@@ -517,7 +547,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
             );
         }
     };
-    let prompt_tokens = match count_prompt(api, &req) {
+    let prompt_tokens = match count_prompt(api, &req, s.tokenizer.as_ref()) {
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "BadRequestError", &e),
     };

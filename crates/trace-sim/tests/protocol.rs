@@ -631,3 +631,44 @@ async fn ground_truth_lines() {
     assert_eq!(b["event_tokens"], json!([2, 1]));
     assert_eq!(b["fault"], "multi-token:2");
 }
+
+#[tokio::test]
+async fn tokenizer_counts_prompt_tokens() {
+    // `Whitespace` splits punctuation off words, so the tokenizer and the word count disagree:
+    // "w1,w2 w1" is 4 tokens but 2 words.
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::write(
+        &tok,
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+            "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,
+            "decoder":null,"model":{"type":"WordLevel","vocab":{"<unk>":0,"w1":1,"w2":2,",":3},
+            "unk_token":"<unk>"}}"#,
+    )
+    .unwrap();
+    let prompt_tokens = |config: SimConfig| async move {
+        let s = sim(config);
+        let body = json!({"model": "m", "prompt": "w1,w2 w1", "max_tokens": 2, "stream": true,
+            "stream_options": {"include_usage": true}});
+        let text = post(&client(), &s.url(), "/v1/completions", body, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        s.shutdown().unwrap();
+        let evs = events(&text);
+        let usage: Value = serde_json::from_str(data(&evs[evs.len() - 2]).unwrap()).unwrap();
+        usage["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    assert_eq!(prompt_tokens(fast()).await, 2, "words without a tokenizer");
+    let mut with_tok = fast();
+    with_tok.tokenizer = Some(tok);
+    assert_eq!(prompt_tokens(with_tok).await, 4);
+
+    let mut missing = fast();
+    missing.tokenizer = Some(dir.path().join("nope.json"));
+    let err = spawn(missing, "127.0.0.1:0".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope.json"), "{err}");
+}

@@ -72,6 +72,9 @@ pub struct SimArgs {
     /// Output tokens when a request sets no max_tokens.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: u32,
+    /// Count prompt tokens with this Hugging Face tokenizer.json (default: whitespace words).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 fn parse_faults(s: &str) -> Result<FaultSpec, String> {
@@ -128,6 +131,7 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
         cfg.model = m.clone();
     }
     cfg.truth = args.truth.clone();
+    cfg.tokenizer = args.tokenizer.clone();
     cfg.seed = args.seed;
     cfg.output_dist = args.output_dist;
     cfg.default_max_tokens = args.default_max_tokens;
