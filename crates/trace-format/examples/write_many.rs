@@ -13,7 +13,10 @@ use trace_format::{TraceMeta, TraceRecord, WriterOptions, spawn_writer};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let out = args.next().ok_or("usage: write_many OUT.parquet N")?;
-    let n: u64 = args.next().ok_or("usage: write_many OUT.parquet N")?.parse()?;
+    let n: u64 = args
+        .next()
+        .ok_or("usage: write_many OUT.parquet N")?
+        .parse()?;
     let start = Instant::now();
     let (tx, handle) = spawn_writer(&out, TraceMeta::new(), WriterOptions::default())?;
     for i in 0..n {
