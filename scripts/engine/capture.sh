@@ -14,6 +14,7 @@ trace=${TRACE_BIN:-./.bin/trace}
 RATES=${RATES:-1,2,4,8}
 N=${N:-40}
 OUTPUT_LEN=${OUTPUT_LEN:-64}
+# DRAIN: how long a stopped replay waits for in-flight requests; EXTRA: more replay flags.
 INPUT_LEN=${INPUT_LEN:-128}
 
 if [ ! -d /tmp/site ]; then
@@ -43,7 +44,7 @@ curl -sN http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application
 # (this engine refuses unknown fields with HTTP 422).
 $trace replay random --url http://127.0.0.1:8000 --model /tmp/model --endpoint chat \
   --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --rate "$RATES" -n "$N" --seed 42 \
-  --label "transformers-$config" --timeout 5m --drain-timeout 120s --no-continuous-usage ${EXTRA:-} \
+  --label "transformers-$config" --timeout 5m --drain-timeout "${DRAIN:-120s}" --no-continuous-usage ${EXTRA:-} \
   -o "$out/transformers-$config.parquet" 2>&1 | tail -20
 kill "$server"; wait "$server" 2>/dev/null
 tail -5 "$out/server-$config.log"
