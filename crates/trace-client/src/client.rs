@@ -772,6 +772,9 @@ impl StreamState {
         rec.token_source = Some(source.to_string());
         rec.chunk_ns = acc.chunk_ns;
         rec.chunk_tokens = acc.chunk_tokens;
+        if let Some(u) = from_usage {
+            drop_leading_excess(&mut rec.chunk_tokens, u);
+        }
         rec.finish_reason = acc.finish_reason;
         if let Some(m) = acc.model {
             rec.model = Some(m);
@@ -779,6 +782,26 @@ impl StreamState {
         if store_output {
             rec.output_text = Some(acc.text);
         }
+    }
+}
+
+/// Reconciles per-event token counts with the server's usage when the events claim more tokens
+/// than were generated. The excess is taken to lead the stream and zeroed there, so TTFT stops
+/// at the first generated token: an engine that echoes the prompt sends it first
+/// (`transformers serve`'s chat route streams the templated prompt as two content events before
+/// generating; see docs/engines.md). Under continuous usage the per-event counts already come
+/// from the server and agree with its total, so nothing changes; fewer event tokens than usage
+/// (multi-token events without per-event usage) is left alone.
+fn drop_leading_excess(tokens: &mut [i32], usage_tokens: i64) {
+    let claimed: i64 = tokens.iter().map(|&t| i64::from(t)).sum();
+    let mut excess = claimed - usage_tokens;
+    for t in tokens.iter_mut() {
+        if excess <= 0 {
+            break;
+        }
+        let cut = i64::from(*t).min(excess);
+        *t -= cut as i32;
+        excess -= cut;
     }
 }
 

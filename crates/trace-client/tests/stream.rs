@@ -126,6 +126,38 @@ async fn openai_chat_role_only_and_usage_only() {
     assert!(head.contains("x-request-id: req-1"), "{head}");
 }
 
+/// transformers serve: role event, the templated prompt echoed as two content events with the
+/// headers, the generated tokens much later, usage on the finish event and no [DONE]. The echo
+/// must not stop the TTFT clock: usage says 2 tokens, so the two leading content events get 0.
+#[tokio::test]
+async fn prompt_echo_before_generation_is_not_a_token() {
+    let finish_with_usage = r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"length"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(
+                r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+            )),
+            w(data(&content("<|im_start|> user w1 w2 w3"))),
+            w(data(&content(" <|im_start|> assistant"))),
+            Step::Sleep(100),
+            w(data(&content("w17"))),
+            w(data(&content(" w4"))),
+            w(data(finish_with_usage)),
+        ],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.continuous_usage = false;
+    let rec = run_cfg(c).await;
+    assert_times(&rec);
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 0, 0, 1, 1, 0]);
+    assert_eq!(rec.output_tokens, Some(2));
+    // The first token-bearing event is the one after the scripted delay.
+    assert!(rec.chunk_ns[3] - rec.chunk_ns[2] >= 90_000_000);
+}
+
 #[tokio::test]
 async fn completions_route_ignore_eos_extra_body_and_text() {
     let text = r#"{"id":"x","object":"text_completion","choices":[{"index":0,"text":"hi","finish_reason":null}]}"#;
