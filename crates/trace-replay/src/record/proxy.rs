@@ -304,11 +304,15 @@ async fn exchange(
                 failure = Some(("cancelled", format!("cut by the drain timeout after {reads} reads")));
                 break;
             }
+            // The upstream is polled before the client's departure: a client that read a
+            // complete response (a Content-Length body) and closed at once must not turn that
+            // exchange into a cancellation. A client that leaves mid-stream is still seen, by
+            // the failed forward below or here when the upstream is idle.
+            r = tokio::time::timeout(shared.idle_timeout, resp.chunk()) => r,
             () = tx.closed() => {
                 failure = Some(("cancelled", format!("client disconnected after {reads} reads")));
                 break;
             }
-            r = tokio::time::timeout(shared.idle_timeout, resp.chunk()) => r,
         };
         // One clock read per upstream read, before forwarding or parsing.
         let t_ns = offset_ns(shared.run_start, Instant::now());
