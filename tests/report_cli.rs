@@ -169,7 +169,7 @@ fn json_matches_the_documented_schema() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["schema"], "trace.report/1");
+    assert_eq!(v["schema"], "trace.report/2");
     assert!(v["stages"][0]["metrics"]["ttft"]["p99.9"].is_number());
     let mut got = BTreeSet::new();
     paths(&v, "", &mut got);

@@ -12,7 +12,7 @@ use crate::saturation::{RunSaturation, StageSaturation, run_saturation, stage_sa
 use crate::stats::{Dist, dist_f64, dist_of, p_label};
 
 /// Version of the JSON document; bumped on incompatible changes (docs/report-json.md).
-pub const REPORT_SCHEMA: &str = "trace.report/1";
+pub const REPORT_SCHEMA: &str = "trace.report/2";
 
 /// Send lag P99 above this many ms (and above [`SEND_LAG_TTFT_FRACTION`] of the median TTFT)
 /// raises a warning: the client did not hold the schedule, so the offered load was not the one
@@ -376,19 +376,30 @@ const TABLE_METRICS: [(&str, &str); 8] = [
     ("send_lag", "Send lag"),
 ];
 
-fn evidence(sat: &StageSaturation) -> String {
+/// The evidence behind a verdict, one item per series.
+fn evidence(sat: &StageSaturation) -> Vec<String> {
     let mut e = Vec::new();
-    if let Some(s) = sat.ttft_slope {
+    if let (Some((a, b)), Some(svc)) = (sat.window_s, sat.service_time_s) {
         e.push(format!(
-            "TTFT slope {:+.4} s/s [95% CI {:+.4}, {:+.4}]",
-            s.slope, s.ci_low, s.ci_high
+            "steady window {a:.1}-{b:.1} s of the arrivals (service time ~{svc:.2} s)"
         ));
     }
-    if let Some(r) = sat.ttft_rise_ms {
-        e.push(format!("TTFT rise {r:+.1} ms"));
+    for (name, t) in [("TTFT", sat.ttft), ("TPOT", sat.tpot)] {
+        if let Some(t) = t {
+            let mk = t
+                .mann_kendall
+                .map_or(String::new(), |m| format!(", Mann-Kendall z={:.2}", m.z));
+            e.push(format!(
+                "{name} slope {:+.4} s/s [95% CI {:+.4}, {:+.4}], rise {:+.1} ms on a median of {:.1}{mk}",
+                t.slope.slope, t.slope.ci_low, t.slope.ci_high, t.rise_ms, t.median_ms
+            ));
+        }
     }
-    if let Some(m) = sat.ttft_mann_kendall {
-        e.push(format!("Mann-Kendall z={:.2} p={:.3}", m.z, m.p_value));
+    if let (Some(s), Some(m)) = (sat.backlog_slope, sat.backlog_mean) {
+        e.push(format!(
+            "backlog slope {:+.2} req/s [{:+.2}, {:+.2}], mean {m:.1}",
+            s.slope, s.ci_low, s.ci_high
+        ));
     }
     if let Some(c) = sat.completion_ratio {
         e.push(format!("completions/arrivals {c:.2}"));
@@ -405,7 +416,7 @@ fn evidence(sat: &StageSaturation) -> String {
     if let Some(m) = sat.capacity_estimate {
         e.push(format!("capacity estimate {m:.2} req/s"));
     }
-    e.join("; ")
+    e
 }
 
 impl Report {
@@ -491,10 +502,13 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "Saturation: {}; {}",
+                "Saturation: {}: {}",
                 s.saturation.verdict.as_str(),
-                evidence(&s.saturation)
+                s.saturation.reason
             );
+            for e in evidence(&s.saturation) {
+                let _ = writeln!(o, "  {e}");
+            }
         }
         let _ = writeln!(o);
         let _ = writeln!(o, "Run: {}", self.saturation.summary);
@@ -552,10 +566,13 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "\nSaturation: **{}**; {}",
+                "\nSaturation: **{}**: {}",
                 s.saturation.verdict.as_str(),
-                evidence(&s.saturation)
+                s.saturation.reason
             );
+            for e in evidence(&s.saturation) {
+                let _ = writeln!(o, "- {e}");
+            }
         }
         let _ = writeln!(o, "\n**Run:** {}", self.saturation.summary);
         for w in &self.warnings {

@@ -1,35 +1,54 @@
-//! Saturation: is an open-loop stage stable, or does its queue grow without bound? And the run's
-//! saturation rate. Algorithms: reference/traces-engines-saturation.md section 6.5 A and E.
+//! Saturation: is an open-loop stage stable, or does its backlog grow without bound? And the
+//! run's saturation rate. Algorithms: reference/traces-engines-saturation.md section 6.5 A and E;
+//! the decisions behind the rule are in docs/saturation.md.
 //!
-//! A stage is **saturated** when, after dropping the first [`WARMUP_FRACTION`] of its arrivals,
-//! TTFT trends upward over arrival time with an OLS slope whose 95% t-CI lies above zero, the
-//! Mann-Kendall test agrees (Z > 1.96), and the projected TTFT increase over the stage exceeds
-//! both 20% of the median TTFT and 1 ms (a practical, not only statistical, trend). The other
-//! series (completion rate vs arrival rate, send-lag slope, the server's waiting-queue slope)
-//! are reported as evidence.
+//! A stage is tested only over its **steady window**: arrivals after the first
+//! max([`WARMUP_FRACTION`] of the arrival span, the median E2E capped at half the span). A
+//! stable engine's backlog takes about one E2E to fill, so trends inside that ramp are the ramp,
+//! not a queue. A stage whose window is shorter than one service time (the 5th percentile of
+//! E2E, a request that barely waited), or holds fewer than [`MIN_POINTS`] requests, is
+//! `insufficient`: it never reached steady state, and no verdict would mean anything.
+//!
+//! It is **saturated** when a latency series and the backlog both grow in that window:
+//! - TTFT (from the scheduled time) or TPOT trends up over arrival time: an OLS slope whose 95%
+//!   t-CI lies above zero, Mann-Kendall Z > 1.96, and a projected rise over the window above both
+//!   20% of the series' median and 1 ms. TTFT catches engines that queue before admission (vLLM,
+//!   SGLang); TPOT catches engines that admit everything and slow every step (some continuous
+//!   batchers).
+//! - the backlog (requests scheduled and not yet finished) grows significantly, by more than one
+//!   request and 20% of its mean over the window; or completions in the window fall below 90% of
+//!   the arrivals in it.
+//!
+//! Requiring both is the GuideLLM over-saturation rule (concurrency and TTFT slopes); it keeps a
+//! noisy latency trend in a short stage from being called a queue blow-up.
 
 use serde::Serialize;
 
 use crate::load::{ServerPoint, StageData};
 use crate::stats::{MannKendall, Slope, mann_kendall, ols, percentiles_in_place};
 
-/// Fraction of a stage's arrivals dropped as warm-up before the trend tests.
+/// Fraction of a stage's arrival span always dropped as warm-up before the trend tests.
 pub const WARMUP_FRACTION: f64 = 0.15;
-/// The projected TTFT rise must exceed this fraction of the median TTFT.
+/// A latency rise must exceed this fraction of the series' median...
 pub const PRACTICAL_FRACTION: f64 = 0.2;
 /// ... and this many ms.
 pub const PRACTICAL_MIN_MS: f64 = 1.0;
-const MIN_POINTS: usize = 10;
+/// Completions below this fraction of arrivals in the window count as falling behind.
+pub const COMPLETION_FLOOR: f64 = 0.9;
+/// Fewest requests in the steady window for a verdict.
+pub const MIN_POINTS: usize = 10;
+/// Backlog samples taken across the steady window.
+const BACKLOG_SAMPLES: usize = 200;
 
 /// Verdict of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// No significant upward trend.
+    /// No growing latency and backlog in the steady window.
     Stable,
-    /// The queue grows: TTFT trends up significantly and practically.
+    /// The backlog grows and latency with it.
     Saturated,
-    /// Too few completed requests to test.
+    /// Too short, or too few completed requests, to test.
     Insufficient,
 }
 
@@ -44,69 +63,136 @@ impl Verdict {
     }
 }
 
+/// A latency series' trend over arrival time in the steady window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Trend {
+    /// OLS slope of the latency (s) over arrival time (s), with its 95% CI.
+    pub slope: Slope,
+    /// Mann-Kendall on the series ordered by arrival.
+    pub mann_kendall: Option<MannKendall>,
+    /// Projected rise over the window, ms (slope x window).
+    pub rise_ms: f64,
+    /// The series' median in the window, ms.
+    pub median_ms: f64,
+}
+
+impl Trend {
+    /// Significant (CI above zero, Mann-Kendall agrees) and practical (rise above 20% of the
+    /// median and 1 ms).
+    pub fn growing(&self) -> bool {
+        self.slope.significant_up()
+            && self.mann_kendall.is_none_or(|m| m.z > 1.96)
+            && self.rise_ms > PRACTICAL_FRACTION * self.median_ms
+            && self.rise_ms > PRACTICAL_MIN_MS
+    }
+}
+
 /// The evidence behind a stage's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StageSaturation {
     /// The verdict.
     pub verdict: Verdict,
+    /// Why: the series that grew, or why the stage could not be judged.
+    pub reason: String,
     /// Offered rate, req/s: the target rate, else arrivals over the arrival span.
     pub offered_rate: Option<f64>,
-    /// Completed requests per second over the stage span.
+    /// Service-time estimate: the 5th percentile of E2E (from the scheduled time), s.
+    pub service_time_s: Option<f64>,
+    /// Steady window tested, s from the stage's first arrival: (start, end).
+    pub window_s: Option<(f64, f64)>,
+    /// Completions per second inside the steady window.
     pub completion_rate: Option<f64>,
-    /// completion_rate / offered_rate (below ~0.95: completions fall behind arrivals).
+    /// Completions / arrivals inside the steady window (near 1 when keeping up).
     pub completion_ratio: Option<f64>,
-    /// OLS slope of TTFT (s) over arrival time (s), dimensionless, after warm-up.
-    pub ttft_slope: Option<Slope>,
-    /// Mann-Kendall on TTFT ordered by arrival, after warm-up.
-    pub ttft_mann_kendall: Option<MannKendall>,
-    /// Projected TTFT rise over the tested span, ms (slope x span).
-    pub ttft_rise_ms: Option<f64>,
+    /// TTFT from the scheduled time over arrival time (s/s).
+    pub ttft: Option<Trend>,
+    /// TPOT over arrival time (s/s).
+    pub tpot: Option<Trend>,
+    /// Backlog (scheduled, not finished) over time, requests per s.
+    pub backlog_slope: Option<Slope>,
+    /// Mean backlog in the window, requests.
+    pub backlog_mean: Option<f64>,
     /// OLS slope of send lag (s) over arrival time (s): the client falling behind.
     pub send_lag_slope: Option<Slope>,
     /// OLS slope of the server's waiting queue (requests per s) over the stage.
     pub server_queue_slope: Option<Slope>,
-    /// Capacity estimate mu = lambda / (1 + s) when saturated (fluid approximation), req/s.
+    /// Saturated stages: the completion rate in the window (it tends to the capacity mu), else
+    /// the fluid estimate lambda / (1 + TTFT slope).
     pub capacity_estimate: Option<f64>,
+}
+
+fn trend(points: &[(f64, f64)]) -> Option<Trend> {
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    if pts.len() < MIN_POINTS {
+        return None;
+    }
+    let x: Vec<f64> = pts.iter().map(|p| p.0).collect();
+    let y: Vec<f64> = pts.iter().map(|p| p.1 / 1e3).collect();
+    let slope = ols(&x, &y)?;
+    let span = x.last().copied().unwrap_or(0.0) - x.first().copied().unwrap_or(0.0);
+    let mut ms: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let median_ms = percentiles_in_place(&mut ms, &[50.0])[0].unwrap_or(0.0);
+    Some(Trend {
+        slope,
+        mann_kendall: mann_kendall(&y, 500),
+        rise_ms: slope.slope * span * 1e3,
+        median_ms,
+    })
+}
+
+/// Requests scheduled at or before `t` and not finished by `t`, sampled across `[a, b]` (s).
+fn backlog(s: &StageData, a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut starts: Vec<f64> = s.rows.iter().map(|r| r.scheduled_ns as f64 / 1e9).collect();
+    let mut ends: Vec<f64> = s
+        .rows
+        .iter()
+        .map(|r| {
+            if r.end_ns == i64::MIN {
+                f64::INFINITY
+            } else {
+                r.end_ns as f64 / 1e9
+            }
+        })
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    ends.sort_by(f64::total_cmp);
+    let (mut i, mut j) = (0, 0);
+    let mut xs = Vec::with_capacity(BACKLOG_SAMPLES);
+    let mut ys = Vec::with_capacity(BACKLOG_SAMPLES);
+    for k in 0..BACKLOG_SAMPLES {
+        let t = a + (b - a) * k as f64 / (BACKLOG_SAMPLES - 1) as f64;
+        while i < starts.len() && starts[i] <= t {
+            i += 1;
+        }
+        while j < ends.len() && ends[j] <= t {
+            j += 1;
+        }
+        xs.push(t);
+        ys.push(i.saturating_sub(j) as f64);
+    }
+    (xs, ys)
 }
 
 /// Tests one stage.
 pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation {
-    let mut pts: Vec<(f64, f64, f64)> = s
-        .rows
-        .iter()
-        .filter(|r| r.ok && r.ttft_ms.is_finite())
-        .map(|r| {
-            (
-                r.scheduled_ns as f64 / 1e9,
-                r.ttft_ms / 1e3,
-                r.send_lag_ms / 1e3,
-            )
-        })
-        .collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let completed = s.rows.iter().filter(|r| r.ok).count();
-    let duration = s.duration_s();
     let offered_rate = s.target_rate.filter(|r| r.is_finite()).or_else(|| {
         let (lo, hi) = s.rows.iter().fold((i64::MAX, i64::MIN), |(a, b), r| {
             (a.min(r.scheduled_ns), b.max(r.scheduled_ns))
         });
         (s.rows.len() > 1 && hi > lo).then(|| (s.rows.len() - 1) as f64 / ((hi - lo) as f64 / 1e9))
     });
-    let completion_rate = (duration > 0.0).then(|| completed as f64 / duration);
-    let completion_ratio = match (completion_rate, offered_rate) {
-        (Some(c), Some(o)) if o > 0.0 => Some(c / o),
-        _ => None,
-    };
-    let skip = (pts.len() as f64 * WARMUP_FRACTION).floor() as usize;
-    let kept = &pts[skip.min(pts.len())..];
     let mut out = StageSaturation {
         verdict: Verdict::Insufficient,
+        reason: String::new(),
         offered_rate,
-        completion_rate,
-        completion_ratio,
-        ttft_slope: None,
-        ttft_mann_kendall: None,
-        ttft_rise_ms: None,
+        service_time_s: None,
+        window_s: None,
+        completion_rate: None,
+        completion_ratio: None,
+        ttft: None,
+        tpot: None,
+        backlog_slope: None,
+        backlog_mean: None,
         send_lag_slope: None,
         server_queue_slope: None,
         capacity_estimate: None,
@@ -120,31 +206,105 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
         let (x, y): (Vec<f64>, Vec<f64>) = q.into_iter().unzip();
         out.server_queue_slope = ols(&x, &y);
     }
-    if kept.len() < MIN_POINTS {
+    let mut e2e: Vec<f64> = s
+        .rows
+        .iter()
+        .filter(|r| r.ok && r.e2e_sched_ms.is_finite())
+        .map(|r| r.e2e_sched_ms / 1e3)
+        .collect();
+    let [Some(service), Some(median_e2e)] = percentiles_in_place(&mut e2e, &[5.0, 50.0])[..] else {
+        out.reason = "no completed request".into();
+        return out;
+    };
+    out.service_time_s = Some(service);
+    let Some(first) = s.start_ns() else {
+        return out;
+    };
+    let last = s.rows.iter().map(|r| r.scheduled_ns).max().unwrap_or(first);
+    let t0 = first as f64 / 1e9;
+    let span = (last - first) as f64 / 1e9;
+    // The backlog of a stable engine fills within about one E2E; a saturated stage's median
+    // E2E is inflated by its queue, so the ramp never takes more than half the span.
+    let ramp = median_e2e.min(0.5 * span);
+    let cut = t0 + (WARMUP_FRACTION * span).max(ramp);
+    let t1 = t0 + span;
+    let kept: Vec<_> = s
+        .rows
+        .iter()
+        .filter(|r| r.scheduled_ns as f64 / 1e9 >= cut)
+        .collect();
+    let kept_ok = kept.iter().filter(|r| r.ok).count();
+    if t1 - cut < service || kept_ok < MIN_POINTS {
+        out.reason = format!(
+            "too short to judge: arrivals span {span:.1} s and one request takes ~{service:.1} s, \
+             so the steady window is {:.1} s with {kept_ok} completed requests; give the stage \
+             more requests (-n)",
+            (t1 - cut).max(0.0)
+        );
         return out;
     }
-    let x: Vec<f64> = kept.iter().map(|p| p.0).collect();
-    let y: Vec<f64> = kept.iter().map(|p| p.1).collect();
-    let lag: Vec<f64> = kept.iter().map(|p| p.2).collect();
-    out.ttft_slope = ols(&x, &y);
-    out.ttft_mann_kendall = mann_kendall(&y, 500);
-    out.send_lag_slope = ols(&x, &lag);
-    let span = x.last().copied().unwrap_or(0.0) - x.first().copied().unwrap_or(0.0);
-    let mut yy: Vec<f64> = y.iter().map(|v| v * 1e3).collect();
-    let median_ms = percentiles_in_place(&mut yy, &[50.0])[0].unwrap_or(0.0);
-    out.verdict = Verdict::Stable;
-    if let Some(sl) = out.ttft_slope {
-        let rise_ms = sl.slope * span * 1e3;
-        out.ttft_rise_ms = Some(rise_ms);
-        let mk_agrees = out.ttft_mann_kendall.is_none_or(|m| m.z > 1.96);
-        if sl.significant_up()
-            && mk_agrees
-            && rise_ms > PRACTICAL_FRACTION * median_ms
-            && rise_ms > PRACTICAL_MIN_MS
-        {
-            out.verdict = Verdict::Saturated;
-            out.capacity_estimate = offered_rate.map(|l| l / (1.0 + sl.slope.max(0.0)));
-        }
+    out.window_s = Some((cut - t0, span));
+    let arrivals = kept.len() as f64;
+    let completions = s
+        .rows
+        .iter()
+        .filter(|r| r.end_ns != i64::MIN)
+        .filter(|r| (cut..=t1).contains(&(r.end_ns as f64 / 1e9)))
+        .count() as f64;
+    out.completion_rate = Some(completions / (t1 - cut));
+    out.completion_ratio = (arrivals > 0.0).then(|| completions / arrivals);
+
+    let mut by_arrival: Vec<_> = kept.iter().filter(|r| r.ok).collect();
+    by_arrival.sort_by_key(|r| r.scheduled_ns);
+    let series = |f: &dyn Fn(&crate::load::ReqRow) -> f64| -> Vec<(f64, f64)> {
+        by_arrival
+            .iter()
+            .map(|r| (r.scheduled_ns as f64 / 1e9, f(r)))
+            .collect()
+    };
+    out.ttft = trend(&series(&|r| r.ttft_sched_ms));
+    out.tpot = trend(&series(&|r| r.tpot_ms));
+    let lag = series(&|r| r.send_lag_ms / 1e3);
+    let (lx, ly): (Vec<f64>, Vec<f64>) = lag.into_iter().filter(|p| p.1.is_finite()).unzip();
+    out.send_lag_slope = ols(&lx, &ly);
+    let (bx, by) = backlog(s, cut, t1);
+    let mean = by.iter().sum::<f64>() / by.len().max(1) as f64;
+    out.backlog_mean = Some(mean);
+    out.backlog_slope = ols(&bx, &by);
+
+    let ttft_up = out.ttft.is_some_and(|t| t.growing());
+    let tpot_up = out.tpot.is_some_and(|t| t.growing());
+    let backlog_up = out.backlog_slope.is_some_and(|b| {
+        let rise = b.slope * (t1 - cut);
+        b.significant_up() && rise > 1.0 && rise > PRACTICAL_FRACTION * mean
+    });
+    let behind = out.completion_ratio.is_some_and(|c| c < COMPLETION_FLOOR);
+    let latency = match (ttft_up, tpot_up) {
+        (true, true) => Some("TTFT and TPOT grow"),
+        (true, false) => Some("TTFT grows"),
+        (false, true) => Some("TPOT grows"),
+        (false, false) => None,
+    };
+    let queue = match (backlog_up, behind) {
+        (true, true) => Some("the backlog grows and completions fall behind arrivals"),
+        (true, false) => Some("the backlog grows"),
+        (false, true) => Some("completions fall behind arrivals"),
+        (false, false) => None,
+    };
+    (out.verdict, out.reason) = match (latency, queue) {
+        (Some(l), Some(q)) => (Verdict::Saturated, format!("{l} and {q}")),
+        (Some(l), None) => (
+            Verdict::Stable,
+            format!("{l}, but the backlog does not: a latency drift, not a queue"),
+        ),
+        (None, Some(q)) => (Verdict::Stable, format!("{q}, but latency does not grow")),
+        (None, None) => (Verdict::Stable, "no growing latency or backlog".into()),
+    };
+    if out.verdict == Verdict::Saturated {
+        out.capacity_estimate = out.completion_rate.filter(|c| *c > 0.0).or_else(|| {
+            let s = out.ttft.map_or(0.0, |t| t.slope.slope.max(0.0));
+            offered_rate.map(|l| l / (1.0 + s))
+        });
     }
     out
 }
@@ -156,67 +316,233 @@ pub struct RunSaturation {
     pub saturated_stage: Option<String>,
     /// Its offered rate, req/s: the saturation rate.
     pub saturation_rate: Option<f64>,
-    /// The stable stage with the highest request throughput.
+    /// The stable stage with the highest request throughput below the saturation rate.
     pub best_stable_stage: Option<String>,
     /// Its request throughput, req/s.
     pub max_stable_throughput: Option<f64>,
     /// Capacity estimate mu from the lowest saturated stage, req/s.
     pub capacity_estimate: Option<f64>,
+    /// Stages that could not be judged.
+    pub insufficient_stages: Vec<String>,
+    /// Stable stages offered more than the saturation rate: the sweep is not monotone, so the
+    /// saturation rate is uncertain (noise, or a stage too short to show its queue).
+    pub stable_above: Vec<String>,
     /// One sentence for humans.
     pub summary: String,
 }
 
 /// Summarises per-stage verdicts: `(label, verdict, request throughput)` in sweep order.
 pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturation {
-    let mut saturated: Vec<&(String, &StageSaturation, f64)> = stages
+    let rate = |s: &(String, &StageSaturation, f64)| s.1.offered_rate.unwrap_or(f64::INFINITY);
+    let low = stages
         .iter()
         .filter(|s| s.1.verdict == Verdict::Saturated)
-        .collect();
-    saturated.sort_by(|a, b| {
-        a.1.offered_rate
-            .unwrap_or(f64::INFINITY)
-            .total_cmp(&b.1.offered_rate.unwrap_or(f64::INFINITY))
-    });
-    let best = stages
-        .iter()
-        .filter(|s| s.1.verdict == Verdict::Stable)
+        .min_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let sat_rate = low.map_or(f64::INFINITY, rate);
+    let stable = || stages.iter().filter(|s| s.1.verdict == Verdict::Stable);
+    let best = stable()
+        .filter(|s| low.is_none() || rate(s) < sat_rate)
         .max_by(|a, b| a.2.total_cmp(&b.2));
-    let low = saturated.first();
-    let summary = match (low, best) {
+    let stable_above: Vec<String> = stable()
+        .filter(|s| low.is_some() && rate(s) > sat_rate)
+        .map(|s| s.0.clone())
+        .collect();
+    let insufficient: Vec<String> = stages
+        .iter()
+        .filter(|s| s.1.verdict == Verdict::Insufficient)
+        .map(|s| s.0.clone())
+        .collect();
+    let capacity = |l: &(String, &StageSaturation, f64)| {
+        l.1.capacity_estimate.map_or(String::new(), |m| {
+            format!("; capacity estimate {m:.2} req/s")
+        })
+    };
+    let mut summary = match (low, best) {
         (Some(l), Some(b)) => format!(
-            "saturates at {} ({}); highest stable throughput {:.2} req/s at {}{}",
+            "saturates at {} ({}); highest stable throughput below it {:.2} req/s at {}{}",
             l.0,
             fmt_rate(l.1.offered_rate),
             b.2,
             b.0,
-            l.1.capacity_estimate.map_or(String::new(), |m| format!(
-                "; capacity estimate {m:.2} req/s"
-            ))
+            capacity(l)
         ),
         (Some(l), None) => format!(
-            "every tested stage is saturated from {} ({}){}",
+            "saturated from the lowest judged stage, {} ({}){}",
             l.0,
             fmt_rate(l.1.offered_rate),
-            l.1.capacity_estimate.map_or(String::new(), |m| format!(
-                "; capacity estimate {m:.2} req/s"
-            ))
+            capacity(l)
         ),
         (None, Some(b)) => format!(
             "no stage saturated; highest stable throughput {:.2} req/s at {}",
             b.2, b.0
         ),
-        (None, None) => "not enough completed requests to test saturation".to_string(),
+        (None, None) => "no stage could be judged".to_string(),
     };
+    if !stable_above.is_empty() {
+        summary.push_str(&format!(
+            "; but {} stable above it, so the saturation rate is uncertain",
+            list(&stable_above)
+        ));
+    }
+    if !insufficient.is_empty() {
+        summary.push_str(&format!("; {} too short to judge", list(&insufficient)));
+    }
     RunSaturation {
         saturated_stage: low.map(|l| l.0.clone()),
         saturation_rate: low.and_then(|l| l.1.offered_rate),
         best_stable_stage: best.map(|b| b.0.clone()),
         max_stable_throughput: best.map(|b| b.2),
         capacity_estimate: low.and_then(|l| l.1.capacity_estimate),
+        insufficient_stages: insufficient,
+        stable_above,
         summary,
     }
 }
 
+fn list(v: &[String]) -> String {
+    let verb = if v.len() == 1 { "is" } else { "are" };
+    format!("{} {verb}", v.join(", "))
+}
+
 fn fmt_rate(r: Option<f64>) -> String {
     r.map_or("rate unknown".into(), |r| format!("offered {r:.2} req/s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::ReqRow;
+
+    /// A completed request sent at `t` s with the given TTFT and TPOT over `out` tokens.
+    fn row(t: f64, ttft_ms: f64, tpot_ms: f64, out: u32) -> ReqRow {
+        let e2e = ttft_ms + tpot_ms * f64::from(out - 1);
+        let sched = (t * 1e9) as i64;
+        ReqRow {
+            scheduled_ns: sched,
+            ok: true,
+            send_lag_ms: 0.1,
+            ttft_ms,
+            ttft_sched_ms: ttft_ms,
+            tpot_ms,
+            e2e_ms: e2e,
+            e2e_sched_ms: e2e,
+            end_ns: sched + (e2e * 1e6) as i64,
+            input_tokens: 100,
+            output_tokens: out,
+        }
+    }
+
+    fn stage(rate: f64, rows: Vec<ReqRow>) -> StageData {
+        StageData {
+            label: format!("rate={rate}"),
+            target_rate: Some(rate),
+            rows,
+            ..Default::default()
+        }
+    }
+
+    // Deterministic jitter so slopes have residuals.
+    fn jitter(i: usize) -> f64 {
+        [0.0, 3.0, -2.0, 1.0, -1.5, 2.5, -3.0][i % 7]
+    }
+
+    #[test]
+    fn admit_all_engine_that_slows_every_step_is_saturated_by_tpot() {
+        // TTFT flat; TPOT grows with the batch, so completions fall behind arrivals.
+        let rows = (0..300)
+            .map(|i| {
+                let t = i as f64 / 10.0;
+                row(t, 100.0 + jitter(i), 20.0 + 4.0 * t + jitter(i), 64)
+            })
+            .collect();
+        let s = stage_saturation(&stage(10.0, rows), &[]);
+        assert_eq!(s.verdict, Verdict::Saturated, "{s:?}");
+        assert!(!s.ttft.unwrap().growing());
+        assert!(s.tpot.unwrap().growing());
+        assert!(s.backlog_slope.unwrap().significant_up());
+        assert!(s.reason.starts_with("TPOT grows"), "{}", s.reason);
+        assert!(s.completion_ratio.unwrap() < COMPLETION_FLOOR);
+        assert!(s.capacity_estimate.unwrap() < 10.0);
+    }
+
+    #[test]
+    fn a_stage_shorter_than_its_service_time_is_insufficient() {
+        // 60 requests in 3.75 s, each taking ~5.5 s: the backlog is still filling at the end.
+        let rows = (0..60)
+            .map(|i| row(i as f64 / 16.0, 130.0 + jitter(i), 85.0, 64))
+            .collect();
+        let s = stage_saturation(&stage(16.0, rows), &[]);
+        assert_eq!(s.verdict, Verdict::Insufficient, "{s:?}");
+        assert!(s.reason.contains("too short"), "{}", s.reason);
+        assert!(s.window_s.is_none());
+    }
+
+    #[test]
+    fn the_ramp_is_not_a_queue() {
+        // TPOT rises while the batch fills (about one E2E, 6 s, longer than 15% of the 30 s
+        // span), then holds: stable.
+        let rows = (0..300)
+            .map(|i| {
+                let t = i as f64 / 10.0;
+                let fill = (t / 6.0).min(1.0);
+                row(
+                    t,
+                    50.0 + jitter(i),
+                    60.0 + 40.0 * fill + jitter(i) / 10.0,
+                    64,
+                )
+            })
+            .collect();
+        let s = stage_saturation(&stage(10.0, rows), &[]);
+        assert_eq!(s.verdict, Verdict::Stable, "{s:?}");
+        let (a, _) = s.window_s.unwrap();
+        assert!(a >= 6.0, "{s:?}");
+        assert!((s.completion_ratio.unwrap() - 1.0).abs() < 0.1, "{s:?}");
+    }
+
+    #[test]
+    fn latency_drift_without_a_backlog_is_stable() {
+        // Requests get slower over time but never overlap (1 req/s, 200 ms each): no queue.
+        let rows = (0..60)
+            .map(|i| {
+                let t = i as f64;
+                row(t, 50.0 + 2.0 * t + jitter(i), 2.0, 64)
+            })
+            .collect();
+        let s = stage_saturation(&stage(1.0, rows), &[]);
+        assert!(s.ttft.unwrap().growing(), "{s:?}");
+        assert_eq!(s.verdict, Verdict::Stable, "{s:?}");
+        assert!(s.reason.contains("not a queue"), "{}", s.reason);
+    }
+
+    fn verdict(v: Verdict, rate: f64) -> StageSaturation {
+        let mut s = stage_saturation(&stage(rate, vec![]), &[]);
+        s.verdict = v;
+        s.offered_rate = Some(rate);
+        s
+    }
+
+    #[test]
+    fn run_summary_reports_a_non_monotone_sweep() {
+        let (a, b, c, d) = (
+            verdict(Verdict::Stable, 2.0),
+            verdict(Verdict::Saturated, 4.0),
+            verdict(Verdict::Stable, 8.0),
+            verdict(Verdict::Insufficient, 16.0),
+        );
+        let stages = vec![
+            ("rate=2".to_string(), &a, 1.9),
+            ("rate=4".to_string(), &b, 3.1),
+            ("rate=8".to_string(), &c, 7.5),
+            ("rate=16".to_string(), &d, 8.0),
+        ];
+        let r = run_saturation(&stages);
+        assert_eq!(r.saturated_stage.as_deref(), Some("rate=4"));
+        // rate=8 is stable but above the saturation rate: not the best stable stage.
+        assert_eq!(r.best_stable_stage.as_deref(), Some("rate=2"));
+        assert_eq!(r.stable_above, vec!["rate=8".to_string()]);
+        assert_eq!(r.insufficient_stages, vec!["rate=16".to_string()]);
+        assert!(r.summary.contains("uncertain"), "{}", r.summary);
+        assert!(r.summary.contains("rate=16 is too short"), "{}", r.summary);
+    }
 }
