@@ -327,8 +327,8 @@ impl Client {
         };
         st.finish_into(
             rec,
-            run_start,
-            outcome,
+            offset_ns(run_start, outcome.end),
+            outcome.error,
             self.tokenizer.as_deref(),
             cfg.store_output,
         );
@@ -506,7 +506,7 @@ impl Client {
             };
         }
         if is_json {
-            st.json_body(&buf, offset_ns(run_start, last_read));
+            st.feed_json(&buf, offset_ns(run_start, last_read));
         }
         Outcome { end, error: None }
     }
@@ -609,7 +609,12 @@ fn server_message(v: &Value) -> Option<String> {
 }
 
 /// Per-request response state: the SSE parser, token accounting and what the row will hold.
-/// Public so benchmarks and replay tests can drive the hot path without a network.
+/// Public because it is the one response accounting of the toolkit: [`Client::send`] drives it,
+/// and so does `trace record`'s proxy, so that recorded and replayed rows count tokens, chunks
+/// and errors alike; benchmarks and tests drive it without a network.
+///
+/// Use: [`StreamState::feed`] each read of an event stream, or [`StreamState::feed_json`] a
+/// whole non-streaming body, then [`StreamState::finish_into`] once.
 #[derive(Debug)]
 pub struct StreamState {
     parser: SseParser,
@@ -666,19 +671,21 @@ impl StreamState {
         self.acc.keepalives
     }
 
-    /// `[DONE]` seen.
+    /// `[DONE]` seen, or a whole JSON body fed.
     pub fn done(&self) -> bool {
         self.acc.done
     }
 
     /// A whole non-streaming JSON response, read by `t_ns`: one chunk with all its tokens.
-    fn json_body(&mut self, body: &[u8], t_ns: i64) {
+    pub fn feed_json(&mut self, body: &[u8], t_ns: i64) {
         let acc = &mut self.acc;
         let c = classify(body);
         match c.kind {
             Some(EventKind::Unparseable) | None => {
                 acc.unparseable += 1;
                 acc.first_unparseable = Some(truncate(&String::from_utf8_lossy(body), 200));
+                // The body was read whole: it is a `parse` error, not a truncated stream.
+                acc.done = true;
             }
             Some(EventKind::Error) => acc.error = c.error.clone(),
             Some(_) => {
@@ -703,22 +710,29 @@ impl StreamState {
         }
     }
 
-    fn finish_into(
+    /// Fills the response columns of `rec`: `end_ns`, `error_kind` / `error_msg`,
+    /// `output_tokens`, `token_source`, `chunk_ns` / `chunk_tokens`, `finish_reason`, and
+    /// `prompt_tokens` and `model` where the response reports them (else left as the caller set
+    /// them). `end_ns` is when the exchange ended; `failure` is a transport outcome
+    /// (`error_kind`, message) that wins over what the body says. Without a failure a stream
+    /// with `[DONE]` ends at that event. Output tokens come from the usage, else from
+    /// `tokenizer` over the kept text, else from the chunks; `store_output` keeps the text.
+    pub fn finish_into(
         mut self,
         rec: &mut TraceRecord,
-        run_start: Instant,
-        outcome: Outcome,
+        end_ns: i64,
+        failure: Option<(&'static str, String)>,
         tokenizer: Option<&HfTokenizer>,
         store_output: bool,
     ) {
         let partial = self.parser.finish();
         let acc = self.acc;
         // A complete stream ends at its [DONE] event, not at the (later) close of the body.
-        rec.end_ns = Some(match (acc.done_t_ns, &outcome.error) {
+        rec.end_ns = Some(match (acc.done_t_ns, &failure) {
             (Some(t), None) => t,
-            _ => offset_ns(run_start, outcome.end),
+            _ => end_ns,
         });
-        let (kind, msg) = match outcome.error {
+        let (kind, msg) = match failure {
             Some((k, m)) => (Some(k), Some(m)),
             None => {
                 if let Some(e) = &acc.error {

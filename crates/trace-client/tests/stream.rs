@@ -432,6 +432,27 @@ async fn non_streaming_json_response() {
     assert_eq!(rec.output_text.as_deref(), Some("w1 w2"));
 }
 
+/// A 200 JSON body that is not JSON was read whole: `parse`, as the crate docs say, not a
+/// truncated stream.
+#[tokio::test]
+async fn non_streaming_body_not_json_is_a_parse_error() {
+    let s = serve(json_response("200 OK", "{not json"), vec![]).await;
+    let rec = run(&s.url()).await;
+    assert_times(&rec);
+    assert_eq!(
+        rec.error_kind.as_deref(),
+        Some("parse"),
+        "{:?}",
+        rec.error_msg
+    );
+    assert!(
+        rec.error_msg.as_deref().unwrap().contains("{not json"),
+        "{:?}",
+        rec.error_msg
+    );
+    assert!(rec.chunk_ns.is_empty());
+}
+
 #[tokio::test]
 async fn http_errors_with_bodies() {
     let s = serve(

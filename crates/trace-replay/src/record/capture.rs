@@ -1,12 +1,12 @@
-//! What the recording proxy learns from one exchange: the request body's model, prompt and
-//! output cap ([`RequestInfo`]), and the response's chunks, tokens, usage and errors
-//! ([`Capture`]), parsed from a copy of the forwarded bytes with trace-client's SSE parser and
-//! event classifier (the same code `trace replay` uses, so recorded and replayed rows count
-//! tokens alike).
+//! What the recording proxy learns from one exchange: the route ([`Route`]), the request body's
+//! model, prompt and output cap ([`RequestInfo`]), and the response's chunks, tokens, usage and
+//! errors ([`Capture`]). The response accounting itself is trace-client's
+//! [`StreamState`], the one `trace replay` uses, fed a copy of the forwarded bytes, so recorded
+//! and replayed rows count tokens alike; this file owns only what a proxy adds: the estimate of
+//! the prompt length, error-status bodies, and the bounds on what is kept.
 
 use serde_json::Value;
-use trace_client::sse::{SseBody, SseParser};
-use trace_client::{EventKind, Prompt, TokenCounter, classify, prompt_hash};
+use trace_client::{Prompt, StreamState, classify, prompt_hash};
 use trace_format::TraceRecord;
 
 /// Error bodies and non-streaming JSON bodies are kept up to this size for parsing.
@@ -146,227 +146,108 @@ impl RequestInfo {
 
 #[derive(Debug)]
 enum Mode {
-    /// `text/event-stream` with a 2xx status: parsed incrementally.
-    Sse(Box<SseParser>),
-    /// A 2xx JSON body: parsed once at the end.
-    Json(Vec<u8>),
+    /// `text/event-stream` with a 2xx status: fed to the stream state read by read.
+    Sse,
+    /// A 2xx body of another type: kept, and fed whole at the end as arriving at its last read.
+    Json {
+        body: Vec<u8>,
+        last_t_ns: Option<i64>,
+    },
     /// An error status: the body's head is kept for the message.
-    Error(Vec<u8>),
+    Error { status: u16, body: Vec<u8> },
 }
 
-/// Response accounting for one exchange: fed a copy of every forwarded read.
+/// Response accounting for one exchange: fed a copy of every forwarded read. 2xx bodies go
+/// through trace-client's [`StreamState`], the accounting `trace replay` uses, so a recorded row
+/// and its replay count tokens, chunks and errors alike; only error statuses are read here.
 #[derive(Debug)]
 pub struct Capture {
     mode: Mode,
-    status: u16,
-    keep_text: bool,
-    counter: TokenCounter,
-    chunk_ns: Vec<i64>,
-    chunk_tokens: Vec<i32>,
-    text: String,
-    finish_reason: Option<String>,
-    model: Option<String>,
-    done_t_ns: Option<i64>,
-    last_t_ns: Option<i64>,
-    error: Option<String>,
-    unparseable: u32,
+    state: StreamState,
 }
 
 impl Capture {
-    /// A capture for a response with this status and `Content-Type`.
+    /// A capture for a response with this status and `Content-Type`; `keep_text` keeps the
+    /// output text (for `store_outputs`).
     pub fn new(status: u16, content_type: Option<&str>, keep_text: bool) -> Self {
         let ct = content_type.unwrap_or("");
         let mode = if !(200..300).contains(&status) {
-            Mode::Error(Vec::new())
+            Mode::Error {
+                status,
+                body: Vec::new(),
+            }
         } else if ct.contains("event-stream") {
-            Mode::Sse(Box::default())
+            Mode::Sse
         } else {
-            Mode::Json(Vec::new())
+            Mode::Json {
+                body: Vec::new(),
+                last_t_ns: None,
+            }
         };
         Self {
             mode,
-            status,
-            keep_text,
-            counter: TokenCounter::new(),
-            chunk_ns: Vec::new(),
-            chunk_tokens: Vec::new(),
-            text: String::new(),
-            finish_reason: None,
-            model: None,
-            done_t_ns: None,
-            last_t_ns: None,
-            error: None,
-            unparseable: 0,
+            state: StreamState::new(keep_text),
         }
     }
 
     /// Feeds one upstream read that arrived at `t_ns`.
     pub fn feed(&mut self, bytes: &[u8], t_ns: i64) {
-        self.last_t_ns = Some(t_ns);
         match &mut self.mode {
-            Mode::Json(buf) | Mode::Error(buf) => {
-                let room = MAX_KEPT_BODY.saturating_sub(buf.len());
-                buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            Mode::Sse => self.state.feed(bytes, t_ns),
+            Mode::Json { body, last_t_ns } => {
+                *last_t_ns = Some(t_ns);
+                keep(body, bytes);
             }
-            Mode::Sse(parser) => {
-                let mut parser = std::mem::take(parser);
-                parser.feed(bytes, t_ns, |ev| match ev.body {
-                    SseBody::Data { data, .. } => self.on_data(data, ev.t_ns),
-                    SseBody::Unknown { field, value } if field == b"error" => {
-                        self.error
-                            .get_or_insert_with(|| String::from_utf8_lossy(value).into_owned());
-                    }
-                    _ => {}
-                });
-                self.mode = Mode::Sse(parser);
-            }
-        }
-    }
-
-    fn on_data(&mut self, data: &[u8], t_ns: i64) {
-        if self.done_t_ns.is_some() {
-            return;
-        }
-        let c = classify(data);
-        match c.kind.unwrap_or(EventKind::Empty) {
-            EventKind::Done => self.done_t_ns = Some(t_ns),
-            EventKind::Error => {
-                self.error
-                    .get_or_insert_with(|| c.error.clone().unwrap_or_else(|| "error".into()));
-            }
-            EventKind::Unparseable => {
-                self.unparseable += 1;
-                self.chunk_ns.push(t_ns);
-                self.chunk_tokens.push(0);
-            }
-            _ => {
-                let n = self.counter.tokens(&c);
-                self.chunk_ns.push(t_ns);
-                self.chunk_tokens.push(n);
-                if self.keep_text
-                    && let Some(t) = &c.text
-                {
-                    self.text.push_str(t);
-                }
-                if let Some(f) = c.finish_reason {
-                    self.finish_reason = Some(f.into_owned());
-                }
-                if self.model.is_none()
-                    && let Some(m) = c.model
-                {
-                    self.model = Some(m.into_owned());
-                }
-            }
+            Mode::Error { body, .. } => keep(body, bytes),
         }
     }
 
     /// Fills the response columns. `failure` is a transport-level outcome (error_kind, message)
     /// that overrides what the body says; `end_ns` is when the exchange ended.
     pub fn finish_into(
-        mut self,
+        self,
         rec: &mut TraceRecord,
         info: &RequestInfo,
         failure: Option<(&'static str, String)>,
         end_ns: i64,
         store_output: bool,
     ) {
-        let mut body_error: Option<(&'static str, String)> = None;
-        match std::mem::replace(&mut self.mode, Mode::Json(Vec::new())) {
-            Mode::Sse(mut parser) => {
-                let partial = parser.finish();
-                if let Some(e) = &self.error {
-                    body_error = Some(("stream", format!("error event after HTTP 200: {e}")));
-                } else if self.done_t_ns.is_none() && self.finish_reason.is_none() {
-                    let why = if partial {
-                        "in the middle of an event"
-                    } else {
-                        "between events"
-                    };
-                    body_error = Some((
-                        "stream",
-                        format!(
-                            "stream ended {why} without [DONE] or a finish_reason after {} events",
-                            self.chunk_ns.len()
-                        ),
-                    ));
-                } else if self.unparseable > 0 {
-                    body_error = Some((
-                        "parse",
-                        format!("{} event(s) not valid JSON", self.unparseable),
-                    ));
-                }
+        let Self { mode, mut state } = self;
+        let failure = match mode {
+            Mode::Sse => failure,
+            // Parsed even after a failure, as far as it was read: a client that hung up after a
+            // whole body still leaves its tokens in the row.
+            Mode::Json { body, last_t_ns } => {
+                state.feed_json(&body, last_t_ns.unwrap_or(end_ns));
+                failure
             }
-            Mode::Json(buf) => {
-                let c = classify(&buf);
-                match c.kind {
-                    Some(EventKind::Error) => {
-                        body_error = Some(("stream", c.error.unwrap_or_else(|| "error".into())));
-                    }
-                    Some(EventKind::Unparseable) | None => {
-                        body_error = Some(("parse", "response body is not valid JSON".into()));
-                    }
-                    Some(kind) => {
-                        let n = c
-                            .usage
-                            .and_then(|u| u.completion_tokens)
-                            .unwrap_or(i64::from(kind == EventKind::Content));
-                        self.counter.last_usage = c.usage;
-                        self.counter.total = n;
-                        self.chunk_ns.push(self.last_t_ns.unwrap_or(end_ns));
-                        self.chunk_tokens.push(i32::try_from(n).unwrap_or(i32::MAX));
-                        if self.keep_text
-                            && let Some(t) = &c.text
-                        {
-                            self.text.push_str(t);
-                        }
-                        self.finish_reason = c.finish_reason.map(|f| f.into_owned());
-                        self.model = c.model.map(|m| m.into_owned());
-                    }
-                }
-            }
-            Mode::Error(buf) => {
-                let kind = if (400..500).contains(&self.status) {
-                    "http_4xx"
-                } else {
-                    "http_5xx"
-                };
-                let c = classify(&buf);
-                let msg = c
-                    .error
-                    .unwrap_or_else(|| String::from_utf8_lossy(&buf).trim().to_string());
-                body_error = Some((kind, format!("HTTP {}: {}", self.status, cut(&msg))));
-            }
-        }
-        let error = failure.or(body_error);
-        rec.end_ns = Some(match (&error, self.done_t_ns) {
-            (None, Some(t)) => t,
-            _ => end_ns,
-        });
-        let usage = self.counter.last_usage;
-        rec.prompt_tokens = usage
-            .and_then(|u| u.prompt_tokens)
-            .and_then(|p| i32::try_from(p).ok())
-            .or_else(|| info.estimated_prompt_tokens());
-        let (n, source) = match usage.and_then(|u| u.completion_tokens) {
-            Some(n) => (n, "usage"),
-            None => (self.counter.total, "chunks"),
+            Mode::Error { status, body } => failure.or_else(|| Some(http_error(status, &body))),
         };
-        rec.output_tokens = i32::try_from(n).ok();
-        rec.token_source = Some(source.to_string());
-        rec.chunk_ns = self.chunk_ns;
-        rec.chunk_tokens = self.chunk_tokens;
-        rec.finish_reason = self.finish_reason;
-        if let Some(m) = self.model {
-            rec.model = Some(m);
-        }
-        if let Some((kind, msg)) = error {
-            rec.error_kind = Some(kind.to_string());
-            rec.error_msg = Some(cut(&msg));
-        }
-        if store_output {
-            rec.output_text = Some(self.text);
+        // The server's usage replaces this estimate when it reports one.
+        rec.prompt_tokens = info.estimated_prompt_tokens();
+        state.finish_into(rec, end_ns, failure, None, store_output);
+        if let Some(m) = &mut rec.error_msg {
+            *m = cut(m);
         }
     }
+}
+
+fn keep(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_KEPT_BODY.saturating_sub(buf.len());
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// `http_4xx` / `http_5xx` with the message of an error body (its raw text if it has none).
+fn http_error(status: u16, body: &[u8]) -> (&'static str, String) {
+    let kind = if (400..500).contains(&status) {
+        "http_4xx"
+    } else {
+        "http_5xx"
+    };
+    let msg = classify(body)
+        .error
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    (kind, format!("HTTP {status}: {msg}"))
 }
 
 fn cut(s: &str) -> String {
@@ -451,6 +332,91 @@ mod tests {
         assert_eq!(rec.end_ns, Some(20), "a complete stream ends at [DONE]");
         assert_eq!(rec.output_text.as_deref(), Some("ab"));
         assert_eq!(rec.error_kind, None);
+    }
+
+    /// transformers serve echoes the templated prompt as two content events before generating
+    /// (docs/engines.md); the usage shows it. As in trace-client's
+    /// `prompt_echo_before_generation_is_not_a_token`, the echo gets 0 tokens, so TTFT stops at
+    /// the first generated token.
+    #[test]
+    fn prompt_echo_is_not_a_token() {
+        let content = |s: &str| {
+            format!(
+                "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{s}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+            )
+        };
+        const N: i32 = 3;
+        let mut events = vec![
+            (
+                10,
+                "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n"
+                    .to_string(),
+            ),
+            (11, content("<|im_start|> user w1 w2 w3")),
+            (12, content(" <|im_start|> assistant")),
+        ];
+        for i in 0..N {
+            events.push((1_000 + 10 * i64::from(i), content(&format!(" w{i}"))));
+        }
+        // Usage on the finish event and no [DONE], as transformers serve sends it.
+        events.push((
+            1_100,
+            format!(
+                "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"length\"}}],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":{N},\"total_tokens\":{}}}}}\n\n",
+                9 + N
+            ),
+        ));
+        let mut c = Capture::new(200, Some("text/event-stream"), false);
+        for (t, ev) in &events {
+            c.feed(ev.as_bytes(), *t);
+        }
+        let mut rec = TraceRecord::default();
+        c.finish_into(&mut rec, &RequestInfo::default(), None, 1_200, false);
+        assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+        assert_eq!(rec.chunk_tokens, vec![0, 0, 0, 1, 1, 1, 0]);
+        assert_eq!(rec.output_tokens, Some(N));
+        assert_eq!(rec.prompt_tokens, Some(9));
+        let first_token = rec
+            .chunk_tokens
+            .iter()
+            .position(|&n| n > 0)
+            .map(|i| rec.chunk_ns[i]);
+        assert_eq!(
+            first_token,
+            Some(1_000),
+            "TTFT at the first generated token"
+        );
+        assert_eq!(rec.end_ns, Some(1_200), "no [DONE]: the exchange's end");
+    }
+
+    #[test]
+    fn json_body_is_one_chunk_at_its_last_read() {
+        let body = br#"{"id":"c","object":"chat.completion","model":"served","choices":[{"index":0,"message":{"role":"assistant","content":"w1 w2"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let mut c = Capture::new(200, Some("application/json"), true);
+        let (x, y) = body.split_at(40);
+        c.feed(x, 10);
+        c.feed(y, 20);
+        let mut rec = TraceRecord::default();
+        c.finish_into(&mut rec, &RequestInfo::default(), None, 30, true);
+        assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+        assert_eq!((rec.chunk_ns, rec.chunk_tokens), (vec![20], vec![2]));
+        assert_eq!((rec.prompt_tokens, rec.output_tokens), (Some(3), Some(2)));
+        assert_eq!(rec.output_text.as_deref(), Some("w1 w2"));
+        assert_eq!(rec.model.as_deref(), Some("served"));
+        assert_eq!(rec.end_ns, Some(30));
+
+        let mut c = Capture::new(200, Some("application/json"), false);
+        c.feed(b"{cut", 10);
+        let mut rec = TraceRecord::default();
+        let info = RequestInfo::parse(Route::Completions, br#"{"prompt":"a b c"}"#);
+        c.finish_into(&mut rec, &info, None, 30, false);
+        assert_eq!(
+            rec.error_kind.as_deref(),
+            Some("parse"),
+            "{:?}",
+            rec.error_msg
+        );
+        assert_eq!(rec.prompt_tokens, Some(3), "estimated without usage");
     }
 
     #[test]
