@@ -41,6 +41,9 @@ pub struct ReplayConfig {
     pub time_scale: Option<f64>,
     /// Requests per stage; None: the whole trace, or [`DEFAULT_REQUESTS`].
     pub requests: Option<u64>,
+    /// Instead of `requests`: each stage sends rate x this many seconds of arrivals, so every
+    /// stage lasts as long and low-rate stages are not cut short.
+    pub stage_duration: Option<Duration>,
     /// Warmup requests before the first stage.
     pub warmup: u64,
     /// Concurrency cap.
@@ -89,6 +92,7 @@ impl Default for ReplayConfig {
             arrival: Arrival::Poisson,
             time_scale: None,
             requests: None,
+            stage_duration: None,
             warmup: 0,
             max_concurrency: None,
             seed: 0,
@@ -127,6 +131,24 @@ impl ReplayConfig {
             return Err(Error::Config(format!(
                 "invalid time scale '{f}': must be a number > 0"
             )));
+        }
+        if let Some(d) = self.stage_duration {
+            if self.requests.is_some() {
+                return Err(Error::Config(
+                    "give either --requests or --stage-duration, not both".into(),
+                ));
+            }
+            if d.is_zero() {
+                return Err(Error::Config(
+                    "invalid stage duration '0s': must be > 0".into(),
+                ));
+            }
+            if self.rates.is_empty() || self.rates.iter().any(|r| r.is_infinite()) {
+                return Err(Error::Config(
+                    "--stage-duration needs finite --rate values (requests per stage = rate x duration)"
+                        .into(),
+                ));
+            }
         }
         if self.requests == Some(0) {
             return Err(Error::Config(
@@ -311,13 +333,19 @@ fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StagePlan>
             first_item: 0,
         });
     }
-    for (k, rate) in rates.iter().enumerate() {
+    let mut first_item = 0u64;
+    for rate in &rates {
+        let count = match (cfg.stage_duration, rate) {
+            (Some(d), Some(r)) => ((r * d.as_secs_f64()).round() as usize).max(1),
+            _ => n_usize,
+        };
         plans.push(StagePlan {
             label: rate.map_or_else(|| "recorded".to_string(), stage_label),
             target_rate: *rate,
-            offsets_ns: offsets_for(*rate, n_usize)?,
-            first_item: k as u64 * n,
+            offsets_ns: offsets_for(*rate, count)?,
+            first_item,
         });
+        first_item += count as u64;
     }
     Ok(plans)
 }
@@ -408,6 +436,7 @@ pub async fn run(cfg: ReplayConfig, counters: Arc<Counters>, stop: Stop) -> Resu
             "rates": cfg.rates.iter().map(|r| if r.is_infinite() { serde_json::json!("inf") } else { serde_json::json!(r) }).collect::<Vec<_>>(),
             "time_scale": cfg.time_scale,
             "requests_per_stage": plans.last().map(|p| p.offsets_ns.len()),
+            "stage_duration_s": cfg.stage_duration.map(|d| d.as_secs_f64()),
             "warmup": cfg.warmup,
             "max_concurrency": cfg.max_concurrency,
             "seed": cfg.seed,
@@ -629,6 +658,42 @@ mod tests {
         assert_eq!(p[2].offsets_ns, [0, 0, 0]);
         assert_eq!((p[1].first_item, p[2].first_item), (0, 3));
         assert_eq!(p[0].offsets_ns.len(), 2);
+    }
+
+    #[test]
+    fn stage_duration_sizes_each_stage_by_its_rate() {
+        let cfg = ReplayConfig {
+            rates: vec![0.5, 2.0, 0.01],
+            stage_duration: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let w = Workload::random(RandomSpec::default(), 0).unwrap();
+        let p = plan_stages(&cfg, &w).unwrap();
+        let counts: Vec<usize> = p.iter().map(|s| s.offsets_ns.len()).collect();
+        // 0.01 req/s for 60 s rounds to 1: a stage is never empty.
+        assert_eq!(counts, [30, 120, 1]);
+        // Items continue across stages, so two runs of the same sweep pair request by request.
+        let firsts: Vec<u64> = p.iter().map(|s| s.first_item).collect();
+        assert_eq!(firsts, [0, 30, 150]);
+        // Poisson offsets are rescaled to the exact rate: the last arrival lands inside 60 s.
+        let last = *p[1].offsets_ns.last().unwrap();
+        assert!(last > 50_000_000_000 && last < 60_000_000_000, "{last}");
+
+        let bad = |c: ReplayConfig| c.validate().unwrap_err().to_string();
+        assert!(
+            bad(ReplayConfig {
+                requests: Some(5),
+                ..cfg.clone()
+            })
+            .contains("not both")
+        );
+        assert!(
+            bad(ReplayConfig {
+                rates: vec![1.0, f64::INFINITY],
+                ..cfg.clone()
+            })
+            .contains("finite --rate")
+        );
     }
 
     #[tokio::test]

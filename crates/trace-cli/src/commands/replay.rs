@@ -91,6 +91,11 @@ pub struct ReplayArgs {
     #[arg(short = 'n', long = "requests", value_name = "N", value_parser = crate::parse::positive_u64)]
     pub requests: Option<u64>,
 
+    /// Instead of -n: each stage sends rate x DURATION requests (`60s`, `5m`), so every stage
+    /// lasts as long; low-rate stages then hold enough time to judge saturation.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse::duration, conflicts_with = "requests")]
+    pub stage_duration: Option<Duration>,
+
     /// Output file (default: a new runs/<label or sim>-<UTC time>.parquet).
     #[arg(short = 'o', long, value_name = "OUT.parquet")]
     pub output: Option<PathBuf>,
@@ -207,6 +212,7 @@ impl ReplayArgs {
             arrival,
             time_scale: self.time_scale,
             requests: self.requests,
+            stage_duration: self.stage_duration,
             warmup: self.warmup,
             max_concurrency: self.max_concurrency,
             seed: self.seed,
