@@ -11,13 +11,13 @@
 //!
 //! It is **saturated** when a latency series and the backlog both grow in that window:
 //! - TTFT (from the scheduled time) or TPOT trends up over arrival time: an OLS slope whose 95%
-//!   t-CI lies above zero, Mann-Kendall Z > 1.96, and a projected rise over the window above both
-//!   20% of the series' median and 1 ms. TTFT catches engines that queue before admission (vLLM,
+//!   t-CI lies above zero, Mann-Kendall Z > 1.96, and a projected rise over the window above
+//!   20% of the series' median, 1 ms, and twice the scatter around the fitted line. TTFT catches engines that queue before admission (vLLM,
 //!   SGLang); TPOT catches engines that admit everything and slow every step (some continuous
 //!   batchers).
 //! - the backlog (requests scheduled and not yet finished) grows significantly, by more than one
-//!   request and 20% of its mean over the window; or completions in the window fall below 90% of
-//!   the arrivals in it.
+//!   request, 20% of its mean and twice its scatter over the window; or completions in the window
+//!   fall below 90% of the arrivals in it.
 //!
 //! Requiring both is the GuideLLM over-saturation rule (concurrency and TTFT slopes); it keeps a
 //! noisy latency trend in a short stage from being called a queue blow-up.
@@ -33,6 +33,10 @@ pub const WARMUP_FRACTION: f64 = 0.15;
 pub const PRACTICAL_FRACTION: f64 = 0.2;
 /// ... and this many ms.
 pub const PRACTICAL_MIN_MS: f64 = 1.0;
+/// A rise must exceed this many residual standard deviations: a queue that grows stands out
+/// of its own scatter, while a stable queue's bursts (waits in a queue are strongly
+/// autocorrelated, which inflates OLS and Mann-Kendall significance) do not.
+pub const NOISE_MULTIPLE: f64 = 2.0;
 /// Completions below this fraction of arrivals in the window count as falling behind.
 pub const COMPLETION_FLOOR: f64 = 0.9;
 /// Fewest requests in the steady window for a verdict.
@@ -74,15 +78,18 @@ pub struct Trend {
     pub rise_ms: f64,
     /// The series' median in the window, ms.
     pub median_ms: f64,
+    /// Standard deviation of the residuals around the fitted line, ms.
+    pub residual_sd_ms: f64,
 }
 
 impl Trend {
     /// Significant (CI above zero, Mann-Kendall agrees) and practical (rise above 20% of the
-    /// median and 1 ms).
+    /// median, above 1 ms, and above twice the scatter around the trend).
     pub fn growing(&self) -> bool {
         self.slope.significant_up()
             && self.mann_kendall.is_none_or(|m| m.z > 1.96)
             && self.rise_ms > PRACTICAL_FRACTION * self.median_ms
+            && self.rise_ms > NOISE_MULTIPLE * self.residual_sd_ms
             && self.rise_ms > PRACTICAL_MIN_MS
     }
 }
@@ -137,7 +144,18 @@ fn trend(points: &[(f64, f64)]) -> Option<Trend> {
         mann_kendall: mann_kendall(&y, 500),
         rise_ms: slope.slope * span * 1e3,
         median_ms,
+        residual_sd_ms: residual_sd(&x, &y, &slope) * 1e3,
     })
+}
+
+/// Scatter of `y` around the fitted line: sqrt(SSE / (n - 2)).
+fn residual_sd(x: &[f64], y: &[f64], fit: &Slope) -> f64 {
+    let sse: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(x, y)| (y - fit.intercept - fit.slope * x).powi(2))
+        .sum();
+    (sse / (x.len().saturating_sub(2).max(1)) as f64).sqrt()
 }
 
 /// Requests scheduled at or before `t` and not finished by `t`, sampled across `[a, b]` (s).
@@ -276,7 +294,10 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
     let tpot_up = out.tpot.is_some_and(|t| t.growing());
     let backlog_up = out.backlog_slope.is_some_and(|b| {
         let rise = b.slope * (t1 - cut);
-        b.significant_up() && rise > 1.0 && rise > PRACTICAL_FRACTION * mean
+        b.significant_up()
+            && rise > 1.0
+            && rise > PRACTICAL_FRACTION * mean
+            && rise > NOISE_MULTIPLE * residual_sd(&bx, &by, &b)
     });
     let behind = out.completion_ratio.is_some_and(|c| c < COMPLETION_FLOOR);
     let latency = match (ttft_up, tpot_up) {
@@ -298,7 +319,24 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
             format!("{l}, but the backlog does not: a latency drift, not a queue"),
         ),
         (None, Some(q)) => (Verdict::Stable, format!("{q}, but latency does not grow")),
-        (None, None) => (Verdict::Stable, "no growing latency or backlog".into()),
+        (None, None) => {
+            // Say when a trend was significant but too small to matter, so a reader who sees
+            // its CI above zero in the evidence knows why it did not count.
+            let faint: Vec<&str> = [("TTFT", out.ttft), ("TPOT", out.tpot)]
+                .iter()
+                .filter(|(_, t)| t.is_some_and(|t| t.slope.significant_up()))
+                .map(|(n, _)| *n)
+                .collect();
+            let reason = if faint.is_empty() {
+                "no growing latency or backlog".to_string()
+            } else {
+                format!(
+                    "no growing backlog, and the upward {} trend is within the stage's scatter",
+                    faint.join(" and ")
+                )
+            };
+            (Verdict::Stable, reason)
+        }
     };
     if out.verdict == Verdict::Saturated {
         out.capacity_estimate = out.completion_rate.filter(|c| *c > 0.0).or_else(|| {
