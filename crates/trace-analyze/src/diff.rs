@@ -712,10 +712,45 @@ pub fn headline(
             )
         }
     };
+    // A faster first token often costs slower decoding (and the reverse): say so when P50
+    // TPOT moves significantly the other way.
+    let tpot: Vec<&MetricDiff> = pool.iter().filter_map(|s| s.get("tpot", "p50")).collect();
+    let ttft_dir = rows
+        .iter()
+        .filter(|(_, m)| m.verdict == "better" || m.verdict == "worse")
+        .map(|(_, m)| m.verdict)
+        .next();
+    let tpot_sig: Vec<f64> = tpot
+        .iter()
+        .filter(|m| m.verdict == "better" || m.verdict == "worse")
+        .filter(|m| Some(m.verdict) != ttft_dir)
+        .filter_map(|m| m.rel_delta)
+        .collect();
+    let trade = match (ttft_dir, tpot_sig.is_empty()) {
+        (Some(_), false) => {
+            let (lo, hi) = tpot_sig
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
+                    (l.min(r.abs()), h.max(r.abs()))
+                });
+            let word = if tpot_sig[0] > 0.0 {
+                "slower"
+            } else {
+                "faster"
+            };
+            let span = if format!("{lo:.2}") == format!("{hi:.2}") {
+                format!("{:.0}%", 100.0 * lo)
+            } else {
+                format!("{:.0}%-{:.0}%", 100.0 * lo, 100.0 * hi)
+            };
+            format!(", but {span} {word} at P50 TPOT")
+        }
+        _ => String::new(),
+    };
     if sat.starts_with(bn) {
-        format!("{sat} and {lat}")
+        format!("{sat} and {lat}{trade}")
     } else {
-        format!("{sat}; {bn} {lat}")
+        format!("{sat}; {bn} {lat}{trade}")
     }
 }
 
