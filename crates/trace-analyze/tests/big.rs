@@ -1,36 +1,13 @@
-//! Ignored benchmark and fixture tests (run by hand; figures go to docs/benchmarks.md):
-//!
-//! - `regen_fixtures`: rewrites traces/analyze_fixture.parquet (the notebook's input).
-//! - `big_generate`: writes two synthetic runs of BIG_ROWS (default 1,000,000) requests x 200
-//!   chunks to BIG_DIR (default /tmp/trace-big).
-//! - `big_read_only`: polars merely reading the columns the analyzer needs (the baseline).
-//! - `big_report` / `big_diff`: the analyzer on them.
-//!
-//! `cargo test --release -p trace-analyze --test big -- --ignored --nocapture big_report`, under
-//! `/usr/bin/time -v` for peak memory.
+//! The ignored test `regen_fixtures`, which rewrites traces/analyze_fixture.parquet (the
+//! notebook's and analyzer tests' input). The large-run benchmark of `trace report` / `trace
+//! diff` uses the real binary instead: scripts/bench/analyzer.sh, figures in docs/benchmarks.md.
 
 mod common;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use common::*;
-use polars::prelude::*;
-use trace_analyze::diff::{self, DiffOptions};
-use trace_analyze::report::{ReportOptions, build};
-use trace_analyze::{LoadOptions, load_run};
-use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions, col, meta};
-
-fn big_dir() -> PathBuf {
-    PathBuf::from(std::env::var("BIG_DIR").unwrap_or_else(|_| "/tmp/trace-big".into()))
-}
-
-fn big_rows() -> usize {
-    std::env::var("BIG_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
+use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions, meta};
 
 #[test]
 #[ignore = "rewrites the committed fixture"]
@@ -81,124 +58,4 @@ fn regen_fixtures() {
         w.write(r).unwrap();
     }
     w.close().unwrap();
-}
-
-#[test]
-#[ignore = "writes two multi-GB traces"]
-fn big_generate() {
-    let dir = big_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let n = big_rows();
-    for (name, shift) in [("a.parquet", 0i64), ("b.parquet", 3)] {
-        let t = Instant::now();
-        let mut m = TraceMeta::new();
-        m.set(meta::LABEL, name.trim_end_matches(".parquet"));
-        let mut w = TraceWriter::create(dir.join(name), m, WriterOptions::default()).unwrap();
-        let mut rec = TraceRecord {
-            stage: "rate=1000".into(),
-            target_rate: Some(1000.0),
-            ..Default::default()
-        };
-        for i in 0..n {
-            let sched = i as i64 * MS;
-            let sent = sched + 50_000 + (i as i64 % 7) * 10_000;
-            let first = sent + (40 + shift + (i as i64 % 11)) * MS;
-            rec.request_id = format!("r{i}");
-            rec.prompt_hash = Some(i as u64);
-            rec.scheduled_ns = sched;
-            rec.sent_ns = Some(sent);
-            rec.chunk_ns.clear();
-            rec.chunk_tokens.clear();
-            for k in 0..200i64 {
-                rec.chunk_ns
-                    .push(first + k * 10 * MS + (k * 7919 + i as i64) % 1_000_000);
-                rec.chunk_tokens.push(1);
-            }
-            rec.end_ns = rec.chunk_ns.last().map(|e| e + MS);
-            rec.prompt_tokens = Some(128);
-            rec.output_tokens = Some(200);
-            w.write(&rec).unwrap();
-        }
-        w.close().unwrap();
-        eprintln!(
-            "generated {} ({n} rows) in {:.1}s",
-            name,
-            t.elapsed().as_secs_f64()
-        );
-    }
-}
-
-#[test]
-#[ignore = "needs big_generate's output"]
-fn big_read_only() {
-    let t = Instant::now();
-    let p = PlRefPath::try_from_path(&big_dir().join("a.parquet")).unwrap();
-    let cols = [
-        col::STAGE,
-        col::TARGET_RATE,
-        col::SCHEDULED_NS,
-        col::SENT_NS,
-        col::END_NS,
-        col::CHUNK_NS,
-        col::CHUNK_TOKENS,
-        col::PROMPT_TOKENS,
-        col::OUTPUT_TOKENS,
-        col::ERROR_KIND,
-    ];
-    let df = LazyFrame::scan_parquet(p, ScanArgsParquet::default())
-        .unwrap()
-        .select(
-            cols.iter()
-                .map(|c| polars::prelude::col(*c))
-                .collect::<Vec<_>>(),
-        )
-        .collect()
-        .unwrap();
-    eprintln!(
-        "polars read of {} rows: {:.2}s",
-        df.height(),
-        t.elapsed().as_secs_f64()
-    );
-}
-
-#[test]
-#[ignore = "needs big_generate's output"]
-fn big_report() {
-    let t = Instant::now();
-    let mut run = load_run(&big_dir().join("a.parquet"), LoadOptions::default()).unwrap();
-    let loaded = t.elapsed().as_secs_f64();
-    let rep = build(&mut run, &ReportOptions::default());
-    let text = rep.to_text();
-    eprintln!(
-        "report: load {loaded:.2}s, total {:.2}s\n{text}",
-        t.elapsed().as_secs_f64()
-    );
-}
-
-#[test]
-#[ignore = "needs big_generate's output"]
-fn big_diff() {
-    let t = Instant::now();
-    let mut runs: Vec<_> = ["a.parquet", "b.parquet"]
-        .iter()
-        .map(|f| {
-            load_run(
-                &big_dir().join(f),
-                LoadOptions {
-                    with_ids: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
-    let loaded = t.elapsed().as_secs_f64();
-    let opts = DiffOptions::default();
-    let reports = diff::reports(&mut runs, &opts);
-    let d = diff::compare(&runs, &reports, &opts).unwrap();
-    eprintln!(
-        "diff: load {loaded:.2}s, total {:.2}s\n{}",
-        t.elapsed().as_secs_f64(),
-        d.to_text()
-    );
 }

@@ -1,9 +1,13 @@
-//! Writes N synthetic requests (16 chunks each) through `spawn_writer` to show that the writer's
-//! memory stays flat whatever the run length. Measure with `/usr/bin/time -v`:
+//! Writes N synthetic requests (16 chunks each unless CHUNKS is given) through `spawn_writer`:
+//! shows that the writer's memory stays flat whatever the run length, and makes the large runs
+//! the analyzer is benchmarked on (SHIFT_MS adds to every TTFT, for a B run to diff against A).
+//! Chunk times carry a deterministic jitter so the file compresses like real data, not a ramp.
 //!
 //! ```sh
 //! cargo build --release -p trace-format --example write_many
 //! /usr/bin/time -v target/release/examples/write_many /tmp/many.parquet 10000000
+//! target/release/examples/write_many /tmp/trace-big/a.parquet 1000000 200      # analyzer bench
+//! target/release/examples/write_many /tmp/trace-big/b.parquet 1000000 200 3
 //! ```
 
 use std::time::Instant;
@@ -13,24 +17,32 @@ use trace_format::{TraceMeta, TraceRecord, WriterOptions, spawn_writer};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let out = args.next().ok_or("usage: write_many OUT.parquet N")?;
-    let n: u64 = args
-        .next()
-        .ok_or("usage: write_many OUT.parquet N")?
-        .parse()?;
+    let usage = "usage: write_many OUT.parquet N [CHUNKS] [SHIFT_MS]";
+    let n: u64 = args.next().ok_or(usage)?.parse()?;
+    let chunks: i64 = args.next().map_or(Ok(16), |a| a.parse())?;
+    let shift_ms: i64 = args.next().map_or(Ok(0), |a| a.parse())?;
     let start = Instant::now();
     let (tx, handle) = spawn_writer(&out, TraceMeta::new(), WriterOptions::default())?;
+    const MS: i64 = 1_000_000;
     for i in 0..n {
-        let t = i as i64 * 1_000_000;
+        let (t, j) = (i as i64 * MS, i as i64);
+        let sent = t + 50_000 + (j % 7) * 10_000;
+        let first = sent + (40 + shift_ms + j % 11) * MS;
+        let chunk_ns: Vec<i64> = (0..chunks)
+            .map(|k| first + k * 10 * MS + (k * 7919 + j) % MS)
+            .collect();
         tx.send(TraceRecord {
             request_id: format!("req-{i}"),
+            prompt_hash: Some(i),
             stage: "rate=1000".into(),
             target_rate: Some(1000.0),
             scheduled_ns: t,
-            sent_ns: Some(t + 50_000),
-            chunk_ns: (0..16).map(|k| t + 50_000_000 + k * 10_000_000).collect(),
-            chunk_tokens: vec![1; 16],
-            end_ns: Some(t + 210_000_000),
-            output_tokens: Some(16),
+            sent_ns: Some(sent),
+            end_ns: chunk_ns.last().map(|e| e + MS),
+            chunk_ns,
+            chunk_tokens: vec![1; chunks as usize],
+            prompt_tokens: Some(128),
+            output_tokens: Some(i32::try_from(chunks)?),
             status: Some(200),
             ..TraceRecord::default()
         })?;
