@@ -9,13 +9,22 @@
 //! `generate_stream` (`text_output`).
 //!
 //! JSON is deserialised into borrowed structs that name only the fields used: unknown fields
-//! are skipped without being built, which keeps classification well under a microsecond for a
-//! typical chunk.
+//! are skipped without being built, strings borrow from the event unless they hold escapes
+//! (`opt_cow`), the `choices` array is folded as it is read (no Vec), and UTF-8 is checked once
+//! per event rather than once per string. A typical chunk thus costs no heap allocation.
+//!
+//! Two readers fill those structs. The usual OpenAI-style chunk is read by a hand-written fast
+//! path (`fast`, several times cheaper than serde_json's generic machinery); anything it does
+//! not fully understand (errors, TGI and Triton shapes, `\u` escapes, invalid JSON...) it hands
+//! to serde_json, which stays the reference: the fast path only accepts input that serde_json
+//! reads to the same result, which a test checks on mutated chunks.
+
+mod fast;
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 /// What kind of event a stream event is. One event can also carry a finish reason and usage;
 /// see [`Classified`].
@@ -89,27 +98,89 @@ pub struct Classified<'a> {
     pub native_tokens: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// What [`classify()`] reads from an event. `fast.rs` fills the same fields for the usual chunk
+/// shape: keep the two in step (`tests::fast_path_agrees_with_serde` compares them).
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Chunk<'a> {
+    // Folded while parsed (see `Choices`): no Vec and no per-choice struct per event.
     #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Choices<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
     error: Option<serde_json::Value>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     object: Option<Cow<'a, str>>,
     // A Value, not a str: Ollama-style bodies carry a `message` object here.
     #[serde(default)]
     message: Option<serde_json::Value>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     model: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     token: Option<TgiToken<'a>>,
     #[serde(default, borrow)]
     details: Option<TgiDetails<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     text_output: Option<Cow<'a, str>>,
+}
+
+/// The `choices` array, folded element by element as it is parsed into what [`classify()`] uses:
+/// the text of every choice in order, the last finish reason, and whether any choice had a role
+/// or tool calls. Same result as collecting a `Vec<Choice>` and walking it afterwards, without
+/// allocating per event.
+#[derive(Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct Choices<'a> {
+    /// The array had at least one element.
+    any: bool,
+    text: Option<Cow<'a, str>>,
+    finish_reason: Option<Cow<'a, str>>,
+    role: bool,
+    tool: bool,
+}
+
+impl<'a> Choices<'a> {
+    /// Folds in the next choice of the array.
+    fn add(&mut self, c: Choice<'a>) {
+        self.any = true;
+        if let Some(f) = c.finish_reason {
+            self.finish_reason = Some(f);
+        }
+        if let Some(t) = c.text {
+            push_text(&mut self.text, t);
+        }
+        for d in [c.delta, c.message].into_iter().flatten() {
+            self.role |= d.role.is_some();
+            self.tool |= d.tool_calls.is_some();
+            for t in [d.reasoning_content, d.reasoning, d.content]
+                .into_iter()
+                .flatten()
+            {
+                push_text(&mut self.text, t);
+            }
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Choices<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Choices::default();
+                while let Some(c) = seq.next_element::<Choice<'de>>()? {
+                    out.add(c);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,9 +189,9 @@ struct Choice<'a> {
     delta: Option<Delta<'a>>,
     #[serde(default, borrow)]
     message: Option<Delta<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -128,30 +199,72 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(default)]
     role: Option<IgnoredAny>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     reasoning_content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     reasoning: Option<Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct TgiToken<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     text: Option<Cow<'a, str>>,
     #[serde(default)]
     special: bool,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct TgiDetails<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_cow")]
     finish_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     generated_tokens: Option<i64>,
+}
+
+/// A string or `null` that borrows from the input unless it holds escapes. Needed because
+/// serde's `#[serde(borrow)]` only borrows a bare `Cow<str>`: an `Option<Cow<str>>` field would
+/// be deserialised as an owned `String`, one allocation per string per event. Accepts exactly
+/// what `Option<Cow<str>>` accepts (a string, or null).
+fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Str;
+    impl<'de> Visitor<'de> for Str {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(Str).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 fn push_text<'a>(acc: &mut Option<Cow<'a, str>>, s: Cow<'a, str>) {
@@ -184,15 +297,21 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
             ..Default::default()
         };
     }
-    let chunk: Chunk<'_> = match serde_json::from_slice(trimmed) {
-        Ok(c) => c,
-        Err(_) => {
-            return Classified {
-                kind: Some(EventKind::Unparseable),
-                ..Default::default()
-            };
-        }
+    // One UTF-8 check of the whole event, then readers that do not re-validate each string:
+    // the fast path, else serde_json. Invalid UTF-8 inside a string that is skipped is still
+    // accepted by `from_slice`, so it decides those events as before.
+    let mut chunk = Chunk::default();
+    let parsed = match std::str::from_utf8(trimmed) {
+        Ok(s) if fast::chunk(s, &mut chunk) => Ok(()),
+        Ok(s) => serde_json::from_str(s).map(|c| chunk = c),
+        Err(_) => serde_json::from_slice(trimmed).map(|c| chunk = c),
     };
+    if parsed.is_err() {
+        return Classified {
+            kind: Some(EventKind::Unparseable),
+            ..Default::default()
+        };
+    }
     let mut out = Classified {
         usage: chunk.usage,
         model: chunk.model,
@@ -215,26 +334,12 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
     let mut role = false;
     let mut tool = false;
     let mut had_choices = false;
-    if let Some(choices) = chunk.choices {
-        had_choices = !choices.is_empty();
-        for c in choices {
-            if let Some(f) = c.finish_reason {
-                out.finish_reason = Some(f);
-            }
-            if let Some(t) = c.text {
-                push_text(&mut out.text, t);
-            }
-            for d in [c.delta, c.message].into_iter().flatten() {
-                role |= d.role.is_some();
-                tool |= d.tool_calls.is_some();
-                for t in [d.reasoning_content, d.reasoning, d.content]
-                    .into_iter()
-                    .flatten()
-                {
-                    push_text(&mut out.text, t);
-                }
-            }
-        }
+    if let Some(ch) = chunk.choices {
+        had_choices = ch.any;
+        role = ch.role;
+        tool = ch.tool;
+        out.finish_reason = ch.finish_reason;
+        out.text = ch.text;
     }
     let mut native_token = false;
     if let Some(tok) = chunk.token {
@@ -411,6 +516,140 @@ mod tests {
         assert_eq!(t.kind, Some(EventKind::Content));
         assert_eq!(t.text, None);
         assert_eq!(t.finish_reason.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let c = classify(br#"{"model":"m","choices":[{"delta":{"content":"plain"}}]}"#);
+        assert!(matches!(c.text, Some(Cow::Borrowed("plain"))));
+        assert!(matches!(c.model, Some(Cow::Borrowed("m"))));
+        let c = classify(br#"{"choices":[{"delta":{"content":"a\nb"}}]}"#);
+        assert!(matches!(c.text, Some(Cow::Owned(ref t)) if t == "a\nb"));
+        // A string field that is null reads as absent; any other type is not a chunk.
+        let c = classify(br#"{"model":null,"choices":[{"delta":{"content":null}}]}"#);
+        assert_eq!((c.kind, c.model), (Some(EventKind::Empty), None));
+        assert_eq!(
+            k(r#"{"choices":[{"delta":{"content":5}}]}"#),
+            EventKind::Unparseable
+        );
+        assert_eq!(k(r#"{"model":{"a":1}}"#), EventKind::Unparseable);
+    }
+
+    #[test]
+    fn choices_fold_like_a_list() {
+        let c = classify(
+            br#"{"choices":[{"delta":{"reasoning_content":"r","content":"a"},"finish_reason":"stop"},{"text":"b","finish_reason":null},{"message":{"content":"c"},"finish_reason":"length"}]}"#,
+        );
+        assert_eq!(c.text.as_deref(), Some("rabc"));
+        assert_eq!(c.finish_reason.as_deref(), Some("length"));
+        assert_eq!(
+            k(r#"{"choices":null,"usage":{"completion_tokens":1}}"#),
+            EventKind::UsageOnly
+        );
+        assert_eq!(
+            k(r#"{"choices":[{"delta":{}}],"usage":{"completion_tokens":1}}"#),
+            EventKind::Empty
+        );
+        assert_eq!(k(r#"{"choices":{"delta":{}}}"#), EventKind::Unparseable);
+        assert_eq!(k(r#"{"choices":[],"choices":[]}"#), EventKind::Unparseable);
+    }
+
+    #[test]
+    fn utf8_checked_as_serde_json_does() {
+        // Invalid UTF-8 in a skipped string is accepted by serde_json; in a used one it is not.
+        let mut ok = br#"{"id":"?","choices":[{"delta":{"content":"x"}}]}"#.to_vec();
+        ok[7] = 0xff;
+        assert_eq!(classify(&ok).text.as_deref(), Some("x"));
+        let mut bad = br#"{"choices":[{"delta":{"content":"?"}}]}"#.to_vec();
+        bad[33] = 0xff;
+        assert_eq!(classify(&bad).kind, Some(EventKind::Unparseable));
+        let c = classify("{\"choices\":[{\"delta\":{\"content\":\"h\u{e9}\"}}]}".as_bytes());
+        assert_eq!(c.text.as_deref(), Some("h\u{e9}"));
+    }
+
+    /// Event data in the shapes servers send, and odd ones, as seeds for the fast-path tests.
+    const SHAPES: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":9,"completion_tokens":0}}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"content":" w1"},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1}}"#,
+        r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":" a\n\"b\"\\ \/ \t\r\b\f","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":null}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hm","content":null,"tool_calls":[{"index":0,"id":"x","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},"logprobs":{"content":[{"token":"\u00e9","logprob":-0.5,"bytes":[195,169],"top_logprobs":[]}]},"finish_reason":"tool_calls"}]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        r#" { "choices" : [ { "delta" : { "role" : null , "reasoning" : "r" } , "message" : { "content" : "hé" , "name" : "\u00e9\ud83d" } } , { "text" : "x" , "finish_reason" : "stop" } ] , "model" : null , "x" : [ 1.5e-3 , -0 , 0.25E+2 , true , false , null , { } , [ ] ] } "#,
+        r#"{"error":{"message":"boom","code":400}}"#,
+        r#"{"object":"error","message":"old","code":400}"#,
+        r#"{"index":1,"token":{"id":5,"text":" Hi","special":false},"generated_text":null,"details":null}"#,
+        r#"{"model_name":"ensemble","text_output":"x","error":null,"message":null,"token":null,"details":null}"#,
+        r#"{"choices":[{"delta":{"content":"a"}}],"usage":{"completion_tokens":-1,"prompt_tokens":123456789012345678901}}"#,
+        r#"{"choices":[{"delta":{"content":"a"},"delta":{"content":"b"}}],"model":"m","model":"n"}"#,
+        r#"{"choices":[[{"content":"a"}]],"usage":[1,2]}"#,
+        r#"{"choices":null,"object":"chat.completion.chunk","usage":{"prompt_tokens":0,"completion_tokens":0.0}}"#,
+    ];
+
+    /// Byte-level mutants of [`SHAPES`], deterministic.
+    fn mutants(n: usize) -> Vec<Vec<u8>> {
+        use rand::{Rng, SeedableRng};
+        let alphabet: &[u8] = b"{}[]\":,\\/ \t\r\n0123456789-+.eEnulltrfasbux\x01\x7f\xc3\xa9";
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        (0..n)
+            .map(|_| {
+                let mut d = SHAPES[rng.random_range(0..SHAPES.len())]
+                    .as_bytes()
+                    .to_vec();
+                for _ in 0..rng.random_range(0..4) {
+                    let i = rng.random_range(0..=d.len());
+                    let byte = alphabet[rng.random_range(0..alphabet.len())];
+                    match rng.random_range(0..4) {
+                        0 if i < d.len() => d[i] = byte,
+                        1 if i < d.len() => {
+                            d.remove(i);
+                        }
+                        2 => d.insert(i, byte),
+                        _ => {
+                            let o = SHAPES[rng.random_range(0..SHAPES.len())].as_bytes();
+                            let a = rng.random_range(0..o.len());
+                            let b = (a + rng.random_range(0..24)).min(o.len());
+                            d.splice(i..i, o[a..b].iter().copied());
+                        }
+                    }
+                }
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_path_takes_the_usual_chunks() {
+        for s in &SHAPES[..6] {
+            assert!(fast::chunk(s.trim(), &mut Chunk::default()), "{s}");
+        }
+        for s in &SHAPES[6..] {
+            assert!(!fast::chunk(s.trim(), &mut Chunk::default()), "{s}");
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let (mut taken, mut valid) = (0, 0);
+        for d in mutants(60_000) {
+            let Ok(s) = std::str::from_utf8(d.trim_ascii()) else {
+                continue;
+            };
+            let serde = serde_json::from_str::<Chunk<'_>>(s);
+            valid += usize::from(serde.is_ok());
+            let mut fast = Chunk::default();
+            if fast::chunk(s, &mut fast) {
+                taken += 1;
+                match serde {
+                    Ok(serde) => assert_eq!(fast, serde, "{s}"),
+                    Err(e) => panic!("fast path took what serde_json refuses ({e}): {s}"),
+                }
+            }
+        }
+        // The mutants exercise both sides: many stay valid, and the fast path takes most.
+        assert!(
+            valid > 10_000 && taken > valid / 2,
+            "{taken} taken of {valid} valid"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! It owns request building for OpenAI chat and completions routes, the streaming-response
 //! parser ([`sse::SseParser`], byte-arrival timestamps taken before parsing), event
-//! classification and per-event token accounting ([`classify`]), error classification into the
+//! classification and per-event token accounting ([`classify()`]), error classification into the
 //! trace's stable `error_kind` codes, the request function ([`Client::send`]) that fills one
 //! [`trace_format::TraceRecord`] per request, Hugging Face tokenizer support
 //! ([`HfTokenizer`], [`random_prompt`]) and the server queue-metrics scraper ([`metrics`]).

@@ -9,8 +9,9 @@
 //! field with its value instead of being dropped, which is what generic SSE crates do.
 //!
 //! Hot path: a line that lies whole inside one read is borrowed from it; only a line split
-//! across reads is copied into a carry buffer, and the data of an event is appended to one
-//! reused buffer.
+//! across reads is copied into a carry buffer. An event whose data is one `data:` line inside
+//! the read that completes it (the usual LLM chunk) is handed over straight from the read;
+//! otherwise its data lines are appended to one reused buffer.
 
 /// One parsed SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,41 +95,48 @@ impl SseParser {
     }
 
     /// Feeds one read, stamped `t_ns`, and calls `on_event` for every event it completes.
-    pub fn feed(&mut self, mut bytes: &[u8], t_ns: i64, mut on_event: impl FnMut(SseEvent<'_>)) {
+    pub fn feed(&mut self, input: &[u8], t_ns: i64, mut on_event: impl FnMut(SseEvent<'_>)) {
+        let mut at = 0;
         if self.pending_cr {
             self.pending_cr = false;
-            if let [b'\n', rest @ ..] = bytes {
-                bytes = rest;
+            if input.first() == Some(&b'\n') {
+                at = 1;
             }
         }
-        while !bytes.is_empty() {
-            let Some(pos) = memchr2(b'\n', b'\r', bytes) else {
-                self.carry.extend_from_slice(bytes);
-                return;
+        // The data of the event being assembled while it is one `data:` line lying whole in
+        // this read: handed to `on_event` from `input`, not copied (the common event).
+        let mut lent: Lent = None;
+        while at < input.len() {
+            let Some(pos) = memchr2(b'\n', b'\r', &input[at..]) else {
+                self.carry.extend_from_slice(&input[at..]);
+                break;
             };
-            let line_end = pos;
-            let mut next = pos + 1;
-            if bytes[pos] == b'\r' {
-                if pos + 1 < bytes.len() {
-                    if bytes[pos + 1] == b'\n' {
-                        next = pos + 2;
+            let line_end = at + pos;
+            let mut next = line_end + 1;
+            if input[line_end] == b'\r' {
+                if next < input.len() {
+                    if input[next] == b'\n' {
+                        next += 1;
                     }
                 } else {
                     self.pending_cr = true;
                 }
             }
             if self.carry.is_empty() {
-                self.line(&bytes[..line_end], t_ns, &mut on_event);
+                let line = &input[at..line_end];
+                self.line(line, Some(at), input, &mut lent, t_ns, &mut on_event);
             } else {
-                self.carry.extend_from_slice(&bytes[..line_end]);
+                self.carry.extend_from_slice(&input[at..line_end]);
                 let carry = std::mem::take(&mut self.carry);
-                self.line(&carry, t_ns, &mut on_event);
+                self.line(&carry, None, input, &mut lent, t_ns, &mut on_event);
                 // Keep the allocation for the next split line.
                 self.carry = carry;
                 self.carry.clear();
             }
-            bytes = &bytes[next..];
+            at = next;
         }
+        // The event goes on in a later read: keep its data.
+        self.own_lent(input, &mut lent);
     }
 
     /// Ends the stream: an event left without its closing blank line is dropped, as the SSE
@@ -152,9 +160,25 @@ impl SseParser {
         self.has_comment = false;
     }
 
-    fn line(&mut self, line: &[u8], t_ns: i64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    /// Copies lent data (see [`Lent`]) into the event's own buffer.
+    fn own_lent(&mut self, input: &[u8], lent: &mut Lent) {
+        if let Some((start, end)) = lent.take() {
+            self.data.extend_from_slice(&input[start..end]);
+        }
+    }
+
+    /// Handles one line; `at` is its offset in `input` when it lies there (not in `carry`).
+    fn line(
+        &mut self,
+        line: &[u8],
+        at: Option<usize>,
+        input: &[u8],
+        lent: &mut Lent,
+        t_ns: i64,
+        on_event: &mut impl FnMut(SseEvent<'_>),
+    ) {
         if line.is_empty() {
-            self.dispatch(t_ns, on_event);
+            self.dispatch(input, lent, t_ns, on_event);
             return;
         }
         if line[0] == b':' {
@@ -171,10 +195,20 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
+                match at {
+                    // The event's first data line, in this read: lend it (`value` ends the line).
+                    Some(at) if !self.has_data => {
+                        let end = at + line.len();
+                        *lent = Some((end - value.len(), end));
+                    }
+                    _ => {
+                        self.own_lent(input, lent);
+                        if self.has_data {
+                            self.data.push(b'\n');
+                        }
+                        self.data.extend_from_slice(value);
+                    }
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
             b"event" => {
@@ -200,12 +234,22 @@ impl SseParser {
         }
     }
 
-    fn dispatch(&mut self, t_ns: i64, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn dispatch(
+        &mut self,
+        input: &[u8],
+        lent: &mut Lent,
+        t_ns: i64,
+        on_event: &mut impl FnMut(SseEvent<'_>),
+    ) {
         if self.has_data {
+            let data = match lent.take() {
+                Some((start, end)) => &input[start..end],
+                None => &self.data[..],
+            };
             on_event(SseEvent {
                 t_ns,
                 body: SseBody::Data {
-                    data: &self.data,
+                    data,
                     event: self.has_event.then_some(&self.event[..]),
                 },
             });
@@ -227,6 +271,11 @@ impl SseParser {
         self.reset_event();
     }
 }
+
+/// Where the data of the event being assembled lies while it is a single `data:` line inside
+/// the current read: `(start, end)` offsets into that read. Only valid during one `feed` call;
+/// `None` when the data is in `SseParser::data` (or there is none).
+type Lent = Option<(usize, usize)>;
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     memchr::memchr(needle, hay)
@@ -302,6 +351,22 @@ mod tests {
     fn multiline_data_joined() {
         let ev = run(&[(b"data: a\ndata: b\ndata\n\n", 1)]);
         assert_eq!(ev, vec![d("a\nb\n", 1)]);
+    }
+
+    #[test]
+    fn lent_data_kept_across_reads() {
+        // A first data line lying in one read, then more lines or the blank line in the next.
+        let ev = run(&[(b"data: a\n", 1), (b"data: b\n\n", 2)]);
+        assert_eq!(ev, vec![d("a\nb", 2)]);
+        let ev = run(&[(b"data: a\n", 1), (b"\ndata: c\n", 2), (b"\n", 3)]);
+        assert_eq!(ev, vec![d("a", 2), d("c", 3)]);
+        let ev = run(&[(b"data: a\r\ndata:b\r\n", 1), (b"\r\n", 2)]);
+        assert_eq!(ev, vec![d("a\nb", 2)]);
+        let ev = run(&[(b"data: a\nevent: e\nda", 1), (b"ta: b\n\ndata: z\n\n", 2)]);
+        assert_eq!(
+            ev,
+            vec![Ev::Data("a\nb".into(), Some("e".into()), 2), d("z", 2)]
+        );
     }
 
     #[test]
