@@ -96,9 +96,10 @@ pub enum Error {
     },
 }
 
-/// The error and its sources joined with `: `, since reqwest's Display hides the cause
-/// (`error sending request` without `connection refused`).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// The error and its sources joined with `: `, since reqwest's and hyper's Display hide the
+/// cause (`error sending request` without `connection refused`). Also used by the recording
+/// proxy for its upstream errors.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

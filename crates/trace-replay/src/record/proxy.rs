@@ -243,7 +243,10 @@ async fn exchange(
             return;
         }
         Some(Ok(Err(e))) => {
-            let msg = format!("upstream {url} unreachable: {}", chain(&e));
+            let msg = format!(
+                "upstream {url} unreachable: {}",
+                trace_client::error_chain(&e)
+            );
             let kind = if e.is_timeout() { "timeout" } else { "connect" };
             finish(
                 &shared,
@@ -326,7 +329,7 @@ async fn exchange(
             Ok(Err(e)) => {
                 let msg = format!(
                     "upstream connection error after {reads} reads: {}",
-                    chain(&e)
+                    trace_client::error_chain(&e)
                 );
                 let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
                 failure = Some(("stream", msg));
@@ -411,18 +414,4 @@ impl From<u16> for StatusCodeLike {
     fn from(s: u16) -> Self {
         Self(s)
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        src = c.source();
-    }
-    s
 }
