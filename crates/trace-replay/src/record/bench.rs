@@ -120,12 +120,9 @@ async fn silent_upstream_is_a_timeout_row_and_a_cut_stream() {
     assert_eq!(recs[0].status, Some(200));
 }
 
+/// The replay summary's percentile (linear interpolation); NaN when empty, for printing.
 fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    crate::summary::percentile(v, p).unwrap_or(f64::NAN)
 }
 
 /// One client request: (request id, send offset, arrival offset of each non-[DONE] event).
