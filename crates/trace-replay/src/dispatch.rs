@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use trace_format::{RecordSender, TraceRecord};
 
-use crate::summary::ReqStat;
+use crate::summary::{ReqStat, StageStats};
 use crate::workload::{WorkItem, Workload};
 
 /// The longest the timing thread spins before a deadline; the rest is an OS sleep.
@@ -164,8 +164,8 @@ pub struct StageOutcome {
     pub end_ns: i64,
     /// Requests released (fewer than planned after a stop).
     pub released: u64,
-    /// Per-request figures for the summary.
-    pub stats: Vec<ReqStat>,
+    /// The summary's running totals and histograms (fixed size).
+    pub stats: StageStats,
 }
 
 /// Dispatcher settings.
@@ -192,7 +192,7 @@ struct Shared {
     workload: Arc<Workload>,
     run_start: Instant,
     sem: Option<Arc<Semaphore>>,
-    stats: Mutex<Vec<ReqStat>>,
+    stats: Mutex<StageStats>,
     in_flight: AtomicI64,
     idle: Notify,
     last_end_ns: AtomicI64,
@@ -231,7 +231,7 @@ impl Dispatcher {
             sem: self
                 .max_concurrency
                 .map(|c| Arc::new(Semaphore::new(c.max(1)))),
-            stats: Mutex::new(Vec::with_capacity(plan.offsets_ns.len())),
+            stats: Mutex::new(StageStats::default()),
             in_flight: AtomicI64::new(0),
             idle: Notify::new(),
             last_end_ns: AtomicI64::new(start_ns),
@@ -427,7 +427,7 @@ fn spawn_request(
             shared.last_end_ns.fetch_max(end, Ordering::SeqCst);
         }
         if let Ok(mut s) = shared.stats.lock() {
-            s.push(stat);
+            s.add(&stat);
         }
         shared.d.sink.put(rec).await;
         c.done.fetch_add(1, Ordering::Relaxed);
@@ -557,10 +557,9 @@ mod tests {
             .collect();
         // One at a time, in schedule order: each waits for the previous to finish.
         assert_eq!(sent, [0, 100, 200]);
-        let lags: Vec<i64> = out
-            .stats
+        let lags: Vec<i64> = recs
             .iter()
-            .map(|s| s.lag_ns.unwrap() / 1_000_000)
+            .map(|r| (r.sent_ns.unwrap() - r.scheduled_ns) / 1_000_000)
             .collect();
         let mut lags = lags;
         lags.sort();

@@ -20,7 +20,7 @@ use crate::dispatch::{
     Counters, Dispatcher, RequestSender, SendFuture, Sink, StagePlan, Stop, Timer,
 };
 use crate::schedule::{self, Arrival};
-use crate::summary::{StageSummary, summarize};
+use crate::summary::StageSummary;
 use crate::workload::{WorkItem, Workload, WorkloadSpec};
 
 /// Requests per stage when `-n` is not given and the workload is synthetic.
@@ -499,7 +499,7 @@ pub async fn run(cfg: ReplayConfig, counters: Arc<Counters>, stop: Stop) -> Resu
             serde_json::to_string(&infos).unwrap_or_default(),
         );
         if out.label != "warmup" {
-            summaries.push(summarize(&out.label, out.target_rate, &out.stats));
+            summaries.push(out.stats.summary(&out.label, out.target_rate));
         }
     }
     drop(d);
