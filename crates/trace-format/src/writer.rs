@@ -387,6 +387,12 @@ pub fn spawn_writer(
     let join = std::thread::Builder::new()
         .name("trace-writer".into())
         .spawn(move || -> Result<WriterStats> {
+            // Encoding and compressing a part file takes milliseconds of CPU at once. On a
+            // load generator with few cores this thread shares a core with the client's
+            // runtime, whose timestamps are the measurement: at nice 10 the scheduler lets a
+            // waking client thread preempt it instead of sharing time slices (Linux nice
+            // values are per thread). Best effort; the writer keeps up either way.
+            let _ = rustix::process::setpriority_process(None, 10);
             loop {
                 match rx.recv_timeout(writer.until_flush()) {
                     Ok(Msg::Record(rec)) => writer.write_owned(*rec)?,

@@ -73,7 +73,13 @@ impl TruthLog {
         let path: PathBuf = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("trace-sim-truth".into())
-            .spawn(move || write_loop(file, &rx).map_err(|source| Error::Truth { path, source }))
+            .spawn(move || {
+                // Serialising the truth log must not delay the server's runtime between
+                // stamping an event and writing it to the socket (that gap would read as client
+                // error): at nice 10 the runtime preempts this thread on its core.
+                let _ = rustix::process::setpriority_process(None, 10);
+                write_loop(file, &rx).map_err(|source| Error::Truth { path, source })
+            })
             .map_err(err)?;
         Ok(Self {
             tx: Some(tx),
