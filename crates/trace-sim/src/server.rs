@@ -108,15 +108,27 @@ impl Drop for SimHandle {
     }
 }
 
+/// Accept-queue length. std's `TcpListener::bind` asks for 128: when a load generator opens
+/// hundreds of streams at once (a rate of `inf`, a proxy fanning 500 clients out), handshakes
+/// beyond it are dropped and retried by the client's kernel a second later, which reads as a
+/// second of TTFT. The kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Starts the simulator on its own OS thread with a current-thread tokio runtime, so that a load
 /// generator in the same process keeps its timing. `addr` may use port 0.
 pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
     config.validate()?;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
@@ -1052,5 +1064,35 @@ impl Drop for SseStream {
                 fault: self.job.fault.map(|f| f.to_string()),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn hundreds_of_simultaneous_handshakes_fit_the_accept_queue() {
+        // The kernel caps the backlog at net.core.somaxconn; below 300 this cannot hold.
+        let cap: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if cap < 300 {
+            eprintln!("skipped: net.core.somaxconn is {cap}");
+            return;
+        }
+        let l = super::listen(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = l.local_addr().unwrap();
+        // Nobody accepts: every handshake must complete in the queue. With std's backlog of
+        // 128 the 130th connect would wait for a SYN retry and time out here.
+        let mut open = Vec::new();
+        for i in 0..300 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+                Ok(s) => open.push(s),
+                Err(e) => panic!("connect {i} failed: {e}"),
+            }
+        }
+        assert_eq!(open.len(), 300);
     }
 }
