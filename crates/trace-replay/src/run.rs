@@ -415,9 +415,9 @@ pub async fn run(cfg: ReplayConfig, counters: Arc<Counters>, stop: Stop) -> Resu
         })?;
     }
 
-    // The one wall-clock reading of the run, taken next to the monotonic anchor.
-    let run_start = Instant::now();
-    let unix_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    // The one wall-clock reading of the run, paired tightly with the monotonic anchor.
+    let (anchor, unix_ns) = trace_sim::wall_anchor();
+    let run_start = Instant::from_std(anchor);
     let mut m = TraceMeta::new();
     m.set(meta::RUN_START_UNIX_NS, unix_ns.to_string());
     m.set(meta::URL, target.url.clone());

@@ -28,6 +28,34 @@ pub use fault::{Fault, FaultSpec};
 pub use profile::{DEFAULT_PROFILE, profile_names};
 pub use server::{SimHandle, serve, spawn};
 
+/// One wall-clock reading paired with a monotonic instant: the anchor that puts a run's
+/// monotonic offsets on the UNIX clock (the simulator's truth log and every trace file use one).
+///
+/// Two unpaired reads can be split by a preemption, and on a loaded machine that split (up to
+/// milliseconds) becomes a constant error between the client's and the server's clocks, larger
+/// than the transit being measured. So the wall clock is read between two monotonic reads, the
+/// tightest of a few tries is kept, and the instant is their midpoint.
+pub fn wall_anchor() -> (std::time::Instant, i64) {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let mut best: Option<(Duration, Instant, i64)> = None;
+    for _ in 0..20 {
+        let a = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let b = Instant::now();
+        let gap = b - a;
+        if best.is_none_or(|(g, _, _)| gap < g) {
+            best = Some((gap, a + gap / 2, wall));
+        }
+        if gap < Duration::from_micros(2) {
+            break;
+        }
+    }
+    let (_, at, wall) = best.expect("at least one try");
+    (at, wall)
+}
+
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -299,6 +327,24 @@ impl Default for SimConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wall_anchor_puts_monotonic_time_on_the_unix_clock() {
+        let (at, wall) = super::wall_anchor();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let projected = wall + at.elapsed().as_nanos() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        // The projection tracks the wall clock (loosely: only a clock step could break it).
+        assert!(
+            (projected - now).abs() < 1_000_000_000,
+            "{}",
+            projected - now
+        );
+        assert!(now - wall >= 20_000_000);
+    }
+
     use super::*;
 
     #[test]

@@ -249,11 +249,8 @@ pub async fn run(
     if let Some(l) = &cfg.label {
         m.set(meta::LABEL, l.clone());
     }
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let run_start = Instant::now();
+    let (anchor, wall) = trace_sim::wall_anchor();
+    let run_start = Instant::from_std(anchor);
     m.set(meta::RUN_START_UNIX_NS, wall.to_string());
     m.set(meta::SCHEDULE, r#"{"kind":"recorded"}"#);
     let (sender, writer) = spawn_writer(&cfg.output, m, WriterOptions::default())?;
