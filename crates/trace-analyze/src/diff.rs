@@ -620,6 +620,16 @@ fn rate_str(r: Option<f64>, stage: &Option<String>) -> String {
     }
 }
 
+/// `|a|` and `|b|` as whole percentages: one figure when they round alike, else `A%-B%`.
+fn pct_span(a: f64, b: f64) -> String {
+    let pct = |x: f64| format!("{:.0}%", 100.0 * x.abs());
+    if pct(a) == pct(b) {
+        pct(a)
+    } else {
+        format!("{}-{}", pct(a), pct(b))
+    }
+}
+
 /// The one-line answer: saturation first, then P99 TTFT over the stages both runs hold.
 pub fn headline(
     an: &str,
@@ -690,20 +700,12 @@ pub fn headline(
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
                 (l.min(*r), h.max(*r))
             });
-        let pct = |x: f64| format!("{:.0}%", 100.0 * x.abs());
-        let range = |l: f64, h: f64| {
-            if (pct(l) == pct(h)) || rels.len() == 1 {
-                pct(l)
-            } else {
-                format!("{}-{}", pct(l), pct(h))
-            }
-        };
         if !any_sig {
             format!("shows no significant change in P99 TTFT{at}")
         } else if hi < 0.0 {
-            format!("is {} faster at P99 TTFT{at}", range(hi, lo))
+            format!("is {} faster at P99 TTFT{at}", pct_span(hi, lo))
         } else if lo > 0.0 {
-            format!("is {} slower at P99 TTFT{at}", range(lo, hi))
+            format!("is {} slower at P99 TTFT{at}", pct_span(lo, hi))
         } else {
             format!(
                 "changes P99 TTFT by {:+.0}% to {:+.0}% across stages",
@@ -714,38 +716,32 @@ pub fn headline(
     };
     // A faster first token often costs slower decoding (and the reverse): say so when P50
     // TPOT moves significantly the other way.
-    let tpot: Vec<&MetricDiff> = pool.iter().filter_map(|s| s.get("tpot", "p50")).collect();
+    let significant = |m: &MetricDiff| m.verdict == "better" || m.verdict == "worse";
     let ttft_dir = rows
         .iter()
-        .filter(|(_, m)| m.verdict == "better" || m.verdict == "worse")
-        .map(|(_, m)| m.verdict)
-        .next();
-    let tpot_sig: Vec<f64> = tpot
+        .map(|r| r.1)
+        .find(|m| significant(m))
+        .map(|m| m.verdict);
+    let tpot_against: Vec<f64> = pool
         .iter()
-        .filter(|m| m.verdict == "better" || m.verdict == "worse")
-        .filter(|m| Some(m.verdict) != ttft_dir)
-        .filter_map(|m| m.rel_delta)
+        .filter_map(|s| s.get("tpot", "p50"))
+        .filter(|m| significant(m) && ttft_dir.is_some_and(|d| d != m.verdict))
+        .filter_map(|m| m.rel_delta.map(f64::abs))
         .collect();
-    let trade = match (ttft_dir, tpot_sig.is_empty()) {
-        (Some(_), false) => {
-            let (lo, hi) = tpot_sig
+    let trade = match tpot_against.first() {
+        Some(&first) => {
+            let (lo, hi) = tpot_against
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
-                    (l.min(r.abs()), h.max(r.abs()))
-                });
-            let word = if tpot_sig[0] > 0.0 {
+                .fold((first, first), |(l, h), r| (l.min(*r), h.max(*r)));
+            // Opposite to TTFT: if TTFT got better, TPOT got worse.
+            let word = if ttft_dir == Some("better") {
                 "slower"
             } else {
                 "faster"
             };
-            let span = if format!("{lo:.2}") == format!("{hi:.2}") {
-                format!("{:.0}%", 100.0 * lo)
-            } else {
-                format!("{:.0}%-{:.0}%", 100.0 * lo, 100.0 * hi)
-            };
-            format!(", but {span} {word} at P50 TPOT")
+            format!(", but {} {word} at P50 TPOT", pct_span(lo, hi))
         }
-        _ => String::new(),
+        None => String::new(),
     };
     if sat.starts_with(bn) {
         format!("{sat} and {lat}{trade}")
