@@ -435,7 +435,8 @@ pub async fn run(cfg: ReplayConfig, counters: Arc<Counters>, stop: Stop) -> Resu
                        else { serde_json::to_value(cfg.arrival).unwrap_or_default() },
             "rates": cfg.rates.iter().map(|r| if r.is_infinite() { serde_json::json!("inf") } else { serde_json::json!(r) }).collect::<Vec<_>>(),
             "time_scale": cfg.time_scale,
-            "requests_per_stage": plans.last().map(|p| p.offsets_ns.len()),
+            // Under --stage-duration each stage has its own count (in trace.stages).
+            "requests_per_stage": cfg.stage_duration.is_none().then(|| plans.last().map(|p| p.offsets_ns.len())).flatten(),
             "stage_duration_s": cfg.stage_duration.map(|d| d.as_secs_f64()),
             "warmup": cfg.warmup,
             "max_concurrency": cfg.max_concurrency,

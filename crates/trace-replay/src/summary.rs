@@ -204,15 +204,6 @@ impl StageStats {
     }
 }
 
-/// Summarises one stage from its requests' figures.
-pub fn summarize(stage: &str, target_rate: Option<f64>, stats: &[ReqStat]) -> StageSummary {
-    let mut acc = StageStats::default();
-    for s in stats {
-        acc.add(s);
-    }
-    acc.summary(stage, target_rate)
-}
-
 /// Renders the summary table (plain text, one line per stage).
 pub fn render_table(stages: &[StageSummary]) -> String {
     let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
@@ -286,15 +277,15 @@ mod tests {
     fn stage_summary_counts_short_outputs_and_failures() {
         let mut failed = rec(0, 0, &[], 1_000_000_000, 4);
         failed.error_kind = Some("timeout".into());
-        let stats: Vec<ReqStat> = [
+        let mut acc = StageStats::default();
+        for r in [
             rec(0, 0, &[(100, 1), (200, 3)], 1_000_000_000, 4),
             rec(0, 0, &[(100, 1)], 2_000_000_000, 4),
             failed,
-        ]
-        .iter()
-        .map(ReqStat::from_record)
-        .collect();
-        let s = summarize("rate=1", Some(1.0), &stats);
+        ] {
+            acc.add(&ReqStat::from_record(&r));
+        }
+        let s = acc.summary("rate=1", Some(1.0));
         assert_eq!((s.ok, s.failed, s.short_outputs), (2, 1, 1));
         assert!((s.req_per_s - 1.0).abs() < 1e-9);
         assert!((s.output_tok_per_s - 2.5).abs() < 1e-9);
