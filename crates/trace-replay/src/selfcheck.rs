@@ -411,7 +411,7 @@ impl SelfcheckReport {
 }
 
 /// The CPUs this thread may run on.
-fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
         Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&c| set.is_set(c))
@@ -421,7 +421,7 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Pins the calling thread (and the threads it spawns afterwards) to `cpus`.
-fn pin_current(cpus: &[usize]) -> bool {
+pub(crate) fn pin_current(cpus: &[usize]) -> bool {
     let mut set = rustix::thread::CpuSet::new();
     for &c in cpus {
         set.set(c);

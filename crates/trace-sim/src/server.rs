@@ -114,7 +114,9 @@ impl Drop for SimHandle {
 /// second of TTFT. The kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
 
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking listening socket with a 4096-deep accept queue, for every server the
+/// toolkit runs (the simulator, the recording proxy): tokio's and std's `bind` ask for less.
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -155,6 +157,21 @@ pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
         addr: local,
         shutdown: Some(tx),
         thread: Some(thread),
+    })
+}
+
+/// Accepted connections send each write at once (TCP_NODELAY), as engines' servers do. Without
+/// it Nagle's algorithm holds a token event written while the previous one is unacknowledged
+/// until the client's delayed ACK (up to 40 ms on Linux): with a TTFT under that, the first
+/// token reached the client with the second, and the ground truth was off by one ITL.
+fn no_delay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|s| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
     })
 }
 
@@ -234,7 +251,7 @@ async fn run(
         .route("/metrics", get(metrics))
         .with_state(state.clone());
     let mut graceful = stop_rx.clone();
-    let served = axum::serve(listener, app)
+    let served = axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|s| *s).await;
         })
@@ -1094,5 +1111,18 @@ mod tests {
             }
         }
         assert_eq!(open.len(), 300);
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        use axum::serve::Listener;
+        let l =
+            tokio::net::TcpListener::from_std(super::listen(([127, 0, 0, 1], 0).into()).unwrap())
+                .unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut l = super::no_delay(l);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (io, _) = l.accept().await;
+        assert!(io.nodelay().unwrap());
     }
 }

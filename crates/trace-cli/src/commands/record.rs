@@ -94,10 +94,7 @@ impl RecordArgs {
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.to_config()?;
     let output = cfg.output.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let rt = trace_replay::record::runtime(0).context("starting the tokio runtime")?;
     let stop = RecordStop::default();
     let summary = rt
         .block_on(async {

@@ -149,8 +149,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the simulator runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = trace_sim::listen(addr)
+            .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener
             .local_addr()

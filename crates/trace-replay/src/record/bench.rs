@@ -2,13 +2,19 @@
 //! shutdown, and the overhead benchmark (ignored; figures go to docs/benchmarks.md):
 //!
 //! `cargo test -p trace-replay --release --lib record::bench::record_overhead -- --ignored --nocapture`
+//!
+//! The benchmark drives the simulator with the real replay client twice, directly and through
+//! the proxy, each against its own simulator with ground-truth logging, and joins both runs (and
+//! the proxy's own capture) with the truth the way `trace selfcheck` does. Per-chunk transit
+//! (client read minus server write) and TTFT error then compare the two paths without pairing
+//! requests across runs. With three or more CPUs the simulator, the proxy and the client each get
+//! one, as they would be separate processes; with two, the proxy and the client share one.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-use trace_client::offset_ns;
 use trace_format::TraceRecord;
 use trace_sim::{SimConfig, SimHandle};
 
@@ -120,127 +126,242 @@ async fn silent_upstream_is_a_timeout_row_and_a_cut_stream() {
     assert_eq!(recs[0].status, Some(200));
 }
 
-/// The replay summary's percentile (linear interpolation); NaN when empty, for printing.
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    crate::summary::percentile(v, p).unwrap_or(f64::NAN)
+/// Which CPUs each party of the overhead benchmark runs on (empty: unpinned).
+struct Cpus {
+    sim: Vec<usize>,
+    proxy: Vec<usize>,
+    client: Vec<usize>,
 }
 
-/// One client request: (request id, send offset, arrival offset of each non-[DONE] event).
-type Seen = (String, i64, Vec<i64>);
+impl Cpus {
+    fn pick() -> Self {
+        let c = crate::selfcheck::allowed_cpus();
+        match c.len() {
+            0 | 1 => Self {
+                sim: vec![],
+                proxy: vec![],
+                client: vec![],
+            },
+            2 => Self {
+                sim: vec![c[0]],
+                proxy: vec![c[1]],
+                client: vec![c[1]],
+            },
+            _ => Self {
+                sim: vec![c[0]],
+                proxy: vec![c[1]],
+                client: vec![c[2]],
+            },
+        }
+    }
+}
 
-async fn one(client: reqwest::Client, url: String, id: String, run_start: Instant) -> Seen {
-    let sent = Instant::now();
-    let mut resp = client
-        .post(url)
-        .header("x-request-id", id.as_str())
-        .header("content-type", "application/json")
-        .body(body(32))
-        .send()
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    let mut prev_nl = false;
-    let mut done = false;
-    while let Some(b) = resp.chunk().await.unwrap() {
-        let t = offset_ns(run_start, Instant::now());
-        for &c in b.iter() {
-            if c == b'\n' && prev_nl {
-                events.push(t);
+/// Runs `f` on a new thread pinned to `cpus` (threads it spawns inherit the pinning).
+fn on_cpus<T: Send + 'static>(
+    cpus: &[usize],
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let cpus = cpus.to_vec();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if !cpus.is_empty() {
+                crate::selfcheck::pin_current(&cpus);
             }
-            prev_nl = c == b'\n';
-        }
-        if b.windows(6).any(|w| w == b"[DONE]") {
-            done = true;
-        }
-    }
-    if done {
-        events.pop();
-    }
-    (id, offset_ns(run_start, sent), events)
+            f()
+        })
+        .unwrap()
 }
 
-async fn wave(url: &str, n: usize, concurrent: bool, run_start: Instant, tag: &str) -> Vec<Seen> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .unwrap();
-    let url = format!("{url}/v1/completions");
-    if concurrent {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let (c, u, o) = (client.clone(), url.clone(), out.clone());
-            let id = format!("{tag}-{i}");
-            set.spawn(async move {
-                let s = one(c, u, id, run_start).await;
-                o.lock().unwrap().push(s);
-            });
-        }
-        while set.join_next().await.is_some() {}
-        Arc::try_unwrap(out).unwrap().into_inner().unwrap()
-    } else {
-        let mut v = Vec::new();
-        for i in 0..n {
-            v.push(one(client.clone(), url.clone(), format!("{tag}-{i}"), run_start).await);
-        }
-        v
-    }
+/// A fixed-time simulator logging its ground truth to `truth`, on `cpus`.
+fn truth_sim(
+    cpus: &[usize],
+    truth: std::path::PathBuf,
+    ttft: Duration,
+    itl: Duration,
+) -> SimHandle {
+    on_cpus(cpus, "bench-sim-start", move || {
+        let mut cfg = SimConfig::fixed(ttft, itl);
+        cfg.truth = Some(truth);
+        trace_sim::spawn(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
-fn ttfts_ms(seen: &[Seen]) -> Vec<f64> {
-    seen.iter()
-        .filter_map(|(_, sent, ev)| ev.first().map(|f| (f - sent) as f64 / 1e6))
+/// Replays `requests` requests of `tokens` tokens at once (at most `concurrency` in flight)
+/// against `url` with the real client, on `cpus`, into `out`.
+fn replay(
+    cpus: &[usize],
+    url: String,
+    requests: u64,
+    concurrency: usize,
+    tokens: u32,
+    out: std::path::PathBuf,
+) {
+    let workers = cpus.len().max(1);
+    on_cpus(cpus, "bench-client", move || {
+        let cfg = crate::ReplayConfig {
+            url: Some(url),
+            workload: crate::workload::WorkloadSpec::Random(crate::workload::RandomSpec {
+                input_len: 16,
+                output_len: tokens,
+                range_ratio: 1.0,
+            }),
+            rates: vec![f64::INFINITY],
+            requests: Some(requests),
+            max_concurrency: Some(concurrency),
+            output: Some(out),
+            model: Some(SimConfig::default().model),
+            ignore_eos: true,
+            scrape_metrics: false,
+            ..crate::ReplayConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(crate::run(
+            cfg,
+            Arc::new(crate::dispatch::Counters::default()),
+            crate::dispatch::Stop::default(),
+        ))
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+}
+
+/// Reads a trace file and joins it with a truth file.
+fn joined(
+    run: &std::path::Path,
+    truth: &std::path::Path,
+) -> (crate::selfcheck::Joined, Vec<TraceRecord>, i64) {
+    let text = std::fs::read_to_string(truth).unwrap();
+    let truth = crate::selfcheck::parse_truth(&text, truth).unwrap();
+    let (meta, recs) = trace_format::read_all(run).unwrap();
+    let start = meta.run_start_unix_ns().unwrap();
+    (crate::selfcheck::join(start, &recs, &truth), recs, start)
+}
+
+/// p50 / p99 of values in ns, as µs.
+fn p50_p99_us(v: &[f64]) -> (f64, f64) {
+    let mut v: Vec<f64> = v.iter().map(|x| x / 1e3).collect();
+    let p = |v: &mut [f64], q| crate::summary::percentile(v, q).unwrap_or(f64::NAN);
+    (p(&mut v, 50.0), p(&mut v, 99.0))
+}
+
+/// Token-event arrival times of a row, absolute (UNIX ns), by request id.
+fn token_events(recs: &[TraceRecord], start: i64) -> HashMap<&str, Vec<i64>> {
+    recs.iter()
+        .map(|r| {
+            let ev = r
+                .chunk_ns
+                .iter()
+                .zip(&r.chunk_tokens)
+                .filter(|(_, k)| **k > 0)
+                .map(|(t, _)| start + t)
+                .collect();
+            (r.request_id.as_str(), ev)
+        })
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[test]
 #[ignore = "benchmark: run in release with --nocapture, figures go to docs/benchmarks.md"]
-async fn record_overhead() {
-    let s = sim(20, 20, "");
-    let d = tempfile::tempdir().unwrap();
+fn record_overhead() {
+    let cpus = Cpus::pick();
+    let (ttft, itl, tokens) = (Duration::from_millis(20), Duration::from_millis(20), 64);
+    let proxy_threads: usize = std::env::var("TRACE_BENCH_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cpus.proxy.len().max(1));
     println!(
-        "| streams | chunks | added per chunk p50 / p99 / max (µs) | TTFT direct p50 / p99 (ms) | TTFT proxied p50 / p99 (ms) |"
+        "cpus: sim {:?}, proxy {:?} ({proxy_threads} runtime threads), client {:?}",
+        cpus.sim, cpus.proxy, cpus.client
     );
-    println!("|---|---|---|---|---|");
-    for (streams, requests, concurrent) in [(1usize, 20usize, false), (500, 500, true)] {
-        let out = d.path().join(format!("bench-{streams}.parquet"));
-        let mut cfg = RecordConfig::new(&out);
-        cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        cfg.upstream = Some(s.url());
-        let (l, stop, h) = start(cfg).await;
-        let direct = wave(&s.url(), requests, concurrent, l.run_start, "d").await;
-        let proxied = wave(
-            &format!("http://{}", l.addr),
+    println!(
+        "| streams | token events | transit direct p50 / p99 (µs) | transit proxied p50 / p99 (µs) | added p50 / p99 (µs) | proxy to client, paired p50 / p99 (µs) | recorded time error p50 / p99 (µs) | TTFT added p50 / p99 (ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut guard = Some(tempfile::tempdir().unwrap());
+    let dir = guard.as_ref().unwrap().path().to_path_buf();
+    // TRACE_BENCH_KEEP=1 keeps the runs and truth files for a closer look.
+    if std::env::var_os("TRACE_BENCH_KEEP").is_some() {
+        let _ = guard.take().map(tempfile::TempDir::keep);
+        println!("files kept in {}", dir.display());
+    }
+    for (streams, requests) in [(1usize, 40u64), (500, 500)] {
+        let p = |name: &str| dir.join(format!("{streams}-{name}"));
+        // Direct: the client against its own simulator.
+        let sim_a = truth_sim(&cpus.sim, p("truth-direct.jsonl"), ttft, itl);
+        replay(
+            &cpus.client,
+            sim_a.url(),
             requests,
-            concurrent,
-            l.run_start,
-            "p",
-        )
-        .await;
+            streams,
+            tokens,
+            p("direct.parquet"),
+        );
+        sim_a.shutdown().unwrap();
+
+        // Proxied: the same client through the proxy to a second simulator.
+        let sim_b = truth_sim(&cpus.sim, p("truth-proxied.jsonl"), ttft, itl);
+        let mut cfg = RecordConfig::new(p("capture.parquet"));
+        cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.upstream = Some(sim_b.url());
+        let stop = RecordStop::default();
+        let (ltx, lrx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let proxy = on_cpus(&cpus.proxy, "bench-proxy", move || {
+            super::runtime(proxy_threads)
+                .unwrap()
+                .block_on(run(cfg, s2, move |l| {
+                    let _ = ltx.send(l.clone());
+                }))
+                .unwrap()
+        });
+        let l = lrx.recv().unwrap();
+        replay(
+            &cpus.client,
+            format!("http://{}", l.addr),
+            requests,
+            streams,
+            tokens,
+            p("proxied.parquet"),
+        );
         stop.stop();
-        h.await.unwrap();
-        let (_, recs) = trace_format::read_all(&out).unwrap();
-        let by_id: std::collections::HashMap<&str, &TraceRecord> =
-            recs.iter().map(|r| (r.request_id.as_str(), r)).collect();
-        // Paired: when the client read each event minus when the proxy read it from upstream.
-        let mut added_us = Vec::new();
-        for (id, _, ev) in &proxied {
-            let r = by_id[id.as_str()];
-            for (c, p) in ev.iter().zip(&r.chunk_ns) {
-                added_us.push((c - p) as f64 / 1e3);
+        proxy.join().unwrap();
+        sim_b.shutdown().unwrap();
+
+        let (jd, _, _) = joined(&p("direct.parquet"), &p("truth-direct.jsonl"));
+        let (jp, prox, ps) = joined(&p("proxied.parquet"), &p("truth-proxied.jsonl"));
+        let (jc, capt, cs) = joined(&p("capture.parquet"), &p("truth-proxied.jsonl"));
+        assert_eq!((jd.failed, jp.failed, jc.failed), (0, 0, 0));
+        // Paired per event: when the client read it minus when the proxy read it upstream.
+        let at_proxy = token_events(&capt, cs);
+        let mut fwd = Vec::new();
+        for (id, ev) in token_events(&prox, ps) {
+            for (c, p) in ev.iter().zip(&at_proxy[id]) {
+                fwd.push((c - p) as f64);
             }
         }
-        let n = added_us.len();
-        let (a50, a99) = (pct(&mut added_us, 50.0), pct(&mut added_us, 99.0));
-        let amax = added_us.last().copied().unwrap_or(f64::NAN);
-        let (mut td, mut tp) = (ttfts_ms(&direct), ttfts_ms(&proxied));
+        let (d50, d99) = p50_p99_us(&jd.arrival_err_ns);
+        let (p50, p99) = p50_p99_us(&jp.arrival_err_ns);
+        let (f50, f99) = p50_p99_us(&fwd);
+        let (r50, r99) = p50_p99_us(&jc.arrival_err_ns);
+        let (td50, td99) = p50_p99_us(&jd.ttft_err_ns);
+        let (tp50, tp99) = p50_p99_us(&jp.ttft_err_ns);
         println!(
-            "| {streams} | {n} | {a50:.0} / {a99:.0} / {amax:.0} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            pct(&mut td, 50.0),
-            pct(&mut td, 99.0),
-            pct(&mut tp, 50.0),
-            pct(&mut tp, 99.0)
+            "| {streams} | {} | {d50:.0} / {d99:.0} | {p50:.0} / {p99:.0} | {:.0} / {:.0} | {f50:.0} / {f99:.0} | {r50:.0} / {r99:.0} | {:.2} / {:.2} |",
+            jp.arrival_err_ns.len(),
+            p50 - d50,
+            p99 - d99,
+            (tp50 - td50) / 1e3,
+            (tp99 - td99) / 1e3,
         );
     }
+    drop(guard);
 }

@@ -207,14 +207,23 @@ pub struct Listening {
     pub run_start: Instant,
 }
 
+/// The runtime `trace record` serves on: `workers` threads, or one per CPU when 0.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().build()
+}
+
 /// Records until stopped. `on_listen` is called once the proxy accepts connections.
 pub async fn run(
     cfg: RecordConfig,
     stop: RecordStop,
     on_listen: impl FnOnce(&Listening),
 ) -> Result<Summary, Error> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
+    let listener = trace_sim::listen(cfg.listen)
+        .and_then(TcpListener::from_std)
         .map_err(|e| Error::Target(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let local = listener
         .local_addr()
