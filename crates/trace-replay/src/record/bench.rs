@@ -293,7 +293,7 @@ fn record_overhead() {
         let _ = guard.take().map(tempfile::TempDir::keep);
         println!("files kept in {}", dir.display());
     }
-    for (streams, requests) in [(1usize, 40u64), (500, 500)] {
+    for (streams, requests) in [(1usize, 20u64), (500, 500)] {
         let p = |name: &str| dir.join(format!("{streams}-{name}"));
         // Direct: the client against its own simulator.
         let sim_a = truth_sim(&cpus.sim, p("truth-direct.jsonl"), ttft, itl);

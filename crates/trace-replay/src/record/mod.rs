@@ -2,8 +2,8 @@
 //!
 //! [`run`] listens (HTTP/1.1, hyper), forwards every request unchanged to the upstream (reqwest,
 //! hop-by-hop headers dropped both ways), streams each upstream read to the client as soon as it
-//! arrives (a bounded channel of 8 reads per response: a slow client slows its own upstream read,
-//! nothing is buffered whole), and writes one row per generation request
+//! arrives (the client's connection polls the upstream body itself: a slow client slows its own
+//! upstream read, nothing is buffered whole), and writes one row per generation request
 //! (`POST .../chat/completions`, `POST .../completions`) through the trace-format writer thread.
 //! Other routes (`/v1/models`, `/health`, ...) are forwarded without a row, and counted.
 //!
@@ -213,7 +213,7 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers > 0 {
         b.worker_threads(workers);
     }
-    b.enable_all().build()
+    b.thread_name("trace-record").enable_all().build()
 }
 
 /// Records until stopped. `on_listen` is called once the proxy accepts connections.
@@ -361,7 +361,13 @@ async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
         () = stop.stopped() => {
             // Finish the exchange in progress, then close instead of waiting for the next one.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let mut abort = shared.abort.subscribe();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // A client that stopped reading leaves its response unpolled: dropping the
+                // connection drops the relay, which records the cut.
+                _ = abort.wait_for(|v| *v) => {}
+            }
         }
     }
 }

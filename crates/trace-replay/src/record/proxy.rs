@@ -1,8 +1,13 @@
 //! One proxied exchange: read the request, forward it upstream, stream the response back read
-//! by read, and hand the row to the writer. Each exchange runs in its own task, so a client that
-//! goes away before the upstream answers still leaves a `cancelled` row.
+//! by read, and hand the row to the writer. Until the upstream's response head arrives the
+//! exchange runs in its own task, so a client that goes away while the engine queues the request
+//! still leaves a `cancelled` row. After it, the response body *is* the upstream body ([`Relay`]):
+//! the client connection's task polls the upstream read, stamps it and writes it out, with no
+//! task or channel between the two sockets, and the row is finished when the relay ends or is
+//! dropped.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +18,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 use trace_client::offset_ns;
 use trace_format::TraceRecord;
 
@@ -23,12 +28,11 @@ use super::{InFlight, STAGE, Shared};
 
 /// Request bodies larger than this are refused with 413 (they are buffered to be parsed).
 const MAX_REQUEST_BODY: usize = 64 << 20;
-/// Upstream reads queued towards one client before the proxy stops reading upstream.
-const CHANNEL_READS: usize = 8;
 
-/// The response body: upstream reads handed over by the exchange task.
-pub(crate) struct ProxyBody {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+/// A response body: one the proxy wrote itself, or the upstream's, relayed.
+pub(crate) enum ProxyBody {
+    Full(Option<Bytes>),
+    Relay(Box<Relay>),
 }
 
 impl Body for ProxyBody {
@@ -36,19 +40,35 @@ impl Body for ProxyBody {
     type Error = std::io::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        match self.get_mut() {
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Relay(r) => r.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Relay(r) => r.done || r.upstream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Full(b) => {
+                hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Self::Relay(r) => r.upstream.size_hint(),
+        }
     }
 }
 
 fn full(status: StatusCode, body: Bytes, headers: HeaderMap) -> Response<ProxyBody> {
-    let (tx, rx) = mpsc::channel(1);
-    if !body.is_empty() {
-        let _ = tx.try_send(Ok(body));
-    }
-    let mut resp = Response::new(ProxyBody { rx });
+    let body = (!body.is_empty()).then_some(body);
+    let mut resp = Response::new(ProxyBody::Full(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
@@ -131,7 +151,7 @@ async fn exchange(
     arrival: Instant,
     reply: oneshot::Sender<Response<ProxyBody>>,
 ) {
-    let _in_flight = InFlight::new(&shared);
+    let in_flight = InFlight::new(&shared);
     let t0 = offset_ns(shared.run_start, arrival);
     let (parts, body) = req.into_parts();
     let path_q = parts
@@ -220,7 +240,7 @@ async fn exchange(
         () = reply.closed() => None,
         _ = abort.wait_for(|v| *v) => None,
     };
-    let mut resp = match sent {
+    let resp = match sent {
         None => {
             let msg = "client disconnected or proxy stopped before the upstream answered";
             finish(&shared, row, None, Some(("cancelled", msg.into())), 499).await;
@@ -268,14 +288,7 @@ async fn exchange(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (tx, rx) = mpsc::channel(CHANNEL_READS);
-    let mut out = Response::new(ProxyBody { rx });
-    *out.status_mut() = status;
-    *out.headers_mut() = forwardable(resp.headers());
-    if let Some(cl) = resp.headers().get(header::CONTENT_LENGTH) {
-        out.headers_mut().insert(header::CONTENT_LENGTH, cl.clone());
-    }
-    let mut capture = row.as_ref().map(|_| {
+    let capture = row.as_ref().map(|_| {
         Capture::new(
             status.as_u16(),
             content_type.as_deref(),
@@ -285,87 +298,168 @@ async fn exchange(
     if let Some(r) = &mut row {
         r.rec.headers_ns = Some(offset_ns(shared.run_start, headers_at));
     }
-    if reply.send(out).is_err() {
-        let msg = "client disconnected before the response started";
-        finish(
-            &shared,
-            row,
-            capture,
-            Some(("cancelled", msg.into())),
-            status,
-        )
-        .await;
-        return;
+    let mut out_headers = forwardable(resp.headers());
+    if let Some(cl) = resp.headers().get(header::CONTENT_LENGTH) {
+        out_headers.insert(header::CONTENT_LENGTH, cl.clone());
     }
+    let upstream = Response::<reqwest::Body>::from(resp).into_body();
+    let relay = Relay {
+        idle: Box::pin(tokio::time::sleep_until(headers_at + shared.idle_timeout)),
+        abort: Box::pin(async move {
+            let _ = abort.wait_for(|v| *v).await;
+        }),
+        shared,
+        upstream,
+        row,
+        capture,
+        status,
+        reads: 0,
+        last_read: headers_at,
+        done: false,
+        in_flight: Some(in_flight),
+    };
+    let mut out = Response::new(ProxyBody::Relay(Box::new(relay)));
+    *out.status_mut() = status;
+    *out.headers_mut() = out_headers;
+    if let Err(out) = reply.send(out)
+        && let ProxyBody::Relay(mut r) = out.into_body()
+    {
+        r.end(Some((
+            "cancelled",
+            "client disconnected before the response started".into(),
+        )));
+    }
+}
 
-    let mut failure: Option<(&'static str, String)> = None;
-    let mut reads: u64 = 0;
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = abort.wait_for(|v| *v) => {
-                failure = Some(("cancelled", format!("cut by the drain timeout after {reads} reads")));
-                break;
-            }
-            // The upstream is polled before the client's departure: a client that read a
-            // complete response (a Content-Length body) and closed at once must not turn that
-            // exchange into a cancellation. A client that leaves mid-stream is still seen, by
-            // the failed forward below or here when the upstream is idle.
-            r = tokio::time::timeout(shared.idle_timeout, resp.chunk()) => r,
-            () = tx.closed() => {
-                failure = Some(("cancelled", format!("client disconnected after {reads} reads")));
-                break;
-            }
-        };
-        // One clock read per upstream read, before forwarding or parsing.
-        let t_ns = offset_ns(shared.run_start, Instant::now());
-        match next {
-            Err(_) => {
-                let msg = format!("upstream silent for {:?}", shared.idle_timeout);
-                let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
-                failure = Some(("timeout", format!("{msg} after {reads} reads")));
-                break;
-            }
-            Ok(Err(e)) => {
-                let msg = format!(
-                    "upstream connection error after {reads} reads: {}",
-                    trace_client::error_chain(&e)
-                );
-                let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
-                failure = Some(("stream", msg));
-                break;
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(bytes))) => {
-                if bytes.is_empty() {
-                    continue;
+/// The upstream's response body on its way to the client, recorded read by read.
+pub(crate) struct Relay {
+    shared: Arc<Shared>,
+    upstream: reqwest::Body,
+    row: Option<Row>,
+    capture: Option<Capture>,
+    status: StatusCode,
+    reads: u64,
+    /// The last upstream read (or the response head): the idle timeout counts from it.
+    last_read: Instant,
+    /// Fires at `last_read + idle_timeout` or earlier; re-armed lazily, not on every read.
+    idle: Pin<Box<Sleep>>,
+    /// Resolves when the drain timeout cuts in-flight exchanges.
+    abort: Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+    /// Held until the row reaches the writer, so that shutdown waits for it.
+    in_flight: Option<InFlight>,
+}
+
+impl Relay {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.abort.as_mut().poll(cx).is_ready() {
+            let msg = format!("cut by the drain timeout after {} reads", self.reads);
+            self.end(Some(("cancelled", msg.clone())));
+            return Poll::Ready(Some(Err(std::io::Error::other(msg))));
+        }
+        loop {
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(bytes) if bytes.is_empty() => continue,
+                        Ok(bytes) => bytes,
+                        // Trailers pass through unrecorded.
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    // One clock read per upstream read, before it is parsed or written out.
+                    let now = Instant::now();
+                    let t_ns = offset_ns(self.shared.run_start, now);
+                    self.last_read = now;
+                    self.reads += 1;
+                    if self.reads == 1
+                        && let Some(r) = &mut self.row
+                    {
+                        r.rec.first_byte_ns = Some(t_ns);
+                    }
+                    if let Some(c) = &mut self.capture {
+                        c.feed(&frame, t_ns);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
-                reads += 1;
-                if reads == 1
-                    && let Some(r) = &mut row
-                {
-                    r.rec.first_byte_ns = Some(t_ns);
+                Poll::Ready(Some(Err(e))) => {
+                    let msg = format!(
+                        "upstream connection error after {} reads: {}",
+                        self.reads,
+                        trace_client::error_chain(&e)
+                    );
+                    self.end(Some(("stream", msg.clone())));
+                    return Poll::Ready(Some(Err(std::io::Error::other(msg))));
                 }
-                // Forward first: parsing the copy happens after the bytes are on their way.
-                let forwarded = tokio::select! {
-                    r = tx.send(Ok(bytes.clone())) => r.is_ok(),
-                    _ = abort.wait_for(|v| *v) => false,
-                };
-                if let Some(c) = &mut capture {
-                    c.feed(&bytes, t_ns);
+                Poll::Ready(None) => {
+                    self.end(None);
+                    return Poll::Ready(None);
                 }
-                if !forwarded {
-                    failure = Some((
-                        "cancelled",
-                        format!("client disconnected after {reads} reads"),
-                    ));
-                    break;
-                }
+                Poll::Pending => break,
             }
         }
+        // The upstream is quiet: has it been quiet for too long?
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let due = self.last_read + self.shared.idle_timeout;
+            if due > Instant::now() {
+                self.idle.as_mut().reset(due);
+                continue;
+            }
+            let msg = format!("upstream silent for {:?}", self.shared.idle_timeout);
+            self.end(Some((
+                "timeout",
+                format!("{msg} after {} reads", self.reads),
+            )));
+            return Poll::Ready(Some(Err(std::io::Error::other(msg))));
+        }
+        Poll::Pending
     }
-    drop(tx);
-    finish(&shared, row, capture, failure, status).await;
+
+    /// Finishes the row (once) and hands it to the writer from a task of its own.
+    fn end(&mut self, failure: Option<(&'static str, String)>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let (shared, row, capture) = (self.shared.clone(), self.row.take(), self.capture.take());
+        let (status, guard) = (self.status, self.in_flight.take());
+        // Inside the runtime unless it is being torn down, when the writer is gone anyway.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                finish(&shared, row, capture, failure, status).await;
+                drop(guard);
+            });
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // hyper stops polling a body whose length it has written in full, so an upstream at
+        // its end is a complete exchange, not a departure.
+        let failure = if self.upstream.is_end_stream() {
+            None
+        } else if *self.shared.abort.borrow() {
+            Some((
+                "cancelled",
+                format!("cut by the drain timeout after {} reads", self.reads),
+            ))
+        } else {
+            Some((
+                "cancelled",
+                format!("client disconnected after {} reads", self.reads),
+            ))
+        };
+        self.end(failure);
+    }
 }
 
 /// Completes the row (if this exchange has one) and sends it to the writer.
