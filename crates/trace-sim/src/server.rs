@@ -112,7 +112,7 @@ impl Drop for SimHandle {
 /// hundreds of streams at once (a rate of `inf`, a proxy fanning 500 clients out), handshakes
 /// beyond it are dropped and retried by the client's kernel a second later, which reads as a
 /// second of TTFT. The kernel caps it at `net.core.somaxconn`.
-const BACKLOG: i32 = 4096;
+pub const BACKLOG: i32 = 4096;
 
 /// A non-blocking listening socket with a 4096-deep accept queue, for every server the
 /// toolkit runs (the simulator, the recording proxy): tokio's and std's `bind` ask for less.

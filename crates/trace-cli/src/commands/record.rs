@@ -66,6 +66,9 @@ pub struct RecordArgs {
     /// Upstream silence (no headers or no bytes) after which a request is a timeout.
     #[arg(long, default_value = "300s", value_parser = crate::parse::duration)]
     pub idle_timeout: Duration,
+    /// Serving threads, each with its own listener on the port; 0: one per CPU, at most 4.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 impl RecordArgs {
@@ -86,6 +89,7 @@ impl RecordArgs {
         cfg.label = self.label.clone();
         cfg.drain_timeout = self.drain_timeout;
         cfg.idle_timeout = self.idle_timeout;
+        cfg.threads = self.threads;
         Ok(cfg)
     }
 }
@@ -94,7 +98,11 @@ impl RecordArgs {
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.to_config()?;
     let output = cfg.output.clone();
-    let rt = trace_replay::record::runtime(0).context("starting the tokio runtime")?;
+    // The proxy serves on threads of its own; this runtime only waits for the stop and drains.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let stop = RecordStop::default();
     let summary = rt
         .block_on(async {

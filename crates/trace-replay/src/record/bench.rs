@@ -7,8 +7,9 @@
 //! the proxy, each against its own simulator with ground-truth logging, and joins both runs (and
 //! the proxy's own capture) with the truth the way `trace selfcheck` does. Per-chunk transit
 //! (client read minus server write) and TTFT error then compare the two paths without pairing
-//! requests across runs. With three or more CPUs the simulator, the proxy and the client each get
-//! one, as they would be separate processes; with two, the proxy and the client share one.
+//! requests across runs. With three or more CPUs the simulator and the client get one each and
+//! the proxy the rest, as they would be separate processes; with two, the proxy and the client
+//! share one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,6 +127,49 @@ async fn silent_upstream_is_a_timeout_row_and_a_cut_stream() {
     assert_eq!(recs[0].status, Some(200));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_serving_threads_share_the_port_and_record_every_request() {
+    let s = sim(5, 1, "");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("threads.parquet");
+    let mut cfg = RecordConfig::new(&out);
+    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.upstream = Some(s.url());
+    cfg.threads = 3;
+    cfg.max_requests = Some(40);
+    let (l, _stop, h) = start(cfg).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let url = format!("http://{}/v1/completions", l.addr);
+        set.spawn(async move {
+            // A client per request: a connection each, spread over the listeners by the kernel.
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("x-request-id", format!("t-{i}"))
+                .body(body(5))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.bytes().await.unwrap()
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(String::from_utf8_lossy(&r.unwrap()).contains("[DONE]"));
+    }
+    let summary = tokio::time::timeout(Duration::from_secs(10), h)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.rows, summary.errors), (40, 0));
+    let (_, recs) = trace_format::read_all(&out).unwrap();
+    let mut ids: Vec<_> = recs.iter().map(|r| r.request_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    assert!(recs.iter().all(|r| r.output_tokens == Some(5)), "{recs:?}");
+}
+
 /// Which CPUs each party of the overhead benchmark runs on (empty: unpinned).
 struct Cpus {
     sim: Vec<usize>,
@@ -147,10 +191,11 @@ impl Cpus {
                 proxy: vec![c[1]],
                 client: vec![c[1]],
             },
-            _ => Self {
+            // Four or more: the proxy gets every CPU but the first and the last.
+            n => Self {
                 sim: vec![c[0]],
-                proxy: vec![c[1]],
-                client: vec![c[2]],
+                proxy: c[1..n - 1].to_vec(),
+                client: vec![c[n - 1]],
             },
         }
     }
@@ -279,7 +324,7 @@ fn record_overhead() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(cpus.proxy.len().max(1));
     println!(
-        "cpus: sim {:?}, proxy {:?} ({proxy_threads} runtime threads), client {:?}",
+        "cpus: sim {:?}, proxy {:?} ({proxy_threads} serving threads), client {:?}",
         cpus.sim, cpus.proxy, cpus.client
     );
     println!(
@@ -312,11 +357,14 @@ fn record_overhead() {
         let mut cfg = RecordConfig::new(p("capture.parquet"));
         cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         cfg.upstream = Some(sim_b.url());
+        cfg.threads = proxy_threads;
         let stop = RecordStop::default();
         let (ltx, lrx) = std::sync::mpsc::channel();
         let s2 = stop.clone();
         let proxy = on_cpus(&cpus.proxy, "bench-proxy", move || {
-            super::runtime(proxy_threads)
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap()
                 .block_on(run(cfg, s2, move |l| {
                     let _ = ltx.send(l.clone());

@@ -75,10 +75,17 @@ pub struct RecordConfig {
     pub drain_timeout: Duration,
     /// Upstream silence (no headers, or no bytes) after which an exchange is a `timeout`.
     pub idle_timeout: Duration,
+    /// Serving threads, each with its own listener on the same port (SO_REUSEPORT), runtime and
+    /// upstream connections; 0: one per CPU, at most [`MAX_AUTO_THREADS`].
+    pub threads: usize,
 }
 
+/// The most serving threads `threads: 0` picks.
+pub const MAX_AUTO_THREADS: usize = 4;
+
 impl RecordConfig {
-    /// Defaults: listen on 127.0.0.1:9000, embedded simulator, 30 s drain, 300 s idle timeout.
+    /// Defaults: listen on 127.0.0.1:9000, embedded simulator, 30 s drain, 300 s idle timeout,
+    /// one serving thread per CPU (at most four).
     pub fn new(output: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -91,6 +98,7 @@ impl RecordConfig {
             label: None,
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            threads: 0,
         }
     }
 }
@@ -145,7 +153,6 @@ impl RecordStop {
 
 /// State shared by every connection and exchange of one recording.
 pub(crate) struct Shared {
-    pub(crate) http: reqwest::Client,
     pub(crate) upstream: String,
     pub(crate) run_start: Instant,
     pub(crate) sender: trace_format::RecordSender,
@@ -207,27 +214,32 @@ pub struct Listening {
     pub run_start: Instant,
 }
 
-/// The runtime `trace record` serves on: `workers` threads, or one per CPU when 0.
-pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
-    b.thread_name("trace-record").enable_all().build()
-}
-
 /// Records until stopped. `on_listen` is called once the proxy accepts connections.
+///
+/// The proxy serves on its own threads (see [`RecordConfig::threads`]), each a single-threaded
+/// runtime with its own listener and upstream connection pool: a chunk's upstream read, its
+/// stamp and its write to the client happen on one thread, with no cross-thread wake-up on the
+/// path the proxy adds latency to. The kernel spreads new connections over the listeners. The
+/// runtime `run` is awaited on only waits for the stop and drains.
 pub async fn run(
     cfg: RecordConfig,
     stop: RecordStop,
     on_listen: impl FnOnce(&Listening),
 ) -> Result<Summary, Error> {
-    let listener = trace_sim::listen(cfg.listen)
-        .and_then(TcpListener::from_std)
-        .map_err(|e| Error::Target(format!("cannot listen on {}: {e}", cfg.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Target(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_AUTO_THREADS),
+        n => n,
+    };
+    let cannot_listen =
+        |e: std::io::Error| Error::Target(format!("cannot listen on {}: {e}", cfg.listen));
+    let first = listen_shared(cfg.listen).map_err(cannot_listen)?;
+    let local = first.local_addr().map_err(cannot_listen)?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(listen_shared(local).map_err(cannot_listen)?);
+    }
     let sim = match &cfg.upstream {
         Some(_) => None,
         None => Some(
@@ -243,13 +255,6 @@ pub async fn run(
         (None, Some(s)) => s.url(),
         (None, None) => unreachable!("a simulator is started when no upstream is given"),
     };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .http1_only()
-        .connect_timeout(cfg.idle_timeout)
-        .build()
-        .map_err(|e| Error::Target(format!("cannot build the upstream client: {e}")))?;
 
     let mut m = TraceMeta::new();
     m.set(meta::KIND, "run");
@@ -265,7 +270,6 @@ pub async fn run(
     let (sender, writer) = spawn_writer(&cfg.output, m, WriterOptions::default())?;
 
     let shared = Arc::new(Shared {
-        http,
         upstream: upstream.clone(),
         run_start,
         sender,
@@ -283,6 +287,23 @@ pub async fn run(
         in_flight: AtomicU64::new(0),
         idle: Notify::new(),
     });
+    // Set once the drain is over: the serving threads then stop their runtimes.
+    let finished = Arc::new(watch::channel(false).0);
+    let mut workers = Vec::with_capacity(threads);
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (sh, fin, idle_timeout) = (shared.clone(), finished.clone(), cfg.idle_timeout);
+        let spawned = std::thread::Builder::new()
+            .name(format!("trace-record-{i}"))
+            .spawn(move || serve_thread(sh, l, fin, idle_timeout));
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                stop.stop();
+                finished.send_replace(true);
+                return Err(Error::Target(format!("cannot start a serving thread: {e}")));
+            }
+        }
+    }
     on_listen(&Listening {
         addr: local,
         upstream: upstream.clone(),
@@ -290,32 +311,16 @@ pub async fn run(
     });
 
     let deadline = cfg.duration.map(|d| run_start + d);
-    let until_deadline = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_deadline);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(shared.clone(), stream));
-                }
-                // Out of file descriptors and the like: keep serving the open connections.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = stop.stopped() => break,
-            () = &mut until_deadline => break,
-        }
+    tokio::select! {
+        () = stop.stopped() => {}
+        () = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        } => {}
     }
     stop.stop();
-    drop(listener);
     if !wait_idle(&shared, cfg.drain_timeout).await {
         tracing::warn!(
             "drain timeout {:?} passed: cutting in-flight exchanges",
@@ -324,6 +329,13 @@ pub async fn run(
         shared.abort.send_replace(true);
         wait_idle(&shared, Duration::from_secs(5)).await;
     }
+    finished.send_replace(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    let _ = joined.await;
     let summary = Summary {
         rows: shared.rows.load(Ordering::SeqCst),
         errors: shared.errors.load(Ordering::SeqCst),
@@ -345,9 +357,89 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
+/// A listening socket that further listeners may bind to the same address (SO_REUSEPORT), with
+/// the simulator's deep accept queue: a burst of clients must not overflow it.
+fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(trace_sim::BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// One serving thread: accepts on its listener until the stop, then keeps its connections
+/// running until the drain is over.
+fn serve_thread(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    finished: Arc<watch::Sender<bool>>,
+    idle_timeout: Duration,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start a serving runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot serve a listener: {e}");
+                return;
+            }
+        };
+        let http = match reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .http1_only()
+            .connect_timeout(idle_timeout)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot build the upstream client: {e}");
+                return;
+            }
+        };
+        let stop = shared.stop.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve_connection(shared.clone(), http.clone(), stream));
+                    }
+                    // Out of file descriptors and the like: keep serving the open connections.
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = stop.stopped() => break,
+            }
+        }
+        drop(listener);
+        let mut f = finished.subscribe();
+        let _ = f.wait_for(|v| *v).await;
+    });
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    http: reqwest::Client,
+    stream: tokio::net::TcpStream,
+) {
     let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| proxy::handle(svc_shared.clone(), req));
+    let svc =
+        hyper::service::service_fn(move |req| proxy::handle(svc_shared.clone(), http.clone(), req));
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);

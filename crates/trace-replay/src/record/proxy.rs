@@ -125,11 +125,12 @@ fn forwardable(h: &HeaderMap) -> HeaderMap {
 /// The hyper service: runs the exchange in its own task and waits for its response head.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    http: reqwest::Client,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let arrival = Instant::now();
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(exchange(shared, req, arrival, tx));
+    tokio::spawn(exchange(shared, http, req, arrival, tx));
     Ok(rx.await.unwrap_or_else(|_| {
         proxy_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -147,6 +148,7 @@ struct Row {
 
 async fn exchange(
     shared: Arc<Shared>,
+    http: reqwest::Client,
     req: Request<Incoming>,
     arrival: Instant,
     reply: oneshot::Sender<Response<ProxyBody>>,
@@ -228,8 +230,7 @@ async fn exchange(
     }
 
     let url = format!("{}{path_q}", shared.upstream);
-    let upstream_req = shared
-        .http
+    let upstream_req = http
         .request(parts.method.clone(), &url)
         .headers(forwardable(&parts.headers))
         .body(body);
