@@ -25,6 +25,10 @@
 //! only the request id taken from `X-Request-Id`. The prompt text is written only with
 //! `store_prompts`, the output text only with `store_outputs`.
 //!
+//! Threads: [`RecordConfig::threads`] serving threads, each a single-threaded runtime with its
+//! own listener on the shared port (SO_REUSEPORT) and its own upstream pool, so an exchange
+//! never changes thread; the kernel spreads connections over them.
+//!
 //! Shutdown ([`RecordStop`], `duration`, `max_requests`): stop accepting, finish in-flight
 //! exchanges for up to `drain_timeout`, then cut the rest (rows `cancelled`) and close the file.
 
