@@ -170,6 +170,23 @@ async fn several_serving_threads_share_the_port_and_record_every_request() {
     assert!(recs.iter().all(|r| r.output_tokens == Some(5)), "{recs:?}");
 }
 
+#[tokio::test]
+async fn a_port_in_use_is_refused_not_shared() {
+    // Another recording on the port: with SO_REUSEPORT both would bind and split the traffic.
+    let taken = super::listen_shared(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let mut cfg = RecordConfig::new(tempfile::tempdir().unwrap().path().join("x.parquet"));
+    cfg.listen = taken.local_addr().unwrap();
+    cfg.upstream = Some("http://127.0.0.1:9".into());
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(cfg, RecordStop::default(), |_| {}),
+    )
+    .await
+    .expect("refused at once, not served")
+    .unwrap_err();
+    assert!(e.to_string().contains("cannot listen on 127.0.0.1:"), "{e}");
+}
+
 /// Which CPUs each party of the overhead benchmark runs on (empty: unpinned).
 struct Cpus {
     sim: Vec<usize>,

@@ -238,6 +238,7 @@ pub async fn run(
     };
     let cannot_listen =
         |e: std::io::Error| Error::Target(format!("cannot listen on {}: {e}", cfg.listen));
+    ensure_free(cfg.listen).map_err(cannot_listen)?;
     let first = listen_shared(cfg.listen).map_err(cannot_listen)?;
     let local = first.local_addr().map_err(cannot_listen)?;
     let mut listeners = vec![first];
@@ -359,6 +360,21 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
     }
     Ok(summary)
+}
+
+/// Fails when something already listens on `addr`. SO_REUSEPORT would let a second recording
+/// started on the same port by the same user share the first one's connections silently.
+fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 /// A listening socket that further listeners may bind to the same address (SO_REUSEPORT), with
