@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Percentile rank label as vLLM spells it: `p99`, `p99.9`.
 pub fn p_label(p: f64) -> String {
@@ -142,60 +142,7 @@ pub fn dist_of<T: Copy + PartialOrd + Into<f64>>(v: &mut [T], ps: &[f64]) -> Dis
     }
 }
 
-/// An ordinary least-squares slope with its 95% t confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Slope {
-    /// Points used.
-    pub n: usize,
-    /// Slope (units of y per unit of x).
-    pub slope: f64,
-    /// Lower end of the 95% CI.
-    pub ci_low: f64,
-    /// Upper end of the 95% CI.
-    pub ci_high: f64,
-    /// Intercept.
-    pub intercept: f64,
-}
-
-impl Slope {
-    /// The CI lies above zero.
-    pub fn significant_up(&self) -> bool {
-        self.ci_low > 0.0
-    }
-}
-
-/// OLS of y on x with a 95% CI from Student's t with n-2 degrees of freedom; None when fewer
-/// than 3 points or x is constant.
-pub fn ols(x: &[f64], y: &[f64]) -> Option<Slope> {
-    let n = x.len().min(y.len());
-    if n < 3 {
-        return None;
-    }
-    let mx = x[..n].iter().sum::<f64>() / n as f64;
-    let my = y[..n].iter().sum::<f64>() / n as f64;
-    let (mut sxx, mut sxy) = (0.0, 0.0);
-    for i in 0..n {
-        sxx += (x[i] - mx).powi(2);
-        sxy += (x[i] - mx) * (y[i] - my);
-    }
-    if sxx <= 0.0 {
-        return None;
-    }
-    let b = sxy / sxx;
-    let a = my - b * mx;
-    let sse: f64 = (0..n).map(|i| (y[i] - a - b * x[i]).powi(2)).sum();
-    let se = (sse / (n - 2) as f64 / sxx).sqrt();
-    let t = StudentsT::new(0.0, 1.0, (n - 2) as f64)
-        .map(|d| d.inverse_cdf(0.975))
-        .unwrap_or(1.96);
-    Some(Slope {
-        n,
-        slope: b,
-        ci_low: b - t * se,
-        ci_high: b + t * se,
-        intercept: a,
-    })
-}
+pub use trace_stats::{Slope, ols};
 
 /// Mann-Kendall trend test result.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -13,7 +13,7 @@ fn main() {
         let Some(p) = profile(name) else { continue };
         let r = run_stage(&p.params, rate, CALIBRATION_REQUESTS, 42);
         let slope = r.ttft_slope.map_or("-".to_string(), |s| {
-            format!("{:.3} ({:.3}..{:.3})", s.slope, s.lo, s.hi)
+            format!("{:.3} ({:.3}..{:.3})", s.slope, s.ci_low, s.ci_high)
         });
         println!(
             "| {name} | {rate} | {ttft:.2} | {:.2} | {tpot:.2} | {:.2} | {slope} | {} | {} | {} |",

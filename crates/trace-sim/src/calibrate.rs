@@ -58,44 +58,7 @@ pub fn sharegpt_like(n: usize, rate: f64, seed: u64) -> Vec<Arrival> {
         .collect()
 }
 
-/// An ordinary-least-squares slope with its 95% confidence interval (normal quantile; the
-/// calibration series have hundreds of points).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Slope {
-    /// Slope estimate.
-    pub slope: f64,
-    /// Lower 95% bound.
-    pub lo: f64,
-    /// Upper 95% bound.
-    pub hi: f64,
-}
-
-/// OLS of `y` on `x`; None with fewer than 3 points or constant `x`.
-pub fn ols_slope(x: &[f64], y: &[f64]) -> Option<Slope> {
-    let n = x.len().min(y.len());
-    if n < 3 {
-        return None;
-    }
-    let mx = x[..n].iter().sum::<f64>() / n as f64;
-    let my = y[..n].iter().sum::<f64>() / n as f64;
-    let (mut sxx, mut sxy) = (0.0, 0.0);
-    for i in 0..n {
-        sxx += (x[i] - mx).powi(2);
-        sxy += (x[i] - mx) * (y[i] - my);
-    }
-    if sxx <= 0.0 {
-        return None;
-    }
-    let slope = sxy / sxx;
-    let icpt = my - slope * mx;
-    let sse: f64 = (0..n).map(|i| (y[i] - icpt - slope * x[i]).powi(2)).sum();
-    let se = (sse / (n as f64 - 2.0) / sxx).sqrt();
-    Some(Slope {
-        slope,
-        lo: slope - 1.96 * se,
-        hi: slope + 1.96 * se,
-    })
-}
+pub use trace_stats::{Slope, ols};
 
 /// One calibration stage's result.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,10 +119,11 @@ pub fn run_stage(params: &EngineParams, rate: f64, requests: usize, seed: u64) -
         .skip(skip)
         .filter_map(|r| Some((r.arrival_ns as f64 / 1e9, r.ttft_ns()? as f64 / 1e9)))
         .unzip();
-    let ttft_slope = ols_slope(&x, &y);
+    let ttft_slope = ols(&x, &y);
     let p50_ttft_ms = median(&mut ttft);
     let span_s = x.last().copied().unwrap_or(0.0) - x.first().copied().unwrap_or(0.0);
-    let saturated = ttft_slope.is_some_and(|s| s.lo > 0.0 && s.slope * span_s * 1e3 > p50_ttft_ms);
+    let saturated =
+        ttft_slope.is_some_and(|s| s.significant_up() && s.slope * span_s * 1e3 > p50_ttft_ms);
     StageResult {
         rate,
         requests,
