@@ -252,28 +252,58 @@ fn truth_sim(
     .unwrap()
 }
 
-/// Replays `requests` requests of `tokens` tokens at once (at most `concurrency` in flight)
-/// against `url` with the real client, on `cpus`, into `out`.
-fn replay(
-    cpus: &[usize],
-    url: String,
+/// One load the overhead benchmark offers.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    name: &'static str,
     requests: u64,
-    concurrency: usize,
+    /// Poisson rate, or `inf` for all at once.
+    rate: f64,
+    max_concurrency: Option<usize>,
     tokens: u32,
-    out: std::path::PathBuf,
-) {
+}
+
+/// One stream; 500 streams started at once (a burst of new connections); 500 streams in steady
+/// state (Poisson 50/s of 10 s streams). All at 20 ms between tokens.
+const LOADS: [Load; 3] = [
+    Load {
+        name: "1 stream",
+        requests: 20,
+        rate: f64::INFINITY,
+        max_concurrency: Some(1),
+        tokens: 64,
+    },
+    Load {
+        name: "500 at once",
+        requests: 500,
+        rate: f64::INFINITY,
+        max_concurrency: None,
+        tokens: 64,
+    },
+    Load {
+        name: "500 steady",
+        requests: 1000,
+        rate: 50.0,
+        max_concurrency: None,
+        tokens: 500,
+    },
+];
+
+/// Replays `load` against `url` with the real client, on `cpus`, into `out`.
+fn replay(cpus: &[usize], url: String, load: &Load, out: std::path::PathBuf) {
     let workers = cpus.len().max(1);
+    let load = *load;
     on_cpus(cpus, "bench-client", move || {
         let cfg = crate::ReplayConfig {
             url: Some(url),
             workload: crate::workload::WorkloadSpec::Random(crate::workload::RandomSpec {
                 input_len: 16,
-                output_len: tokens,
+                output_len: load.tokens,
                 range_ratio: 1.0,
             }),
-            rates: vec![f64::INFINITY],
-            requests: Some(requests),
-            max_concurrency: Some(concurrency),
+            rates: vec![load.rate],
+            requests: Some(load.requests),
+            max_concurrency: load.max_concurrency,
             output: Some(out),
             model: Some(SimConfig::default().model),
             ignore_eos: true,
@@ -335,7 +365,7 @@ fn token_events(recs: &[TraceRecord], start: i64) -> HashMap<&str, Vec<i64>> {
 #[ignore = "benchmark: run in release with --nocapture, figures go to docs/benchmarks.md"]
 fn record_overhead() {
     let cpus = Cpus::pick();
-    let (ttft, itl, tokens) = (Duration::from_millis(20), Duration::from_millis(20), 64);
+    let (ttft, itl) = (Duration::from_millis(20), Duration::from_millis(20));
     let proxy_threads: usize = std::env::var("TRACE_BENCH_PROXY_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -345,7 +375,7 @@ fn record_overhead() {
         cpus.sim, cpus.proxy, cpus.client
     );
     println!(
-        "| streams | token events | transit direct p50 / p99 (µs) | transit proxied p50 / p99 (µs) | added p50 / p99 (µs) | proxy to client, paired p50 / p99 (µs) | recorded time error p50 / p99 (µs) | TTFT added p50 / p99 (ms) |"
+        "| load | token events | transit direct p50 / p99 (µs) | transit proxied p50 / p99 (µs) | added p50 / p99 (µs) | proxy to client, paired p50 / p99 (µs) | recorded time error p50 / p99 (µs) | TTFT added p50 / p99 (ms) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut guard = Some(tempfile::tempdir().unwrap());
@@ -355,18 +385,11 @@ fn record_overhead() {
         let _ = guard.take().map(tempfile::TempDir::keep);
         println!("files kept in {}", dir.display());
     }
-    for (streams, requests) in [(1usize, 20u64), (500, 500)] {
-        let p = |name: &str| dir.join(format!("{streams}-{name}"));
+    for load in &LOADS {
+        let p = |name: &str| dir.join(format!("{}-{name}", load.name.replace(' ', "-")));
         // Direct: the client against its own simulator.
         let sim_a = truth_sim(&cpus.sim, p("truth-direct.jsonl"), ttft, itl);
-        replay(
-            &cpus.client,
-            sim_a.url(),
-            requests,
-            streams,
-            tokens,
-            p("direct.parquet"),
-        );
+        replay(&cpus.client, sim_a.url(), load, p("direct.parquet"));
         sim_a.shutdown().unwrap();
 
         // Proxied: the same client through the proxy to a second simulator.
@@ -392,9 +415,7 @@ fn record_overhead() {
         replay(
             &cpus.client,
             format!("http://{}", l.addr),
-            requests,
-            streams,
-            tokens,
+            load,
             p("proxied.parquet"),
         );
         stop.stop();
@@ -420,7 +441,8 @@ fn record_overhead() {
         let (td50, td99) = p50_p99_us(&jd.ttft_err_ns);
         let (tp50, tp99) = p50_p99_us(&jp.ttft_err_ns);
         println!(
-            "| {streams} | {} | {d50:.0} / {d99:.0} | {p50:.0} / {p99:.0} | {:.0} / {:.0} | {f50:.0} / {f99:.0} | {r50:.0} / {r99:.0} | {:.2} / {:.2} |",
+            "| {} | {} | {d50:.0} / {d99:.0} | {p50:.0} / {p99:.0} | {:.0} / {:.0} | {f50:.0} / {f99:.0} | {r50:.0} / {r99:.0} | {:.2} / {:.2} |",
+            load.name,
             jp.arrival_err_ns.len(),
             p50 - d50,
             p99 - d99,
