@@ -26,7 +26,7 @@ mod truth;
 pub use engine::EngineParams;
 pub use fault::{Fault, FaultSpec};
 pub use profile::{DEFAULT_PROFILE, profile_names};
-pub use server::{BACKLOG, SimHandle, listen, serve, spawn};
+pub use server::{SimHandle, listen, listen_shared, serve, spawn};
 
 /// One wall-clock reading paired with a monotonic instant: the anchor that puts a run's
 /// monotonic offsets on the UNIX clock (the simulator's truth log and every trace file use one).

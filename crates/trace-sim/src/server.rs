@@ -112,14 +112,27 @@ impl Drop for SimHandle {
 /// hundreds of streams at once (a rate of `inf`, a proxy fanning 500 clients out), handshakes
 /// beyond it are dropped and retried by the client's kernel a second later, which reads as a
 /// second of TTFT. The kernel caps it at `net.core.somaxconn`.
-pub const BACKLOG: i32 = 4096;
+const BACKLOG: i32 = 4096;
 
 /// A non-blocking listening socket with a 4096-deep accept queue, for every server the
 /// toolkit runs (the simulator, the recording proxy): tokio's and std's `bind` ask for less.
 pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_listener(addr, false)
+}
+
+/// Like [`listen`], with SO_REUSEPORT: more listeners may bind the same address (one per
+/// serving thread), and the kernel spreads new connections over them.
+pub fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_listener(addr, true)
+}
+
+fn bind_listener(addr: SocketAddr, share_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if share_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;

@@ -173,7 +173,7 @@ async fn several_serving_threads_share_the_port_and_record_every_request() {
 #[tokio::test]
 async fn a_port_in_use_is_refused_not_shared() {
     // Another recording on the port: with SO_REUSEPORT both would bind and split the traffic.
-    let taken = super::listen_shared(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let taken = trace_sim::listen_shared(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let mut cfg = RecordConfig::new(tempfile::tempdir().unwrap().path().join("x.parquet"));
     cfg.listen = taken.local_addr().unwrap();
     cfg.upstream = Some("http://127.0.0.1:9".into());

@@ -239,11 +239,11 @@ pub async fn run(
     let cannot_listen =
         |e: std::io::Error| Error::Target(format!("cannot listen on {}: {e}", cfg.listen));
     ensure_free(cfg.listen).map_err(cannot_listen)?;
-    let first = listen_shared(cfg.listen).map_err(cannot_listen)?;
+    let first = trace_sim::listen_shared(cfg.listen).map_err(cannot_listen)?;
     let local = first.local_addr().map_err(cannot_listen)?;
     let mut listeners = vec![first];
     for _ in 1..threads {
-        listeners.push(listen_shared(local).map_err(cannot_listen)?);
+        listeners.push(trace_sim::listen_shared(local).map_err(cannot_listen)?);
     }
     let sim = match &cfg.upstream {
         Some(_) => None,
@@ -375,19 +375,6 @@ fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
     )?;
     probe.set_reuse_address(true)?;
     probe.bind(&addr.into())
-}
-
-/// A listening socket that further listeners may bind to the same address (SO_REUSEPORT), with
-/// the simulator's deep accept queue: a burst of clients must not overflow it.
-fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(trace_sim::BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// One serving thread: accepts on its listener until the stop, then keeps its connections
