@@ -53,6 +53,14 @@ async fn start(
     (rx.await.unwrap(), stop, h)
 }
 
+/// A recording into `out` on a free loopback port, in front of `upstream`.
+fn loopback_config(out: &std::path::Path, upstream: &str) -> RecordConfig {
+    let mut cfg = RecordConfig::new(out);
+    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.upstream = Some(upstream.to_string());
+    cfg
+}
+
 fn body(max_tokens: u32) -> String {
     format!(r#"{{"model":"m","prompt":"a b c","max_tokens":{max_tokens},"stream":true}}"#)
 }
@@ -62,9 +70,7 @@ async fn drain_timeout_cuts_a_stalled_stream_into_a_cancelled_row() {
     let s = sim(50, 10, "stall=1");
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("stall.parquet");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.upstream = Some(s.url());
+    let mut cfg = loopback_config(&out, &s.url());
     cfg.drain_timeout = Duration::from_millis(200);
     let (l, stop, h) = start(cfg).await;
     let client = reqwest::Client::new();
@@ -93,9 +99,7 @@ async fn silent_upstream_is_a_timeout_row_and_a_cut_stream() {
     let s = sim(50, 10, "stall=1");
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("idle.parquet");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.upstream = Some(s.url());
+    let mut cfg = loopback_config(&out, &s.url());
     cfg.idle_timeout = Duration::from_millis(300);
     cfg.max_requests = Some(1);
     let (l, _stop, h) = start(cfg).await;
@@ -132,9 +136,7 @@ async fn several_serving_threads_share_the_port_and_record_every_request() {
     let s = sim(5, 1, "");
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("threads.parquet");
-    let mut cfg = RecordConfig::new(&out);
-    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.upstream = Some(s.url());
+    let mut cfg = loopback_config(&out, &s.url());
     cfg.threads = 3;
     cfg.max_requests = Some(40);
     let (l, _stop, h) = start(cfg).await;
@@ -394,9 +396,7 @@ fn record_overhead() {
 
         // Proxied: the same client through the proxy to a second simulator.
         let sim_b = truth_sim(&cpus.sim, p("truth-proxied.jsonl"), ttft, itl);
-        let mut cfg = RecordConfig::new(p("capture.parquet"));
-        cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        cfg.upstream = Some(sim_b.url());
+        let mut cfg = loopback_config(&p("capture.parquet"), &sim_b.url());
         cfg.threads = proxy_threads;
         let stop = RecordStop::default();
         let (ltx, lrx) = std::sync::mpsc::channel();
