@@ -2,7 +2,9 @@
 //! without continuous batching) read by the real binary: the report finds stable and saturated
 //! stages, and the diff pairs the two runs request by request and answers the A/B question.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::util::*;
 
 const NOCB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -13,11 +15,8 @@ const CB: &str = concat!(
     "/traces/engine/transformers-cb.parquet"
 );
 
-fn trace(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_trace"))
-        .args(args)
-        .output()
-        .unwrap();
+fn trace_ok(args: &[&str]) -> Output {
+    let o = run(args);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -28,7 +27,7 @@ fn trace(args: &[&str]) -> Output {
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
-    serde_json::from_slice(&trace(args).stdout).unwrap()
+    serde_json::from_slice(&trace_ok(args).stdout).unwrap()
 }
 
 fn verdicts(report: &serde_json::Value) -> Vec<(String, String)> {
@@ -93,7 +92,7 @@ fn continuous_batching_stays_stable_over_the_same_sweep() {
 
 #[test]
 fn diff_pairs_the_runs_and_answers_the_ab_question() {
-    let t = String::from_utf8(trace(&["diff", NOCB, CB, "--resamples", "300"]).stdout).unwrap();
+    let t = String::from_utf8(trace_ok(&["diff", NOCB, CB, "--resamples", "300"]).stdout).unwrap();
     let headline = t.lines().next().unwrap();
     assert!(
         headline.starts_with(
@@ -119,10 +118,7 @@ fn diff_pairs_the_runs_and_answers_the_ab_question() {
     // --fail-on gates a CI job on the answer: TTFT P99 improved, so a regression gate passes,
     // and a TPOT gate trips (exit 1).
     let gate = |cond: &str| {
-        Command::new(env!("CARGO_BIN_EXE_trace"))
-            .args(["diff", NOCB, CB, "--resamples", "200", "--fail-on", cond])
-            .output()
-            .unwrap()
+        run(&["diff", NOCB, CB, "--resamples", "200", "--fail-on", cond])
             .status
             .code()
     };

@@ -5,9 +5,8 @@
 #   2. send lag, achieved rate and inter-arrival CV at 1000 req/s (Poisson);
 #   3. client CPU at 100 req/s x 128 tokens;
 #   4. memory per in-flight stream (500 vs ~5000 concurrent streams);
-#   5. the recording proxy's added latency (record_overhead, a release test binary).
-# usage (repo root, with .bin/trace = `cargo build --release --no-default-features` and
-# .bin/record_bench = trace-replay's release lib test binary):
+#   5. the recording proxy's added latency (`trace selfcheck --proxy`).
+# usage (repo root, with .bin/trace = `cargo build --release --no-default-features`):
 #   scripts/bench/device-fidelity.sh OUTDIR [CPU_SIM CPU_CLIENT]
 # Each step prints its figures; parquet files for step 2 land in OUTDIR.
 set -u
@@ -55,8 +54,5 @@ done
 kill "$sim"; wait "$sim" 2>/dev/null
 
 echo "== 5 recording proxy overhead"
-if [ -x .bin/record_bench ]; then
-  taskset -c "$sim_cpu,$cli_cpu" .bin/record_bench record::bench::record_overhead \
-    --ignored --nocapture --test-threads 1 2>&1 | grep -v '^running\|^$' | tail -20
-fi
+taskset -c "$sim_cpu,$cli_cpu" "$T" selfcheck --proxy 2>&1 | tail -20
 echo "== done"; uptime

@@ -3,10 +3,9 @@
 # spread, and measures the machine's floor with a raw-socket client (scripts/bench/floor.py):
 #   1. `trace selfcheck` at ~500 streams, three times;
 #   2. the raw-socket client and `trace selfcheck` at low load, on the same two CPUs;
-#   3. the recording proxy's overhead (record_overhead), three times, simulator, proxy and
+#   3. the recording proxy's overhead (`trace selfcheck --proxy`), three times, simulator, proxy and
 #      client on three CPUs.
-# usage (repo root, .bin/trace = `cargo build --release --bin trace --no-default-features`,
-# .bin/record_bench = trace-replay's release lib test binary):
+# usage (repo root, .bin/trace = `cargo build --release --bin trace --no-default-features`):
 #   scripts/bench/device-repeat.sh [CPU_SIM CPU_CLIENT CPU_PROXY]
 set -u
 sim_cpu=${1:-2}; cli_cpu=${2:-3}; proxy_cpu=${3:-4}
@@ -33,7 +32,6 @@ taskset -c "$sim_cpu,$cli_cpu" "$T" selfcheck --concurrency 5 --tokens 100 --ttf
 
 for i in 1 2 3; do
   echo "== 3.$i recording proxy overhead"
-  taskset -c "$sim_cpu,$proxy_cpu,$cli_cpu" .bin/record_bench record::bench::record_overhead \
-    --ignored --nocapture --test-threads 1 2>&1 | grep -E '^\||cpus'
+  taskset -c "$sim_cpu,$proxy_cpu,$cli_cpu" "$T" selfcheck --proxy 2>&1 | grep -E '^\||cpus'
 done
 echo "== done"; uptime; date -u

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use crate::diff::Diff;
 use crate::load::{RunData, StageData};
 use crate::report::Report;
-use crate::stats::percentiles_in_place;
+use trace_stats::percentiles_in_place;
 
 const W: f64 = 640.0;
 const H: f64 = 360.0;
@@ -318,7 +318,7 @@ pub fn report_html(report: &Report, run: &RunData) -> String {
     }
     b.push_str("<table><tr><th>stage</th><th>target req/s</th><th>completed</th><th>failed</th><th>req/s</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th><th>ITL p50 ms</th><th>saturation</th></tr>");
     for s in &report.stages {
-        let n = crate::report::num;
+        let n = crate::render::num;
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -1,11 +1,12 @@
 //! Loading a run: metadata through [`trace_format::TraceReader`] (footers only), rows through a
-//! lazy polars scan of the needed columns, reduced in one pass to per-request metrics and pooled
-//! inter-token gaps per stage. The metric definitions live here (DESIGN.md "Metric definitions").
+//! lazy polars scan of the needed columns, reduced in one pass to per-request metrics (by
+//! [`trace_format::derive`], the one definition) and pooled inter-token gaps per stage.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use trace_format::derive::{self, RowRef};
 use trace_format::{TraceMeta, TraceReader, col, meta};
 
 use crate::{Error, Result};
@@ -403,10 +404,19 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
         if s.target_rate.is_none() {
             s.target_rate = rate;
         }
-        let sched = sched.unwrap_or(0);
-        let ok = err.is_none() && sent.is_some() && end.is_some();
-        let row = request_metrics(sched, sent, end, pt, ot, ok, times, toks);
-        if ok {
+        let row = req_row(
+            RowRef {
+                scheduled_ns: sched.unwrap_or(0),
+                sent_ns: sent,
+                end_ns: end,
+                chunk_ns: times,
+                chunk_tokens: toks,
+                output_tokens: ot,
+                failed: err.is_some(),
+            },
+            pt,
+        );
+        if row.ok {
             push_gaps(s, times, toks);
         }
         s.rows.push(row);
@@ -420,57 +430,27 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
     Ok(())
 }
 
-/// The metric definitions, for one request.
-#[allow(clippy::too_many_arguments)]
-fn request_metrics(
-    sched: i64,
-    sent: Option<i64>,
-    end: Option<i64>,
-    prompt_tokens: Option<i32>,
-    output_tokens: Option<i32>,
-    ok: bool,
-    times: &[i64],
-    toks: &[i32],
-) -> ReqRow {
-    let ms = |ns: i64| ns as f64 / NS_PER_MS;
-    let chunk_sum: i64 = toks.iter().map(|&t| i64::from(t.max(0))).sum();
-    let out = output_tokens.map_or(chunk_sum, |o| i64::from(o.max(0)));
-    let mut r = ReqRow {
-        scheduled_ns: sched,
-        ok,
-        send_lag_ms: sent.map_or(f64::NAN, |s| ms(s - sched)),
-        ttft_ms: f64::NAN,
-        ttft_sched_ms: f64::NAN,
-        tpot_ms: f64::NAN,
-        e2e_ms: f64::NAN,
-        e2e_sched_ms: f64::NAN,
-        end_ns: end.unwrap_or(i64::MIN),
+/// One request's row, from trace-format's metric definitions; NaN where a metric is undefined.
+fn req_row(r: RowRef<'_>, prompt_tokens: Option<i32>) -> ReqRow {
+    let m = derive::metrics(r);
+    let ms = |ns: Option<i64>| ns.map_or(f64::NAN, |v| v as f64 / NS_PER_MS);
+    ReqRow {
+        scheduled_ns: r.scheduled_ns,
+        ok: m.completed,
+        send_lag_ms: ms(m.send_lag_ns),
+        ttft_ms: ms(m.ttft_ns),
+        ttft_sched_ms: ms(m.ttft_sched_ns),
+        tpot_ms: m.tpot_ns.map_or(f64::NAN, |v| v / NS_PER_MS),
+        e2e_ms: ms(m.e2e_ns),
+        e2e_sched_ms: ms(m.e2e_sched_ns),
+        end_ns: r.end_ns.unwrap_or(i64::MIN),
         input_tokens: prompt_tokens.unwrap_or(0).max(0) as u32,
-        output_tokens: if ok {
-            out.min(i64::from(u32::MAX)) as u32
+        output_tokens: if m.completed {
+            m.output_tokens.min(i64::from(u32::MAX)) as u32
         } else {
             0
         },
-    };
-    let (Some(sent), Some(end), true) = (sent, end, ok) else {
-        return r;
-    };
-    r.e2e_ms = ms(end - sent);
-    r.e2e_sched_ms = ms(end - sched);
-    // Role-only and usage-only events carry 0 tokens and never stop the TTFT clock.
-    let first = times
-        .iter()
-        .zip(toks)
-        .find(|(_, k)| **k > 0)
-        .map(|(t, _)| *t);
-    if let Some(first) = first {
-        r.ttft_ms = ms(first - sent);
-        r.ttft_sched_ms = ms(first - sched);
-        if out > 1 {
-            r.tpot_ms = (r.e2e_ms - r.ttft_ms) / (out - 1) as f64;
-        }
     }
-    r
 }
 
 /// Appends one completed request's inter-token gaps to the stage's pools.
@@ -503,37 +483,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttft_skips_role_only_events_and_tpot_needs_two_tokens() {
-        let r = request_metrics(
-            0,
-            Some(1_000_000),
-            Some(31_000_000),
-            Some(5),
-            Some(3),
-            true,
-            &[2_000_000, 11_000_000, 21_000_000, 31_000_000],
-            &[0, 1, 1, 1],
+    fn rows_carry_the_format_definitions_in_ms() {
+        let times = [2_000_000, 11_000_000, 21_000_000, 31_000_000];
+        let r = RowRef {
+            scheduled_ns: 0,
+            sent_ns: Some(1_000_000),
+            end_ns: Some(31_000_000),
+            chunk_ns: &times,
+            chunk_tokens: &[0, 1, 1, 1],
+            output_tokens: None,
+            failed: false,
+        };
+        let row = req_row(r, Some(5));
+        assert_eq!(
+            (row.send_lag_ms, row.ttft_ms, row.e2e_ms, row.tpot_ms),
+            (1.0, 10.0, 30.0, 10.0)
         );
-        assert_eq!(r.send_lag_ms, 1.0);
-        assert_eq!(r.ttft_ms, 10.0);
-        assert_eq!(r.ttft_sched_ms, 11.0);
-        assert_eq!(r.e2e_ms, 30.0);
-        assert_eq!(r.tpot_ms, 10.0);
-        let one = request_metrics(
-            0,
-            Some(0),
-            Some(5_000_000),
-            None,
-            Some(1),
-            true,
-            &[4_000_000],
-            &[1],
-        );
-        assert_eq!(one.ttft_ms, 4.0);
-        assert!(one.tpot_ms.is_nan());
-        let failed = request_metrics(0, Some(0), Some(5), None, None, false, &[], &[]);
-        assert!(failed.e2e_ms.is_nan());
-        assert_eq!(failed.send_lag_ms, 0.0);
+        assert_eq!((row.input_tokens, row.output_tokens), (5, 3));
+        let failed = req_row(RowRef { failed: true, ..r }, None);
+        assert!(failed.e2e_ms.is_nan() && !failed.ok);
+        assert_eq!((failed.send_lag_ms, failed.output_tokens), (1.0, 0));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 use serde::Serialize;
 
 use crate::load::{ServerPoint, StageData};
-use crate::stats::{MannKendall, Slope, mann_kendall, ols, percentiles_in_place};
+use trace_stats::{MannKendall, Slope, mann_kendall, ols, percentiles_in_place};
 
 /// Fraction of a stage's arrival span always dropped as warm-up before the trend tests.
 pub const WARMUP_FRACTION: f64 = 0.15;

@@ -7,7 +7,7 @@ use trace_format::meta;
 
 use crate::load::RunData;
 use crate::report::Report;
-use crate::stats::p_label;
+use trace_stats::p_label;
 
 /// One JSON object per stage, in the report's stage order, as JSONL text.
 pub fn export(run: &RunData, report: &Report) -> String {

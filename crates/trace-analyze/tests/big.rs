@@ -2,11 +2,9 @@
 //! notebook's and analyzer tests' input). The large-run benchmark of `trace report` / `trace
 //! diff` uses the real binary instead: scripts/bench/analyzer.sh, figures in docs/benchmarks.md.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions, meta};
 
 #[test]

@@ -1,9 +1,7 @@
 //! Every metric on hand-built traces with known answers: multi-token events, role-only and
 //! usage-only events, failed requests, single-token outputs, an all-failed (empty) stage.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use trace_analyze::report::{ReportOptions, Slo, build};
 use trace_analyze::{LoadOptions, load_run};
 

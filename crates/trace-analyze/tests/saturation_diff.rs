@@ -1,9 +1,7 @@
 //! Saturation on a stable and an unstable synthetic stage; diff verdicts, pairing, headline,
 //! `--fail-on` evaluation; snapshots of the text renderings.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use trace_analyze::diff::{self, DiffOptions, FailOn};
 use trace_analyze::report::{ReportOptions, build};
 use trace_analyze::saturation::Verdict;

@@ -1,5 +1,7 @@
-//! trace-cli: the `trace` command line. clap parsing and rendering only; every verb calls a
-//! library crate's entry point (trace-replay, trace-analyze, trace-import, trace-sim).
+//! trace-cli: the `trace` command line. clap parsing, rendering (the progress line, the replay
+//! summary table), signals, and starting the embedded simulator when a verb is given no server;
+//! every verb calls a library crate's entry point (trace-replay, trace-record, trace-analyze,
+//! trace-import, trace-sim, trace-selfcheck).
 //!
 //! Exit codes (grep-style): 0 success, 1 a `diff --fail-on` condition held (or a selfcheck bound
 //! was exceeded), 2 an error.
@@ -9,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod commands;
+mod embedded;
 pub mod parse;
+mod progress;
+mod signal;
+mod table;
 
 /// Record, replay and compare LLM-serving traces.
 #[derive(Debug, Parser)]

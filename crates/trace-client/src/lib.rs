@@ -1,15 +1,17 @@
 //! trace-client: engine protocols for the `trace` load generator.
 //!
-//! It owns request building for OpenAI chat and completions routes, the streaming-response
-//! parser ([`sse::SseParser`], byte-arrival timestamps taken before parsing), event
-//! classification and per-event token accounting ([`classify()`]), error classification into the
-//! trace's stable `error_kind` codes, the request function ([`Client::send`]) that fills one
-//! [`trace_format::TraceRecord`] per request, Hugging Face tokenizer support
-//! ([`HfTokenizer`], [`random_prompt`]) and the server queue-metrics scraper ([`metrics`]).
+//! Files, one concern each: [`url`] (the one URL normaliser), [`request`] (routes, settings,
+//! request bodies), `send` (the request function [`Client::send`], which fills one
+//! [`trace_format::TraceRecord`] per request), [`stream`] (response accounting,
+//! [`StreamState`]: per-event arrival times and token counts, usage, errors), [`sse`] (the SSE
+//! parser, byte-arrival timestamps taken before parsing), [`classify`] (what one event carries),
+//! `tokenizer` (Hugging Face tokenizers: [`HfTokenizer`], [`random_prompt`]) and [`metrics`]
+//! (the `/metrics` scraper and its sampling loop).
 //!
-//! It must not depend on polars, clap or axum: trace-replay drives it, trace-cli renders.
+//! It depends on trace-format and trace-sys; it must not depend on polars, clap or axum:
+//! trace-replay and trace-record drive it, trace-cli renders.
 //!
-//! `error_kind` codes written by [`Client::send`]:
+//! `error_kind` codes ([`trace_format::ErrorKind`]) written by [`Client::send`]:
 //! - `connect`: no HTTP response was obtained (refused, reset or closed before the headers);
 //! - `timeout`: the request deadline (`ClientConfig::timeout`) or the idle limit between reads
 //!   (`ClientConfig::idle_timeout`) passed; the chunks received so far are kept;
@@ -27,18 +29,21 @@
 //!   tokenizer); nothing was sent.
 
 pub mod classify;
-mod client;
 pub mod metrics;
+pub mod request;
+mod send;
 pub mod sse;
+pub mod stream;
 mod tokenizer;
+pub mod url;
 
 pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
-pub use client::{
-    Client, ClientConfig, Endpoint, Prompt, RequestSpec, StreamState, list_models, offset_ns,
-    prompt_hash,
-};
-pub use metrics::{MetricsScraper, QueueSample, parse_prometheus, scrape};
+pub use metrics::{MetricsScraper, Samples, Scrape, parse_prometheus, sample_every, scrape};
+pub use request::{ClientConfig, Endpoint, Prompt, RequestSpec, prompt_hash};
+pub use send::{Client, list_models};
+pub use stream::StreamState;
 pub use tokenizer::{HfTokenizer, random_prompt, word_level_tokenizer_json};
+pub use url::{ServerUrl, redact};
 
 use std::path::PathBuf;
 
@@ -48,6 +53,9 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("cannot build http client: {0}")]
     Build(String),
+    /// No model was given and none was asked for.
+    #[error("no model: give --model, or ask the server's /v1/models first")]
+    NoModel,
     /// A base URL that cannot be used.
     #[error("invalid base url '{url}': {msg}")]
     Url {

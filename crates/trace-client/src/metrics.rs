@@ -1,32 +1,30 @@
 //! Server queue metrics: a minimal Prometheus text-format parser that maps the queue gauges of
-//! vLLM, SGLang, LMDeploy, TGI and llama.cpp (reference table 4.7) onto one [`QueueSample`],
-//! and a scraper for `GET /metrics`.
+//! vLLM, SGLang, LMDeploy, TGI and llama.cpp (reference table 4.7) onto one
+//! [`trace_format::ServerSample`], a scraper for `GET /metrics`, and the loop that samples it
+//! every second during a run ([`sample_every`]).
 //!
-//! Counts (waiting, running, preemptions) are summed over label sets, since a server with
-//! several engines or data-parallel ranks exposes one series each; KV usage is a fraction, so
-//! it is averaged over label sets instead.
+//! Hand-written rather than a Prometheus crate: about twenty names are read, and the crates
+//! allocate per sample. Counts (waiting, running, preemptions) are summed over label sets, since
+//! a server with several engines or data-parallel ranks exposes one series each; KV usage is a
+//! fraction, so it is averaged over label sets instead.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use trace_format::ServerSample;
+use trace_sys::RunClock;
 
 use crate::Error;
 
-/// The normalised queue state of a server at one instant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct QueueSample {
-    /// When the scrape answered, ns since run start (0 from [`parse_prometheus`]).
-    pub t_ns: i64,
-    /// Requests waiting for a batch slot.
-    pub waiting: Option<f64>,
-    /// Requests in the running batch.
-    pub running: Option<f64>,
-    /// KV cache used, fraction 0-1.
-    pub kv_usage: Option<f64>,
-    /// Preemptions (counter, cumulative; SGLang reports retracted requests as a gauge).
-    pub preemptions: Option<f64>,
-    /// Engine recognised from the metric names: vllm, sglang, lmdeploy, tgi, llamacpp, or empty.
-    pub engine: String,
+/// One scrape: the normalised queue state, and which engine's names it was read from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scrape {
+    /// The queue state (`t_ns`: when the scrape answered, on the run's clock; 0 from
+    /// [`parse_prometheus`]).
+    pub sample: ServerSample,
+    /// Engine recognised from the metric names: vllm, sglang, lmdeploy, tgi, llamacpp; None when
+    /// no known name was seen.
+    pub engine: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -90,7 +88,7 @@ impl Acc {
 
 /// Parses Prometheus text exposition (or OpenMetrics) and maps the known queue gauges.
 /// Unknown metrics, comments, malformed lines and NaN values are skipped.
-pub fn parse_prometheus(text: &str) -> QueueSample {
+pub fn parse_prometheus(text: &str) -> Scrape {
     let mut acc: [Acc; 5] = Default::default();
     let mut engine: Option<&str> = None;
     for line in text.lines() {
@@ -128,15 +126,17 @@ pub fn parse_prometheus(text: &str) -> QueueSample {
         engine.get_or_insert(eng);
         acc[concept as usize].add(v);
     }
-    QueueSample {
-        t_ns: 0,
-        waiting: acc[Concept::Waiting as usize].sum(),
-        running: acc[Concept::Running as usize].sum(),
-        kv_usage: acc[Concept::Kv as usize]
-            .mean()
-            .or(acc[Concept::KvFallback as usize].mean()),
-        preemptions: acc[Concept::Preempt as usize].sum(),
-        engine: engine.unwrap_or("").to_string(),
+    Scrape {
+        sample: ServerSample {
+            t_ns: 0,
+            waiting: acc[Concept::Waiting as usize].sum(),
+            running: acc[Concept::Running as usize].sum(),
+            kv_usage: acc[Concept::Kv as usize]
+                .mean()
+                .or(acc[Concept::KvFallback as usize].mean()),
+            preemptions: acc[Concept::Preempt as usize].sum(),
+        },
+        engine,
     }
 }
 
@@ -178,9 +178,9 @@ impl MetricsScraper {
         })
     }
 
-    /// Scrapes once; `t_ns` is stamped when the body has arrived, as ns since `run_start`.
+    /// Scrapes once; `t_ns` is stamped when the body has arrived, as an offset on `clock`.
     /// A 404 is [`Error::NoMetrics`]: the server exposes no Prometheus metrics.
-    pub async fn scrape(&self, run_start: tokio::time::Instant) -> Result<QueueSample, Error> {
+    pub async fn scrape(&self, clock: &RunClock) -> Result<Scrape, Error> {
         let resp = self
             .http
             .get(&self.url)
@@ -207,18 +207,72 @@ impl MetricsScraper {
             msg: crate::error_chain(&e),
         })?;
         let mut s = parse_prometheus(&text);
-        s.t_ns = crate::client::offset_ns(run_start, tokio::time::Instant::now());
+        s.sample.t_ns = clock.now_ns();
         Ok(s)
     }
 }
 
-/// Scrapes `url` once (5 s timeout); `t_ns` is 0. For periodic sampling use [`MetricsScraper`].
-pub async fn scrape(url: &str) -> Result<QueueSample, Error> {
+/// Scrapes `url` once (5 s timeout); `t_ns` is 0. For periodic sampling use [`sample_every`].
+pub async fn scrape(url: &str) -> Result<Scrape, Error> {
     let s = MetricsScraper::new(url, Duration::from_secs(5))?;
-    let start = tokio::time::Instant::now();
-    let mut q = s.scrape(start).await?;
-    q.t_ns = 0;
+    let mut q = s.scrape(&RunClock::start()).await?;
+    q.sample.t_ns = 0;
     Ok(q)
+}
+
+/// What [`sample_every`] collected.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    /// One sample per successful scrape that held a known queue gauge.
+    pub samples: Vec<ServerSample>,
+    /// The engine the names belong to.
+    pub engine: Option<&'static str>,
+}
+
+/// Scrapes `url` every `period` until `stop` is cancelled. A 404 (no metrics) ends sampling
+/// quietly; so do five failures before any success. A slow scrape is not followed by catch-up
+/// scrapes.
+pub async fn sample_every(
+    url: String,
+    period: Duration,
+    clock: RunClock,
+    stop: CancellationToken,
+) -> Samples {
+    let mut out = Samples::default();
+    let Ok(scraper) = MetricsScraper::new(&url, Duration::from_secs(2)) else {
+        return out;
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        match scraper.scrape(&clock).await {
+            Ok(q) => {
+                let s = q.sample;
+                if s.waiting.is_none() && s.running.is_none() && s.kv_usage.is_none() {
+                    // A /metrics without any known queue gauge: not an inference engine's.
+                    continue;
+                }
+                out.engine = out.engine.or(q.engine);
+                out.samples.push(s);
+            }
+            Err(Error::NoMetrics { .. }) => break,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::info!("metrics scrape failed: {e}");
+                }
+                if failures >= 5 && out.samples.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -238,8 +292,9 @@ vllm:gpu_cache_usage_perc{engine="1",model_name="m"} 0.1
 vllm:num_preemptions_total{engine="0",model_name="a}b"} 2 1700000000
 vllm:time_to_first_token_seconds_bucket{le="0.001"} 0
 "#;
-        let s = parse_prometheus(t);
-        assert_eq!(s.engine, "vllm");
+        let q = parse_prometheus(t);
+        assert_eq!(q.engine, Some("vllm"));
+        let s = q.sample;
         assert_eq!(s.waiting, Some(7.0));
         assert_eq!(s.running, Some(8.0));
         assert!((s.kv_usage.unwrap_or(0.0) - 0.6).abs() < 1e-9);
@@ -248,45 +303,65 @@ vllm:time_to_first_token_seconds_bucket{le="0.001"} 0
 
     #[test]
     fn other_engines() {
-        let s = parse_prometheus(
+        let p = |t: &str| {
+            let q = parse_prometheus(t);
+            (q.sample, q.engine.unwrap_or(""))
+        };
+        let (s, e) = p(
             "sglang:num_queue_reqs{tp_rank=\"0\"} 5\nsglang:num_running_reqs 2\nsglang:token_usage 0.25\nsglang:num_retracted_reqs 1\n",
         );
         assert_eq!(
-            (
-                s.engine.as_str(),
-                s.waiting,
-                s.running,
-                s.kv_usage,
-                s.preemptions
-            ),
+            (e, s.waiting, s.running, s.kv_usage, s.preemptions),
             ("sglang", Some(5.0), Some(2.0), Some(0.25), Some(1.0))
         );
-        let s = parse_prometheus(
+        let (s, e) = p(
             "lmdeploy:num_requests_waiting 1\nlmdeploy:num_requests_running 2\nlmdeploy:gpu_cache_usage_perc 0.3\n",
         );
         assert_eq!(
-            (
-                s.engine.as_str(),
-                s.waiting,
-                s.running,
-                s.kv_usage,
-                s.preemptions
-            ),
+            (e, s.waiting, s.running, s.kv_usage, s.preemptions),
             ("lmdeploy", Some(1.0), Some(2.0), Some(0.3), None)
         );
-        let s = parse_prometheus("tgi_queue_size 9\ntgi_batch_current_size 4\n");
+        let (s, e) = p("tgi_queue_size 9\ntgi_batch_current_size 4\n");
         assert_eq!(
-            (s.engine.as_str(), s.waiting, s.running, s.kv_usage),
+            (e, s.waiting, s.running, s.kv_usage),
             ("tgi", Some(9.0), Some(4.0), None)
         );
-        let s = parse_prometheus("llamacpp:requests_deferred 2\nllamacpp:requests_processing 4\n");
+        let (s, e) = p("llamacpp:requests_deferred 2\nllamacpp:requests_processing 4\n");
         assert_eq!(
-            (s.engine.as_str(), s.waiting, s.running),
+            (e, s.waiting, s.running),
             ("llamacpp", Some(2.0), Some(4.0))
         );
-        let s = parse_prometheus("vllm:gpu_cache_usage_perc 0.4\n");
+        let (s, _) = p("vllm:gpu_cache_usage_perc 0.4\n");
         assert_eq!(s.kv_usage, Some(0.4));
-        let s = parse_prometheus("garbage line\nfoo 1\n");
-        assert_eq!(s, QueueSample::default());
+        let (s, e) = p("garbage line\nfoo 1\n");
+        assert_eq!((s, e), (ServerSample::default(), ""));
+    }
+
+    #[tokio::test]
+    async fn a_404_ends_sampling_with_no_samples_and_no_error() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            sample_every(
+                url,
+                Duration::from_millis(10),
+                RunClock::start(),
+                CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("a 404 ends sampling at once");
+        assert!(got.samples.is_empty() && got.engine.is_none());
     }
 }

@@ -1,13 +1,10 @@
 //! The request function against a scripted local server: one test per engine quirk, exact chunk
 //! counts and token counts, error kinds, and arrival-time properties.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
-use tokio::time::Instant;
+use crate::common::*;
 use trace_client::{Client, ClientConfig, Endpoint, Prompt, RequestSpec};
 use trace_format::TraceRecord;
 
@@ -46,12 +43,12 @@ fn cfg(url: &str) -> ClientConfig {
 
 async fn run_cfg(c: ClientConfig) -> TraceRecord {
     let client = Client::new(c).unwrap();
-    let start = Instant::now();
+    let start = trace_sys::RunClock::start();
     let mut rec = TraceRecord {
         request_id: "req-1".into(),
         ..Default::default()
     };
-    client.send(&spec(), start, &mut rec).await;
+    client.send(&spec(), &start, &mut rec).await;
     rec
 }
 
@@ -613,11 +610,11 @@ async fn cancel_keeps_received_chunks() {
     .await;
     let client = Client::new(cfg(&s.url())).unwrap();
     let mut rec = TraceRecord::default();
-    let start = Instant::now();
+    let start = trace_sys::RunClock::start();
     client
         .send_cancellable(
             &spec(),
-            start,
+            &start,
             &mut rec,
             tokio::time::sleep(Duration::from_millis(200)),
         )
@@ -718,7 +715,7 @@ async fn list_models_and_metrics() {
         .await
         .unwrap();
     assert_eq!(
-        (q.waiting, q.running, q.engine.as_str()),
+        (q.sample.waiting, q.sample.running, q.engine.unwrap_or("")),
         (Some(2.0), Some(5.0), "vllm")
     );
 }
@@ -737,7 +734,7 @@ async fn many_concurrent_streams_reuse_one_client() {
     )
     .await;
     let client = Client::new(cfg(&s.url())).unwrap();
-    let start = Instant::now();
+    let start = trace_sys::RunClock::start();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let client = client.clone();
@@ -745,7 +742,7 @@ async fn many_concurrent_streams_reuse_one_client() {
             let mut sp = spec();
             sp.request_id = format!("r{i}");
             let mut rec = TraceRecord::default();
-            client.send(&sp, start, &mut rec).await;
+            client.send(&sp, &start, &mut rec).await;
             rec
         }));
     }

@@ -1,5 +1,5 @@
 //! The project's test tokenizer (traces/tokenizer.json) and exact-length random prompts.
-//! Regenerate the file with `cargo test -p trace-client --test tokenizer -- --ignored regen_tokenizer`.
+//! Regenerate the file with `cargo test -p trace-client --test tests -- --ignored regen_tokenizer`.
 
 use std::path::PathBuf;
 

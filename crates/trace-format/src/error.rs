@@ -1,4 +1,5 @@
-//! The crate's error type. Every message names the file it is about.
+//! The crate's error type. Every message names the file it is about; an underlying error is a
+//! `source()`, never repeated in the message (`trace: {err:#}` prints the chain once).
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be opened, read, written or renamed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -14,7 +15,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file is not Parquet, or its footer is missing (a truncated or still-open file).
-    #[error("{path}: not a readable Parquet file ({reason})")]
+    #[error("{}: not a readable Parquet file ({reason})", path.display())]
     NotParquet {
         /// The file.
         path: PathBuf,
@@ -22,7 +23,7 @@ pub enum Error {
         reason: String,
     },
     /// A Parquet file without the `trace.schema_version` key: some other table.
-    #[error("{path}: not a trace file (no '{key}' metadata key)")]
+    #[error("{}: not a trace file (no '{key}' metadata key)", path.display())]
     NotATrace {
         /// The file.
         path: PathBuf,
@@ -31,7 +32,7 @@ pub enum Error {
     },
     /// Written by a newer version of the format than this build reads.
     #[error(
-        "{path}: written with trace schema_version {found}, this build reads up to {supported}; upgrade trace"
+        "{}: written with trace schema_version {found}, this build reads up to {supported}; upgrade trace", path.display()
     )]
     NewerSchema {
         /// The file.
@@ -42,7 +43,7 @@ pub enum Error {
         supported: u32,
     },
     /// A required column is absent or has the wrong type.
-    #[error("{path}: column '{column}' {problem}")]
+    #[error("{}: column '{column}' {problem}", path.display())]
     BadColumn {
         /// The file.
         path: PathBuf,
@@ -52,7 +53,7 @@ pub enum Error {
         problem: String,
     },
     /// A metadata value could not be parsed.
-    #[error("{path}: metadata key '{key}' {problem}")]
+    #[error("{}: metadata key '{key}' {problem}", path.display())]
     BadMeta {
         /// The file.
         path: PathBuf,
@@ -62,7 +63,7 @@ pub enum Error {
         problem: String,
     },
     /// A Parquet-level failure while decoding or encoding.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
@@ -70,15 +71,25 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
     /// An Arrow-level failure while building or decoding a batch.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Arrow {
         /// What was being done.
         context: String,
         /// The arrow crate's error.
         source: arrow_schema::ArrowError,
     },
+    /// An interrupted run's `.partial` directory is where a new run would write.
+    #[error(
+        "{}: an interrupted run's data is here; recover it (`trace recover {}`) or remove it",
+        path.display(),
+        path.display()
+    )]
+    Interrupted {
+        /// The `.partial` directory.
+        path: PathBuf,
+    },
     /// The writer thread is gone (it failed earlier, or the handle was closed).
-    #[error("trace writer for {path} stopped: {reason}")]
+    #[error("trace writer for {} stopped: {reason}", path.display())]
     WriterGone {
         /// The file.
         path: PathBuf,

@@ -2,14 +2,19 @@
 //!
 //! A trace is one Parquet file per run, one row per request (see README "Trace format"). This
 //! crate owns every column name ([`col`]), the one Arrow schema ([`schema`]), the metadata keys
-//! ([`meta`]), the in-memory row ([`TraceRecord`]), the crash-safe streaming writer
-//! ([`TraceWriter`], [`spawn_writer`]) and the validating reader ([`TraceReader`]).
+//! ([`meta`]) and their typed values ([`StageInfo`], [`ServerSample`], [`ScheduleMeta`] with
+//! the one [`Arrival`] type, [`ClientMeta`]), the in-memory row ([`TraceRecord`]), the stable
+//! error codes ([`ErrorKind`]), the per-request metric definitions ([`derive`]), the crash-safe
+//! streaming writer ([`TraceWriter`], [`spawn_writer`]) and the validating reader
+//! ([`TraceReader`]).
 //!
 //! It must not depend on tokio or polars: the Parquet file is the only contract between the
 //! writer and the analyzer.
 
 pub mod arrow_util;
+pub mod derive;
 mod error;
+mod error_kind;
 mod meta_keys;
 mod reader;
 mod record;
@@ -17,7 +22,11 @@ mod schema;
 mod writer;
 
 pub use error::Error;
-pub use meta_keys::{ServerSample, StageInfo, TraceMeta, meta};
+pub use error_kind::ErrorKind;
+pub use meta_keys::{
+    Arrival, ClientMeta, DailyProfile, ScheduleMeta, ServerSample, StageInfo, TraceMeta, meta,
+    to_json,
+};
 pub use reader::{TraceReader, read_all};
 pub use record::{TraceRecord, batch_to_records, records_to_batch};
 pub use schema::{SCHEMA_VERSION, col, schema};

@@ -1,5 +1,7 @@
 //! File-level metadata: the Parquet key-value keys ([`meta`]) and [`TraceMeta`], with typed
-//! accessors for the structured values (stages, server samples).
+//! values for the structured keys: [`StageInfo`], [`ServerSample`], [`ScheduleMeta`] (with the
+//! one [`Arrival`] process type) and [`ClientMeta`]. Whoever writes a key writes its type, so a
+//! key has one JSON shape.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +61,7 @@ pub struct StageInfo {
 }
 
 /// One scrape of the server's queue gauges, stored under [`meta::SERVER_SAMPLES`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerSample {
     /// When the scrape answered, ns since run start.
     pub t_ns: i64,
@@ -71,6 +73,232 @@ pub struct ServerSample {
     pub kv_usage: Option<f64>,
     /// Cumulative preemptions.
     pub preemptions: Option<f64>,
+}
+
+/// An arrival process: how a synthetic schedule spaces its requests. The one definition used by
+/// `trace replay --arrival` and `trace synth`, and stored in [`ScheduleMeta`]; trace-replay's
+/// schedule module generates the offsets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arrival {
+    /// Exponential gaps at the rate (the default).
+    Poisson,
+    /// Gamma gaps with shape `burstiness` K and mean `1/rate`: K = 1 is Poisson, K < 1 burstier,
+    /// K > 1 smoother; the gaps' CV is `1/sqrt(K)` (vLLM's `--burstiness`).
+    Gamma {
+        /// Shape K.
+        burstiness: f64,
+    },
+    /// Evenly spaced: the k-th request at `k / rate`.
+    Constant,
+    /// A non-homogeneous Poisson process whose rate follows a daily profile (mean: the rate).
+    Daily {
+        /// How the rate varies.
+        profile: DailyProfile,
+    },
+}
+
+/// How a [`Arrival::Daily`] rate varies over time; the profile's mean is 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "shape", rename_all = "snake_case")]
+pub enum DailyProfile {
+    /// `1 + amplitude * cos(2 pi (t - peak) / period)`.
+    Sinusoid {
+        /// Relative swing, 0 to 1.
+        amplitude: f64,
+        /// Cycle length in seconds (86400 for a day).
+        period_s: f64,
+        /// Offset of the peak from the start, in seconds.
+        peak_s: f64,
+    },
+    /// Relative weights per hour (24 values for a day), normalised to mean 1.
+    Hourly {
+        /// One weight per hour.
+        weights: Vec<f64>,
+    },
+}
+
+impl Arrival {
+    /// Checks the parameters; the message names the bad value.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Arrival::Poisson | Arrival::Constant => Ok(()),
+            Arrival::Gamma { burstiness } => {
+                if burstiness.is_finite() && *burstiness > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "invalid burstiness '{burstiness}': must be a finite number > 0"
+                    ))
+                }
+            }
+            Arrival::Daily { profile } => profile.check(),
+        }
+    }
+
+    /// Short name: `poisson`, `gamma`, `constant`, `daily`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arrival::Poisson => "poisson",
+            Arrival::Gamma { .. } => "gamma",
+            Arrival::Constant => "constant",
+            Arrival::Daily { .. } => "daily",
+        }
+    }
+}
+
+impl DailyProfile {
+    /// The rate multiplier at `t_s` seconds from the start (mean 1 over a period).
+    pub fn factor(&self, t_s: f64) -> f64 {
+        match self {
+            DailyProfile::Sinusoid {
+                amplitude,
+                period_s,
+                peak_s,
+            } => 1.0 + amplitude * (std::f64::consts::TAU * (t_s - peak_s) / period_s).cos(),
+            DailyProfile::Hourly { weights } => {
+                let mean = weights.iter().sum::<f64>() / weights.len() as f64;
+                let hour =
+                    ((t_s / 3600.0).floor() as i64).rem_euclid(weights.len() as i64) as usize;
+                weights[hour] / mean
+            }
+        }
+    }
+
+    /// The largest multiplier.
+    pub fn max_factor(&self) -> f64 {
+        match self {
+            DailyProfile::Sinusoid { amplitude, .. } => 1.0 + amplitude,
+            DailyProfile::Hourly { weights } => {
+                let mean = weights.iter().sum::<f64>() / weights.len() as f64;
+                weights.iter().copied().fold(0.0, f64::max) / mean
+            }
+        }
+    }
+
+    /// Checks the parameters; the message names the bad value.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            DailyProfile::Sinusoid {
+                amplitude,
+                period_s,
+                peak_s,
+            } => {
+                if !(0.0..=1.0).contains(amplitude) {
+                    return Err(format!(
+                        "invalid amplitude '{amplitude}': must be in [0, 1]"
+                    ));
+                }
+                if !(period_s.is_finite() && *period_s > 0.0) {
+                    return Err(format!("invalid period '{period_s}' s: must be > 0"));
+                }
+                if !peak_s.is_finite() {
+                    return Err(format!("invalid peak '{peak_s}' s: must be finite"));
+                }
+                Ok(())
+            }
+            DailyProfile::Hourly { weights } => {
+                if weights.is_empty()
+                    || weights.iter().any(|x| !x.is_finite() || *x < 0.0)
+                    || weights.iter().sum::<f64>() <= 0.0
+                {
+                    return Err(
+                        "invalid hourly profile: give non-negative weights, at least one > 0"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How a run's or a workload's requests were scheduled, stored under [`meta::SCHEDULE`]:
+/// enough, with the seed, to reproduce the schedule.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScheduleMeta {
+    /// The synthetic arrival process; None: a trace's recorded timeline (or a capture).
+    pub arrival: Option<Arrival>,
+    /// One stage per rate, req/s (`inf`: all at once); empty for a recorded timeline.
+    #[serde(with = "rates_json")]
+    pub rates: Vec<f64>,
+    /// A recorded timeline's time multiplier.
+    pub time_scale: Option<f64>,
+    /// Requests per stage, when every stage has the same count.
+    pub requests_per_stage: Option<u64>,
+    /// Each stage's length in seconds (`--stage-duration`).
+    pub stage_duration_s: Option<f64>,
+    /// Warmup requests before the first stage.
+    pub warmup: u64,
+    /// The concurrency cap.
+    pub max_concurrency: Option<usize>,
+    /// Seed of the schedule.
+    pub seed: Option<u64>,
+    /// Random schedules rescaled so their realised mean rate is the target exactly.
+    pub rescaled_to_exact_rate: bool,
+    /// How send deadlines were met (`thread`, `tokio`).
+    pub timer: Option<String>,
+    /// A synthetic workload's span of arrivals, seconds.
+    pub duration_s: Option<f64>,
+    /// A synthetic workload's request count.
+    pub count: Option<u64>,
+}
+
+/// JSON has no infinity: rates are numbers, `inf` the string `"inf"`.
+mod rates_json {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Num(f64),
+        Text(String),
+    }
+
+    pub(super) fn serialize<S: Serializer>(rates: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<Rate> = rates
+            .iter()
+            .map(|&r| {
+                if r.is_infinite() {
+                    Rate::Text("inf".into())
+                } else {
+                    Rate::Num(r)
+                }
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Rate>::deserialize(d)?
+            .into_iter()
+            .map(|r| match r {
+                Rate::Num(n) => Ok(n),
+                Rate::Text(t) if t.eq_ignore_ascii_case("inf") => Ok(f64::INFINITY),
+                Rate::Text(t) => Err(D::Error::custom(format!("invalid rate '{t}'"))),
+            })
+            .collect()
+    }
+}
+
+/// The client's settings, stored under [`meta::CLIENT`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientMeta {
+    /// The route (`chat`, `completions`).
+    pub endpoint: String,
+    /// The model sent.
+    pub model: String,
+    /// The per-request timeout, seconds.
+    pub timeout_s: f64,
+    /// `ignore_eos` was sent.
+    pub ignore_eos: bool,
+    /// Usage was asked for on every chunk.
+    pub continuous_usage: bool,
+    /// The tokenizer.json used, if any.
+    pub tokenizer: Option<String>,
 }
 
 /// The key-value metadata of one trace file.
@@ -147,13 +375,84 @@ impl TraceMeta {
         self.json(meta::SERVER_SAMPLES).unwrap_or_default()
     }
 
+    /// Stores the schedule.
+    pub fn set_schedule(&mut self, schedule: &ScheduleMeta) {
+        self.set(meta::SCHEDULE, to_json(schedule));
+    }
+
+    /// The schedule, when present and readable.
+    pub fn schedule(&self) -> Option<ScheduleMeta> {
+        self.json(meta::SCHEDULE)
+    }
+
+    /// Stores the client settings.
+    pub fn set_client(&mut self, client: &ClientMeta) {
+        self.set(meta::CLIENT, to_json(client));
+    }
+
+    /// The client settings, when present and readable.
+    pub fn client(&self) -> Option<ClientMeta> {
+        self.json(meta::CLIENT)
+    }
+
     /// Parses a JSON-valued key.
     pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
         serde_json::from_str(self.get(key)?).ok()
     }
 }
 
-fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
+/// The JSON text of a metadata value.
+pub fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
     // Serialising plain structs of numbers and strings cannot fail.
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_round_trips_with_infinite_rates_and_every_arrival() {
+        for arrival in [
+            None,
+            Some(Arrival::Poisson),
+            Some(Arrival::Gamma { burstiness: 0.5 }),
+            Some(Arrival::Constant),
+            Some(Arrival::Daily {
+                profile: DailyProfile::Hourly {
+                    weights: vec![1.0, 2.0],
+                },
+            }),
+        ] {
+            let s = ScheduleMeta {
+                arrival,
+                rates: vec![1.0, f64::INFINITY],
+                seed: Some(7),
+                ..ScheduleMeta::default()
+            };
+            let mut m = TraceMeta::new();
+            m.set_schedule(&s);
+            assert!(m.get(meta::SCHEDULE).unwrap().contains("\"inf\""));
+            assert_eq!(m.schedule(), Some(s));
+        }
+    }
+
+    #[test]
+    fn arrival_checks_name_the_value() {
+        let e = Arrival::Gamma { burstiness: 0.0 }.check().unwrap_err();
+        assert!(e.contains("'0'"), "{e}");
+        let amp = DailyProfile::Sinusoid {
+            amplitude: 1.5,
+            period_s: 86400.0,
+            peak_s: 0.0,
+        };
+        assert!(amp.check().unwrap_err().contains("1.5"));
+        assert!(
+            DailyProfile::Hourly {
+                weights: vec![0.0; 24]
+            }
+            .check()
+            .is_err()
+        );
+    }
 }

@@ -12,7 +12,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::Field;
 
 use crate::schema::{col, schema};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// One request: what was scheduled, what was sent, and every chunk that came back.
 ///
@@ -51,7 +51,7 @@ pub struct TraceRecord {
     /// HTTP status.
     pub status: Option<i16>,
     /// Short stable error code.
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     /// Error detail.
     pub error_msg: Option<String>,
     /// Route kind (`chat`, `completions`).
@@ -155,7 +155,8 @@ impl Builders {
         self.max_tokens.append_option(r.max_tokens);
         self.token_source.append_option(r.token_source.as_deref());
         self.status.append_option(r.status);
-        self.error_kind.append_option(r.error_kind.as_deref());
+        self.error_kind
+            .append_option(r.error_kind.as_ref().map(ErrorKind::as_str));
         self.error_msg.append_option(r.error_msg.as_deref());
         self.endpoint.append_option(r.endpoint.as_deref());
         self.model.append_option(r.model.as_deref());
@@ -308,7 +309,7 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
             max_tokens: max_tokens[i],
             token_source: token_source[i].take(),
             status: status[i],
-            error_kind: error_kind[i].take(),
+            error_kind: error_kind[i].take().map(|k| ErrorKind::parse(&k)),
             error_msg: error_msg[i].take(),
             endpoint: endpoint[i].take(),
             model: model[i].take(),

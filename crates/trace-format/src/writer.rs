@@ -114,13 +114,7 @@ impl TraceWriter {
         let final_path = path.as_ref().to_path_buf();
         let dir = partial_dir(&final_path);
         if dir.exists() {
-            return Err(Error::Io {
-                path: dir.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "an interrupted run's data is here; recover it (`trace recover`) or remove it",
-                ),
-            });
+            return Err(Error::Interrupted { path: dir });
         }
         if let Some(parent) = final_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;

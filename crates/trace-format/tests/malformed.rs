@@ -12,10 +12,16 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use trace_format::{TraceMeta, TraceReader, TraceRecord, TraceWriter, WriterOptions, meta};
 
+/// The error as `trace` prints it: the message, then each cause once.
 fn err_of(path: &Path) -> String {
-    TraceReader::open(path)
-        .expect_err("must be refused")
-        .to_string()
+    let e = TraceReader::open(path).expect_err("must be refused");
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
 }
 
 fn good_trace(dir: &Path, meta: TraceMeta) -> PathBuf {
@@ -156,7 +162,12 @@ fn sigkill_loses_at_most_the_last_interval() {
     let out = dir.path().join("killed.parquet");
     let partial = trace_format::partial_dir(&out);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "malformed::child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("TRACE_FORMAT_CHILD_OUT", &out)
         .stdout(std::process::Stdio::null())
         .spawn()

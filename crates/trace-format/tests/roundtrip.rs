@@ -72,7 +72,7 @@ fn record() -> impl Strategy<Value = TraceRecord> {
         max_tokens: c.2,
         token_source: s.2,
         status: c.3,
-        error_kind: s.3,
+        error_kind: s.3.map(|k| trace_format::ErrorKind::parse(&k)),
         error_msg: s.4,
         endpoint: s.5,
         model: s.6,

@@ -5,13 +5,13 @@ use std::fs::File;
 use std::io::BufReader;
 
 use csv::ByteRecord;
-use trace_format::TraceRecord;
+use trace_format::{ErrorKind, TraceRecord};
 
+use crate::WORKLOAD_STAGE;
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::sink::{Flow, Row, Sink};
 use crate::timestamp::parse_datetime_ns;
-use crate::{SOURCE_FAILED, WORKLOAD_STAGE};
 
 /// One header column this importer needs (or may use).
 struct Col {
@@ -233,7 +233,7 @@ pub(crate) fn import_burstgpt(sink: &mut Sink) -> Result<()> {
                 prompt_tokens: Some(prompt),
                 max_tokens: (!failed).then_some(output),
                 model: Some(model),
-                error_kind: failed.then(|| SOURCE_FAILED.to_string()),
+                error_kind: failed.then_some(ErrorKind::SourceFailed),
                 error_msg: failed
                     .then(|| "failed in the source trace (Response tokens = 0)".to_string()),
                 ..TraceRecord::default()

@@ -7,12 +7,12 @@ use std::io::{BufRead, BufReader};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use trace_format::TraceRecord;
+use trace_format::{ErrorKind, TraceRecord};
 
+use crate::WORKLOAD_STAGE;
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::sink::{Flow, Row, Sink};
-use crate::{SOURCE_FAILED, WORKLOAD_STAGE};
 
 /// A serde_json error as `message` plus the column in the line.
 pub(crate) fn json_problem(e: &serde_json::Error) -> (String, u64) {
@@ -218,13 +218,13 @@ struct AiperfError {
 }
 
 /// The short error code for a source's HTTP-ish status.
-pub(crate) fn error_kind_for(code: Option<i64>, cancelled: bool) -> &'static str {
+pub(crate) fn error_kind_for(code: Option<i64>, cancelled: bool) -> ErrorKind {
     match code {
-        _ if cancelled => "cancelled",
-        Some(499) => "cancelled",
-        Some(c) if (400..500).contains(&c) => "http_4xx",
-        Some(c) if (500..600).contains(&c) => "http_5xx",
-        _ => SOURCE_FAILED,
+        _ if cancelled => ErrorKind::Cancelled,
+        Some(499) => ErrorKind::Cancelled,
+        Some(c) if (400..500).contains(&c) => ErrorKind::Http4xx,
+        Some(c) if (500..600).contains(&c) => ErrorKind::Http5xx,
+        _ => ErrorKind::SourceFailed,
     }
 }
 
@@ -285,7 +285,7 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
         if let Some(err) = m.error {
             let cancelled = m.metadata.was_cancelled.unwrap_or(false);
             rec.status = err.code.and_then(|c| i16::try_from(c).ok());
-            rec.error_kind = Some(error_kind_for(err.code, cancelled).into());
+            rec.error_kind = Some(error_kind_for(err.code, cancelled));
             rec.error_msg = Some(
                 [
                     err.kind.unwrap_or_default(),

@@ -8,12 +8,12 @@
 //! results with responses become runs. Inputs are streamed row by row into
 //! [`trace_format::TraceWriter`], so a 44-million-row Azure week imports in bounded memory.
 //!
-//! Also: [`synth`] writes synthetic workloads (Poisson, gamma or daily-cycle arrivals with
-//! fitted or given length distributions), and [`export_mooncake`] writes a trace back out as
-//! Mooncake JSONL, the interchange format other tools read.
+//! Also: [`export_mooncake`] writes a trace back out as Mooncake JSONL, the interchange format
+//! other tools read; [`read_sharegpt`] is the one ShareGPT reader (trace-replay uses it for
+//! `sharegpt=FILE`).
 //!
-//! Main types: [`ImportConfig`] -> [`import`] -> [`ImportSummary`]; [`SynthConfig`] ->
-//! [`synth`] -> [`SynthSummary`]. This crate must not depend on clap, tokio or polars.
+//! Main types: [`ImportConfig`] -> [`import`] -> [`ImportSummary`]. It depends on trace-format
+//! only; it must not depend on clap, tokio or polars.
 
 mod config;
 mod csv_formats;
@@ -21,9 +21,8 @@ mod error;
 mod export;
 mod jsonl;
 mod results;
-mod sharegpt;
+pub mod sharegpt;
 mod sink;
-pub mod synth;
 mod timestamp;
 
 use serde_json::{Value, json};
@@ -32,17 +31,14 @@ use trace_format::{TraceMeta, meta};
 pub use config::{Bound, Filter, FilterKey, Format, ImportConfig, ImportSummary, Window};
 pub use error::{Error, Location, Result};
 pub use export::{ExportSummary, export_mooncake};
-pub use synth::{
-    Arrival, DailyProfile, FitSummary, LengthDist, LognormalFit, SynthConfig, SynthSummary,
-    fit_lognormal, synth,
-};
+pub use sharegpt::{Next, ShareGptItem, ShareGptStats, read_sharegpt};
 pub use timestamp::parse_datetime_ns;
 
 /// The `stage` label of imported and synthetic workloads (replay sets its own).
 pub const WORKLOAD_STAGE: &str = "workload";
 
 /// `error_kind` of a row that failed in the source (BurstGPT `Response tokens` 0, a results
-/// file's non-empty `errors` entry).
+/// file's non-empty `errors` entry): [`trace_format::ErrorKind::SourceFailed`]'s code.
 pub const SOURCE_FAILED: &str = "source_failed";
 
 fn time_unit(format: Format) -> Option<&'static str> {

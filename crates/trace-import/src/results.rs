@@ -14,9 +14,8 @@
 //! Results files are small (one run's arrays) and are read whole.
 
 use serde_json::{Map, Value};
-use trace_format::TraceRecord;
+use trace_format::{ErrorKind, TraceRecord};
 
-use crate::SOURCE_FAILED;
 use crate::config::Format;
 use crate::error::{Error, Result};
 use crate::jsonl::json_problem;
@@ -171,7 +170,7 @@ pub(crate) fn import_results(sink: &mut Sink, format: Format) -> Result<Vec<Valu
             rec.max_tokens = rec.output_tokens;
             rec.token_source = rec.output_tokens.map(|_| "usage".to_string());
             if let Some(e) = err {
-                rec.error_kind = Some(SOURCE_FAILED.into());
+                rec.error_kind = Some(ErrorKind::SourceFailed);
                 rec.error_msg = Some(e.clone());
             } else {
                 let mut t = sent + secs_to_ns(ttfts[i]);

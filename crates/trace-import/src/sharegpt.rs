@@ -1,10 +1,15 @@
-//! ShareGPT conversations as a workload, the way vLLM's loader reads them: the first human
-//! turn is the prompt, the reply after it gives the output length. The file is one JSON array;
-//! it is visited element by element (a serde `SeqAccess`), never held whole.
+//! ShareGPT conversations: the one reader of `trace`. Both `trace import sharegpt` and `trace
+//! replay sharegpt=FILE` read files through [`read_sharegpt`], so the two send the same workload.
+//!
+//! As vLLM's loader: the first human turn (role `human` or `user`, any case) is the prompt, and
+//! the turn after it gives the output length; lengths are whitespace words when no tokenizer is
+//! used. The file is one JSON array, visited element by element (a serde `SeqAccess`), never
+//! held whole.
 
 use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
@@ -14,6 +19,39 @@ use crate::WORKLOAD_STAGE;
 use crate::error::{Error, Result};
 use crate::jsonl::json_problem;
 use crate::sink::{Flow, Row, Sink};
+
+/// One usable conversation of a ShareGPT file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareGptItem {
+    /// Position in the file's array, 0-based.
+    pub index: u64,
+    /// The conversation's `id` as given (a number as its text), else `sharegpt-{index}`.
+    pub request_id: String,
+    /// The first human turn.
+    pub prompt: String,
+    /// The prompt's length in whitespace words.
+    pub prompt_words: u32,
+    /// The reply's length in whitespace words: the output length.
+    pub reply_words: u32,
+}
+
+/// What [`read_sharegpt`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareGptStats {
+    /// Conversations read (usable or not).
+    pub conversations: u64,
+    /// Conversations without a human turn followed by a non-empty reply.
+    pub skipped: u64,
+}
+
+/// Whether the reader should go on after an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next conversation.
+    Continue,
+    /// Stop here; the rest of the file is left unread.
+    Stop,
+}
 
 #[derive(Deserialize)]
 struct Conversation {
@@ -32,23 +70,49 @@ struct Turn {
 }
 
 fn is_human(from: &str) -> bool {
-    matches!(from.to_ascii_lowercase().as_str(), "human" | "user")
+    from.eq_ignore_ascii_case("human") || from.eq_ignore_ascii_case("user")
 }
 
 /// Length in whitespace-separated words: the unit when no tokenizer is given.
-pub(crate) fn words(s: &str) -> i32 {
-    i32::try_from(s.split_whitespace().count()).unwrap_or(i32::MAX)
+pub fn words(s: &str) -> u32 {
+    u32::try_from(s.split_whitespace().count()).unwrap_or(u32::MAX)
 }
 
-struct Elements<'a> {
-    sink: &'a mut Sink,
-    /// The sink's error, carried out through serde's error type.
+fn item(index: u64, c: Conversation) -> Option<ShareGptItem> {
+    let turns = c.conversations;
+    let h = turns.iter().position(|t| is_human(&t.from))?;
+    let reply = turns.get(h + 1)?;
+    let (prompt_words, reply_words) = (words(&turns[h].value), words(&reply.value));
+    if prompt_words == 0 || reply_words == 0 {
+        return None;
+    }
+    let request_id = match c.id {
+        Some(serde_json::Value::String(s)) => s,
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => format!("sharegpt-{index}"),
+    };
+    let mut turns = turns;
+    Some(ShareGptItem {
+        index,
+        request_id,
+        prompt: std::mem::take(&mut turns[h].value),
+        prompt_words,
+        reply_words,
+    })
+}
+
+struct Elements<'a, F> {
+    each: &'a mut F,
+    stats: ShareGptStats,
+    /// The callback's error, carried out through serde's error type.
     failed: Option<Error>,
-    /// The limit was reached: the rest of the array is left unread on purpose.
+    /// The callback asked to stop: the rest of the array is left unread on purpose.
     stopped: bool,
+    /// The top-level array was entered: errors from here on sit in an entry.
+    in_array: bool,
 }
 
-impl<'de> Visitor<'de> for &mut Elements<'_> {
+impl<'de, F: FnMut(ShareGptItem) -> Result<Next>> Visitor<'de> for &mut Elements<'_, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,49 +120,23 @@ impl<'de> Visitor<'de> for &mut Elements<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = 0u64;
+        self.in_array = true;
         while let Some(c) = seq.next_element::<Conversation>()? {
-            index += 1;
-            let turns = &c.conversations;
-            let Some(h) = turns.iter().position(|t| is_human(&t.from)) else {
-                self.sink.exclude();
+            let index = self.stats.conversations;
+            self.stats.conversations += 1;
+            let Some(it) = item(index, c) else {
+                self.stats.skipped += 1;
                 continue;
             };
-            let Some(reply) = turns.get(h + 1) else {
-                self.sink.exclude();
-                continue;
-            };
-            let prompt = turns[h].value.clone();
-            let request_id = match &c.id {
-                Some(serde_json::Value::String(s)) => format!("sharegpt-{s}"),
-                Some(v) if !v.is_null() => format!("sharegpt-{v}"),
-                _ => format!("sharegpt-{index}"),
-            };
-            let rec = TraceRecord {
-                request_id,
-                stage: WORKLOAD_STAGE.into(),
-                prompt_tokens: Some(words(&prompt)),
-                max_tokens: Some(words(&reply.value).max(1)),
-                prompt_hash: Some(xxhash_rust::xxh3::xxh3_64(prompt.as_bytes())),
-                prompt: Some(prompt),
-                ..TraceRecord::default()
-            };
-            match self.sink.push(
-                index,
-                Row {
-                    time_ns: None,
-                    rec,
-                    log_type: None,
-                },
-            ) {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop) => {
+            match (self.each)(it) {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => {
                     self.stopped = true;
-                    return Err(serde::de::Error::custom("limit reached"));
+                    return Err(serde::de::Error::custom("stopped"));
                 }
                 Err(e) => {
                     self.failed = Some(e);
-                    return Err(serde::de::Error::custom("stopped"));
+                    return Err(serde::de::Error::custom("failed"));
                 }
             }
         }
@@ -106,41 +144,80 @@ impl<'de> Visitor<'de> for &mut Elements<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for &mut Elements<'_> {
+impl<'de, F: FnMut(ShareGptItem) -> Result<Next>> DeserializeSeed<'de> for &mut Elements<'_, F> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-/// Imports a ShareGPT JSON file. Lengths are in words (no tokenizer here).
-pub(crate) fn import_sharegpt(sink: &mut Sink) -> Result<()> {
-    let path = sink.path().to_path_buf();
-    let file = File::open(&path).map_err(|source| Error::Io {
-        path: path.clone(),
+/// Streams the ShareGPT file at `path`, calling `each` for every usable conversation in order.
+/// A malformed file is an error naming the file, the entry, the line and the column (a syntax
+/// error breaks the array: it cannot be skipped).
+pub fn read_sharegpt(
+    path: &Path,
+    mut each: impl FnMut(ShareGptItem) -> Result<Next>,
+) -> Result<ShareGptStats> {
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
         source,
     })?;
     let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 20, file));
     let mut el = Elements {
-        sink,
+        each: &mut each,
+        stats: ShareGptStats::default(),
         failed: None,
         stopped: false,
+        in_array: false,
     };
     let res = (&mut el).deserialize(&mut de);
     if let Some(e) = el.failed {
         return Err(e);
     }
     if el.stopped {
-        return Ok(());
+        return Ok(el.stats);
     }
-    res.and_then(|()| de.end()).map_err(|e| bad_json(&path, &e))
+    let (stats, in_array) = (el.stats, el.in_array);
+    res.and_then(|()| de.end()).map_err(|e| {
+        let (problem, col) = json_problem(&e);
+        let entry = if in_array {
+            format!("entry {}, ", stats.conversations)
+        } else {
+            String::new()
+        };
+        Error::BadInput {
+            path: path.to_path_buf(),
+            problem: format!("{entry}line {}, column {col}: {problem}", e.line()),
+        }
+    })?;
+    Ok(stats)
 }
 
-fn bad_json(path: &std::path::Path, e: &serde_json::Error) -> Error {
-    let (problem, col) = json_problem(e);
-    // A syntax error in one conversation breaks the array: it cannot be skipped.
-    Error::BadInput {
-        path: path.to_path_buf(),
-        problem: format!("line {}, column {col}: {problem}", e.line()),
+/// Imports a ShareGPT JSON file. Lengths are in words (no tokenizer here).
+pub(crate) fn import_sharegpt(sink: &mut Sink) -> Result<()> {
+    let path = sink.path().to_path_buf();
+    let stats = read_sharegpt(&path, |it| {
+        let rec = TraceRecord {
+            request_id: it.request_id,
+            stage: WORKLOAD_STAGE.into(),
+            prompt_tokens: i32::try_from(it.prompt_words).ok(),
+            max_tokens: i32::try_from(it.reply_words).ok(),
+            prompt_hash: Some(xxhash_rust::xxh3::xxh3_64(it.prompt.as_bytes())),
+            prompt: Some(it.prompt),
+            ..TraceRecord::default()
+        };
+        let row = Row {
+            time_ns: None,
+            rec,
+            log_type: None,
+        };
+        Ok(match sink.push(it.index + 1, row)? {
+            Flow::Continue => Next::Continue,
+            Flow::Stop => Next::Stop,
+        })
+    })?;
+    for _ in 0..stats.skipped {
+        sink.exclude();
     }
+    Ok(())
 }

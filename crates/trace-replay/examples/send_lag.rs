@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use trace_replay::dispatch::{Counters, Stop, Timer};
+use tokio_util::sync::CancellationToken;
+use trace_replay::dispatch::{Counters, Timer};
 use trace_replay::workload::{RandomSpec, WorkloadSpec};
 use trace_replay::{ReplayConfig, run};
 
@@ -26,8 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ([127, 0, 0, 1], 0).into(),
     )?;
     let dir = std::env::temp_dir().join(format!("send-lag-{}", std::process::id()));
+    let mut client =
+        trace_client::ClientConfig::new(sim.url(), trace_sim::SimConfig::default().model);
+    client.ignore_eos = true;
     let cfg = ReplayConfig {
-        url: Some(sim.url()),
+        client,
         workload: WorkloadSpec::Random(RandomSpec {
             input_len: 64,
             output_len: output_tokens,
@@ -35,16 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         rates: vec![rate],
         requests: Some(n),
-        output: Some(dir.join("run.parquet")),
         timer,
         scrape_metrics: false,
-        ..Default::default()
+        ..ReplayConfig::new(sim.url(), dir.join("run.parquet"))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let counters = Arc::new(Counters::default());
-    let s = rt.block_on(run(cfg, counters, Stop::default()))?;
+    let s = rt.block_on(run(cfg, counters, CancellationToken::new()))?;
     let st = &s.stages[0];
     println!(
         "rate {rate} n {n} out {output_tokens} timer {timer:?}: ok {} failed {} lag p50 {:.0} us p99 {:.0} us, max in flight {}, achieved {:.1} req/s",

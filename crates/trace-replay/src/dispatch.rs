@@ -1,4 +1,4 @@
-//! The dispatcher: releases each request at its absolute deadline from one run start, caps
+//! The dispatcher: releases each request at its absolute deadline on the run's clock, caps
 //! concurrency by queueing (the wait is recorded as `sent_ns - scheduled_ns`, never skipped),
 //! hands finished records to the sink, and drains or cancels in-flight requests on stop.
 //!
@@ -11,14 +11,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
-use trace_format::{RecordSender, TraceRecord};
+use tokio_util::sync::CancellationToken;
+use trace_format::{ErrorKind, RecordSender, TraceRecord};
+use trace_sys::RunClock;
 
+pub use crate::plan::StagePlan;
 use crate::summary::{ReqStat, StageStats};
 use crate::workload::{WorkItem, Workload};
 
@@ -31,12 +34,12 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Sends one request and fills `rec`'s response columns (`sent_ns`, `chunk_ns`, `end_ns`,
 /// `status`, `error_kind`...).
 pub trait RequestSender: Send + Sync + 'static {
-    /// Sends `item`; times are offsets from `run_start`. When `cancel` completes the request is
+    /// Sends `item`; times are offsets on `clock`. When `cancel` completes the request is
     /// abandoned and the row gets `error_kind = cancelled`, keeping the chunks received so far.
     fn send<'a>(
         &'a self,
         item: &'a WorkItem,
-        run_start: Instant,
+        clock: &'a RunClock,
         rec: &'a mut TraceRecord,
         cancel: SendFuture<'a>,
     ) -> SendFuture<'a>;
@@ -98,59 +101,6 @@ pub struct Counters {
     pub stage_total: AtomicU64,
 }
 
-/// The stop signals: the first Ctrl-C stops releasing, the drain timeout cancels in-flight ones.
-#[derive(Clone)]
-pub struct Stop {
-    stopping: Arc<AtomicBool>,
-    stop_tx: Arc<watch::Sender<bool>>,
-    cancel_tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Self {
-            stopping: Arc::new(AtomicBool::new(false)),
-            stop_tx: Arc::new(watch::channel(false).0),
-            cancel_tx: Arc::new(watch::channel(false).0),
-        }
-    }
-}
-
-impl Stop {
-    /// Stops releasing new requests; in-flight ones drain.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.stop_tx.send_replace(true);
-    }
-
-    /// Whether [`Stop::stop`] was called.
-    pub fn is_stopped(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
-    fn cancel(&self) {
-        self.cancel_tx.send_replace(true);
-    }
-
-    async fn stopped(&self) {
-        let mut rx = self.stop_tx.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
-    }
-}
-
-/// One stage to dispatch: its label, rate and absolute offsets from the stage start.
-#[derive(Debug, Clone)]
-pub struct StagePlan {
-    /// Stage label (`rate=5`, `warmup`, `recorded`).
-    pub label: String,
-    /// Requested rate, None for recorded timing.
-    pub target_rate: Option<f64>,
-    /// Send offsets (ns) from the stage start, non-decreasing.
-    pub offsets_ns: Vec<i64>,
-    /// Workload index of the stage's first request.
-    pub first_item: u64,
-}
-
 /// What one dispatched stage did.
 #[derive(Debug, Clone)]
 pub struct StageOutcome {
@@ -181,8 +131,12 @@ pub struct Dispatcher {
     pub timer: Timer,
     /// Progress counters.
     pub counters: Arc<Counters>,
-    /// Stop signals.
-    pub stop: Stop,
+    /// Cancelled to stop releasing new requests (the first Ctrl-C or SIGTERM); in-flight ones
+    /// drain.
+    pub stop: CancellationToken,
+    /// Cancelled by the dispatcher when the drain timeout passes after a stop: in-flight
+    /// requests end as `cancelled` rows.
+    pub cancel: CancellationToken,
     /// After a stop, how long in-flight requests may finish before they are cancelled.
     pub drain_timeout: Duration,
 }
@@ -190,7 +144,7 @@ pub struct Dispatcher {
 struct Shared {
     d: Dispatcher,
     workload: Arc<Workload>,
-    run_start: Instant,
+    clock: RunClock,
     sem: Option<Arc<Semaphore>>,
     stats: Mutex<StageStats>,
     in_flight: AtomicI64,
@@ -200,24 +154,18 @@ struct Shared {
     target_rate: Option<f64>,
 }
 
-fn ns_since(run_start: Instant, t: Instant) -> i64 {
-    t.saturating_duration_since(run_start)
-        .as_nanos()
-        .min(i64::MAX as u128) as i64
-}
-
 impl Dispatcher {
     /// Dispatches one stage: releases its requests at `stage start + offset`, waits for all of
     /// them to finish (or, after a stop, for the drain timeout, then cancels the rest: each
     /// cancelled request is still a row, `error_kind = cancelled`).
     pub async fn run_stage(
         &self,
-        run_start: Instant,
+        clock: &RunClock,
         plan: &StagePlan,
         workload: Arc<Workload>,
     ) -> StageOutcome {
         let stage_start = Instant::now();
-        let start_ns = ns_since(run_start, stage_start);
+        let start_ns = clock.offset_ns(stage_start.into_std());
         if let Ok(mut s) = self.counters.stage.lock() {
             s.clone_from(&plan.label);
         }
@@ -227,7 +175,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             d: self.clone(),
             workload,
-            run_start,
+            clock: *clock,
             sem: self
                 .max_concurrency
                 .map(|c| Arc::new(Semaphore::new(c.max(1)))),
@@ -272,7 +220,7 @@ impl Dispatcher {
         // Without a stop, wait as long as requests take (each has the client's timeout).
         tokio::select! {
             () = &mut wait_idle => return,
-            () = self.stop.stopped() => {}
+            () = self.stop.cancelled() => {}
         }
         if tokio::time::timeout(self.drain_timeout, &mut wait_idle)
             .await
@@ -282,7 +230,7 @@ impl Dispatcher {
                 "drain timeout: cancelling {} in-flight requests",
                 shared.in_flight.load(Ordering::SeqCst)
             );
-            self.stop.cancel();
+            self.cancel.cancel();
             wait_idle.await;
         }
     }
@@ -292,14 +240,14 @@ impl Dispatcher {
 async fn release_tokio(shared: &Arc<Shared>, stage_start: Instant, plan: &StagePlan) -> u64 {
     let mut n = 0;
     for (k, &off) in plan.offsets_ns.iter().enumerate() {
-        if shared.d.stop.is_stopped() {
+        if shared.d.stop.is_cancelled() {
             break;
         }
         let item = shared.workload.item(plan.first_item + k as u64);
         let deadline = stage_start + Duration::from_nanos(off.max(0) as u64);
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {}
-            () = shared.d.stop.stopped() => break,
+            () = shared.d.stop.cancelled() => break,
         }
         spawn_request(shared, &tokio::runtime::Handle::current(), item, deadline);
         n += 1;
@@ -323,7 +271,7 @@ async fn release_thread(shared: &Arc<Shared>, stage_start: Instant, plan: &Stage
                 // The prompt is built before the deadline so that only the spawn happens after it.
                 let item = shared2.workload.item(first + k as u64);
                 let off = Duration::from_nanos(off.max(0) as u64);
-                if !precise_sleep_until(std_start + off, &shared2.d.stop.stopping) {
+                if !precise_sleep_until(std_start + off, &shared2.d.stop) {
                     break;
                 }
                 spawn_request(&shared2, &handle, item, stage_start + off);
@@ -342,10 +290,10 @@ async fn release_thread(shared: &Arc<Shared>, stage_start: Instant, plan: &Stage
 
 /// Sleeps until `deadline` on this OS thread: coarse sleeps in slices (to notice a stop), an OS
 /// sleep to [`SPIN`] plus the usual wake-up overshoot before it, then a spin. False if stopped.
-fn precise_sleep_until(deadline: std::time::Instant, stop: &AtomicBool) -> bool {
+fn precise_sleep_until(deadline: std::time::Instant, stop: &CancellationToken) -> bool {
     const OVERSHOOT: Duration = Duration::from_micros(60);
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_cancelled() {
             return false;
         }
         let now = std::time::Instant::now();
@@ -367,7 +315,7 @@ fn spawn_request(
     item: WorkItem,
     deadline: Instant,
 ) {
-    let scheduled_ns = ns_since(shared.run_start, deadline);
+    let scheduled_ns = shared.clock.offset_ns(deadline.into_std());
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
     let c = &shared.d.counters;
     c.released.fetch_add(1, Ordering::Relaxed);
@@ -386,13 +334,9 @@ fn spawn_request(
             parent_id: item.parent_id.clone(),
             ..Default::default()
         };
-        let cancel_rx = shared.d.stop.cancel_tx.subscribe();
-        let cancelled = move || -> SendFuture<'static> {
-            let mut rx = cancel_rx.clone();
-            Box::pin(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-        };
+        let cancel = shared.d.cancel.clone();
+        let cancelled =
+            move || -> SendFuture<'static> { Box::pin(cancel.clone().cancelled_owned()) };
         // The semaphore is FIFO: queued arrivals go out in schedule order.
         let permit = match &shared.sem {
             Some(s) => tokio::select! {
@@ -406,12 +350,12 @@ fn spawn_request(
                 shared
                     .d
                     .sender
-                    .send(&item, shared.run_start, &mut rec, cancelled())
+                    .send(&item, &shared.clock, &mut rec, cancelled())
                     .await
             }
             None => {
-                rec.end_ns = Some(ns_since(shared.run_start, Instant::now()));
-                rec.error_kind = Some("cancelled".into());
+                rec.end_ns = Some(shared.clock.now_ns());
+                rec.error_kind = Some(ErrorKind::Cancelled);
                 rec.error_msg = Some("cancelled while queued at the concurrency cap".into());
             }
         }
@@ -452,21 +396,22 @@ mod tests {
         fn send<'a>(
             &'a self,
             item: &'a WorkItem,
-            run_start: Instant,
+            clock: &'a RunClock,
             rec: &'a mut TraceRecord,
             cancel: SendFuture<'a>,
         ) -> SendFuture<'a> {
             Box::pin(async move {
-                rec.sent_ns = Some(ns_since(run_start, Instant::now()));
+                let now = || clock.offset_ns(Instant::now().into_std());
+                rec.sent_ns = Some(now());
                 tokio::select! {
                     () = tokio::time::sleep(self.service) => {}
                     () = cancel => {
-                        rec.end_ns = Some(ns_since(run_start, Instant::now()));
-                        rec.error_kind = Some("cancelled".into());
+                        rec.end_ns = Some(now());
+                        rec.error_kind = Some(ErrorKind::Cancelled);
                         return;
                     }
                 }
-                let t = ns_since(run_start, Instant::now());
+                let t = now();
                 let n = item.max_tokens.unwrap_or(1);
                 rec.chunk_ns = vec![t; n as usize];
                 rec.chunk_tokens = vec![1; n as usize];
@@ -490,7 +435,8 @@ mod tests {
             max_concurrency: cap,
             timer: Timer::Tokio,
             counters: Arc::default(),
-            stop: Stop::default(),
+            stop: CancellationToken::new(),
+            cancel: CancellationToken::new(),
             drain_timeout: Duration::from_secs(1),
         };
         (d, mem)
@@ -523,9 +469,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_at_exact_offsets() {
         let (d, mem) = dispatcher(100, None);
-        let run_start = Instant::now();
+        let clock = RunClock::from_parts(Instant::now().into_std(), 0);
         let out = d
-            .run_stage(run_start, &plan(&[0, 200, 200, 1000]), workload())
+            .run_stage(&clock, &plan(&[0, 200, 200, 1000]), workload())
             .await;
         assert_eq!(out.released, 4);
         let recs = sorted(&mem);
@@ -545,10 +491,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrency_cap_queues_and_records_the_wait() {
         let (d, mem) = dispatcher(100, Some(1));
-        let run_start = Instant::now();
-        let out = d
-            .run_stage(run_start, &plan(&[0, 10, 20]), workload())
-            .await;
+        let clock = RunClock::from_parts(Instant::now().into_std(), 0);
+        let out = d.run_stage(&clock, &plan(&[0, 10, 20]), workload()).await;
         assert_eq!(out.released, 3);
         let recs = sorted(&mem);
         let sent: Vec<i64> = recs
@@ -572,11 +516,11 @@ mod tests {
         let stop = d.stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            stop.stop();
+            stop.cancel();
         });
-        let run_start = Instant::now();
+        let clock = RunClock::from_parts(Instant::now().into_std(), 0);
         let out = d
-            .run_stage(run_start, &plan(&[0, 100, 200, 300, 400]), workload())
+            .run_stage(&clock, &plan(&[0, 100, 200, 300, 400]), workload())
             .await;
         assert_eq!(out.released, 3);
         let recs = sorted(&mem);
@@ -592,13 +536,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stages_follow_each_other_and_items_advance() {
         let (d, mem) = dispatcher(50, None);
-        let run_start = Instant::now();
+        let clock = RunClock::from_parts(Instant::now().into_std(), 0);
         let w = workload();
-        let a = d.run_stage(run_start, &plan(&[0, 10]), w.clone()).await;
+        let a = d.run_stage(&clock, &plan(&[0, 10]), w.clone()).await;
         let mut p = plan(&[0, 10]);
         p.first_item = 2;
         p.label = "rate=9".into();
-        let b = d.run_stage(run_start, &p, w).await;
+        let b = d.run_stage(&clock, &p, w).await;
         assert!(b.start_ns >= a.end_ns);
         let ids: Vec<String> = sorted(&mem).into_iter().map(|r| r.request_id).collect();
         assert_eq!(ids, ["req-0", "req-1", "req-2", "req-3"]);
@@ -606,11 +550,11 @@ mod tests {
 
     #[test]
     fn precise_sleep_reaches_the_deadline_and_sees_stop() {
-        let stop = AtomicBool::new(false);
+        let stop = CancellationToken::new();
         let d = std::time::Instant::now() + Duration::from_millis(60);
         assert!(precise_sleep_until(d, &stop));
         assert!(std::time::Instant::now() >= d);
-        stop.store(true, Ordering::Relaxed);
+        stop.cancel();
         assert!(!precise_sleep_until(d + Duration::from_secs(10), &stop));
     }
 }

@@ -1,52 +1,77 @@
-//! trace-replay: everything behind `trace replay` except HTTP and the command line.
+//! trace-replay: everything behind `trace replay` and `trace synth` except HTTP and the command
+//! line.
 //!
-//! It owns arrival schedules ([`schedule`]: constant, Poisson, gamma, daily cycle, recorded,
-//! retargeted), workloads ([`workload`]: random, ShareGPT, trace files), the dispatcher
-//! ([`dispatch`]: absolute deadlines from one run start, a dedicated release thread, concurrency
-//! caps that queue and record the wait, drain on stop), the per-stage summary ([`summary`]) and
-//! the entry point [`run`] that ties them to trace-client, trace-sim and the trace-format writer.
+//! Files, one concern each:
+//! - [`workload`]: what each request asks for (random, ShareGPT through trace-import's reader,
+//!   a trace file);
+//! - [`schedule`]: when: one generator per [`Arrival`] process, recorded timelines, retargeting;
+//! - [`synth`]: synthetic workload files (`trace synth`) from the same arrival generators;
+//! - [`config`]: [`ReplayConfig`], validated, holding the client's [`trace_client::ClientConfig`];
+//! - [`plan`]: the stages of a run (one per rate, a warmup), each a list of absolute offsets;
+//! - [`dispatch`]: releases requests at their deadlines from one run clock (a dedicated timing
+//!   thread), caps concurrency by queueing and recording the wait, drains on stop;
+//! - [`summary`]: fixed-size per-stage statistics for the end-of-run table;
+//! - `run`: [`run`], which ties them to trace-client and the trace-format writer.
 //!
-//! It must not depend on clap or polars: trace-cli parses, trace-analyze analyses.
+//! It depends on trace-format, trace-client, trace-import (the ShareGPT reader), trace-stats and
+//! trace-sys; the simulator is a dev-dependency only (the command line starts it when no URL is
+//! given). It must not depend on clap or polars: trace-cli parses and renders, trace-analyze
+//! analyses.
 
+pub mod config;
 pub mod dispatch;
-pub mod progress;
-pub mod record;
+pub mod plan;
 mod run;
 pub mod schedule;
-pub mod selfcheck;
 pub mod summary;
+pub mod synth;
 pub mod workload;
 
 use std::path::PathBuf;
 
-pub use run::{DEFAULT_REQUESTS, ReplayConfig, Summary, raise_nofile_limit, run, stage_label};
-pub use schedule::{Arrival, Constant, DailyCycle, Gamma, Poisson};
+pub use config::ReplayConfig;
+pub use plan::{DEFAULT_REQUESTS, stage_label};
+pub use run::{Summary, run};
+pub use schedule::{Arrival, DailyProfile};
 
-/// Errors of a replay. A failed request is never an error: it is a row.
+/// Errors of a replay or a synthesis. A failed request is never an error: it is a row.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An invalid setting (rate, length, ratio...); the message names the value.
     #[error("{0}")]
     Config(String),
     /// A file could not be read.
-    #[error("cannot read {path}: {source}", path = path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
     /// A workload file is malformed.
-    #[error("workload {path}: {problem}", path = path.display())]
+    #[error("workload {}: {problem}", path.display())]
     Workload {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the entry or row.
         problem: String,
     },
-    /// The target could not be started or reached (simulator, `/v1/models`, client setup).
-    #[error("{0}")]
-    Target(String),
+    /// The server could not tell its models.
+    #[error("cannot ask {url} for its models (give --model to skip asking)")]
+    Models {
+        /// The target (credentials redacted).
+        url: String,
+        /// Why.
+        #[source]
+        source: trace_client::Error,
+    },
+    /// The client could not be set up (URL, tokenizer, TLS...).
+    #[error(transparent)]
+    Client(#[from] trace_client::Error),
+    /// A workload file in an external format could not be read.
+    #[error(transparent)]
+    Import(#[from] trace_import::Error),
     /// Reading or writing a trace failed.
     #[error(transparent)]
     Format(#[from] trace_format::Error),

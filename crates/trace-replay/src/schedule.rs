@@ -1,16 +1,19 @@
 //! Arrival schedules: pure iterators of **absolute** send offsets from a stage's start.
 //!
-//! [`Constant`], [`Poisson`] and [`Gamma`] are synthetic renewal processes drawn from a named,
-//! seeded RNG (`ChaCha8Rng`, so the same seed gives the same schedule on every machine);
-//! [`DailyCycle`] thins a Poisson process by a sinusoidal rate; [`recorded`], [`retarget`] and
-//! [`time_scale`] turn a trace's `scheduled_ns` into a timeline. Offsets are absolute (not gaps)
-//! so that the dispatcher never accumulates sleep error.
+//! One generator per [`Arrival`] process (the one type, defined with the trace's metadata in
+//! trace-format and used by both `trace replay` and `trace synth`): [`Constant`], [`Poisson`]
+//! and [`Gamma`] are renewal processes drawn from a named, seeded RNG (`ChaCha8Rng`, so the same
+//! seed gives the same schedule on every machine); [`Daily`] thins a Poisson process by a daily
+//! profile. [`arrivals`] streams any of them; [`offsets_ns`] takes `n` at an exact rate.
+//! [`recorded`], [`retarget`] and [`time_scale`] turn a trace's `scheduled_ns` into a timeline.
+//! Offsets are absolute (not gaps) so that the dispatcher never accumulates sleep error.
 
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
+pub use trace_format::{Arrival, DailyProfile};
 
 use crate::Error;
 
@@ -143,60 +146,50 @@ impl Iterator for Gamma {
     }
 }
 
-/// A non-homogeneous Poisson process with a daily cycle,
-/// `rate(t) = mean * (1 + amplitude * sin(2*pi*t/period))`, synthesised by thinning
-/// (Lewis-Shedler): candidates at the peak rate, each kept with probability `rate(t)/peak`.
+/// A non-homogeneous Poisson process whose rate follows a [`DailyProfile`]: candidates at the
+/// peak rate, each kept with probability `rate(t)/peak` (Lewis-Shedler thinning). The first
+/// arrival is at offset 0.
 #[derive(Debug, Clone)]
-pub struct DailyCycle {
+pub struct Daily {
     mean_per_s: f64,
-    amplitude: f64,
-    period_s: f64,
+    profile: DailyProfile,
     rng: ChaCha8Rng,
     t_s: f64,
+    first: bool,
 }
 
-impl DailyCycle {
-    /// `mean_per_s` > 0 and finite, `amplitude` in [0, 1], `period` > 0 (a day: 86400 s).
-    pub fn new(
-        mean_per_s: f64,
-        amplitude: f64,
-        period: Duration,
-        seed: u64,
-    ) -> Result<Self, Error> {
+impl Daily {
+    /// `mean_per_s` > 0 and finite; the profile as [`DailyProfile::check`] accepts.
+    pub fn new(mean_per_s: f64, profile: DailyProfile, seed: u64) -> Result<Self, Error> {
         check_rate(mean_per_s)?;
         if mean_per_s.is_infinite() {
             return Err(Error::Config(
                 "invalid rate 'inf' for a daily cycle: must be finite".into(),
             ));
         }
-        if !(0.0..=1.0).contains(&amplitude) {
-            return Err(Error::Config(format!(
-                "invalid amplitude '{amplitude}': must be in [0, 1]"
-            )));
-        }
-        if period.is_zero() {
-            return Err(Error::Config("invalid period '0s': must be > 0".into()));
-        }
+        profile.check().map_err(Error::Config)?;
         Ok(Self {
             mean_per_s,
-            amplitude,
-            period_s: period.as_secs_f64(),
+            profile,
             rng: ChaCha8Rng::seed_from_u64(seed),
             t_s: 0.0,
+            first: true,
         })
     }
 }
 
-impl Iterator for DailyCycle {
+impl Iterator for Daily {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
-        let peak = self.mean_per_s * (1.0 + self.amplitude);
+        if std::mem::take(&mut self.first) {
+            return Some(Duration::ZERO);
+        }
+        let peak = self.mean_per_s * self.profile.max_factor();
         loop {
             let u: f64 = self.rng.random();
             self.t_s += -(1.0 - u).ln() / peak;
-            let phase = std::f64::consts::TAU * self.t_s / self.period_s;
-            let rate = self.mean_per_s * (1.0 + self.amplitude * phase.sin());
             let keep: f64 = self.rng.random();
+            let rate = self.mean_per_s * self.profile.factor(self.t_s);
             if keep * peak < rate || self.t_s >= MAX_OFFSET_S {
                 return Some(secs(self.t_s));
             }
@@ -242,42 +235,41 @@ pub fn time_scale(timeline_ns: &[i64], factor: f64) -> Result<Vec<i64>, Error> {
         .collect())
 }
 
-/// The arrival process of a synthetic stage, as chosen on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Arrival {
-    /// Poisson (the default).
-    Poisson,
-    /// Gamma renewal with shape `burstiness`.
-    Gamma {
-        /// Shape K; CV = 1/sqrt(K).
-        burstiness: f64,
-    },
-    /// Evenly spaced.
-    Constant,
+/// The endless schedule of `arrival` at `rate_per_s` (the mean rate for gamma and daily),
+/// seeded, as absolute offsets in ns; the first arrival is at 0.
+pub fn arrivals(
+    arrival: &Arrival,
+    rate_per_s: f64,
+    seed: u64,
+) -> Result<Box<dyn Iterator<Item = i64> + Send>, Error> {
+    arrival.check().map_err(Error::Config)?;
+    let it: Box<dyn Iterator<Item = Duration> + Send> = match arrival {
+        Arrival::Poisson => Box::new(Poisson::new(rate_per_s, seed)?),
+        Arrival::Gamma { burstiness } => Box::new(Gamma::new(rate_per_s, *burstiness, seed)?),
+        Arrival::Constant => Box::new(Constant::new(rate_per_s)?),
+        Arrival::Daily { profile } => Box::new(Daily::new(rate_per_s, profile.clone(), seed)?),
+    };
+    Ok(Box::new(
+        it.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+    ))
 }
 
-impl Arrival {
-    /// The first `n` offsets (ns) of this process at `rate_per_s`, seeded, rescaled so that their
-    /// mean rate `(n - 1) / (last - first)` is exactly `rate_per_s`.
-    pub fn offsets_ns(self, rate_per_s: f64, n: usize, seed: u64) -> Result<Vec<i64>, Error> {
-        let it: Box<dyn Iterator<Item = Duration>> = match self {
-            Arrival::Poisson => Box::new(Poisson::new(rate_per_s, seed)?),
-            Arrival::Gamma { burstiness } => Box::new(Gamma::new(rate_per_s, burstiness, seed)?),
-            Arrival::Constant => Box::new(Constant::new(rate_per_s)?),
-        };
-        let v: Vec<i64> = it
-            .take(n)
-            .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
-            .collect();
-        // A random schedule of n arrivals misses its rate by about 1/sqrt(n) (3% at n = 1000);
-        // rescale it so the realised mean rate, (n - 1) / span, is the target exactly, as vLLM's
-        // benchmark does. Gap ratios (burst shape, CV) are unchanged.
-        match self {
-            Arrival::Constant => Ok(v),
-            _ if rate_per_s.is_infinite() || n < 2 => Ok(v),
-            _ => retarget(&v, rate_per_s),
-        }
+/// The first `n` offsets (ns) of `arrival` at `rate_per_s`, seeded. Poisson and gamma schedules
+/// are rescaled so that their mean rate `(n - 1) / (last - first)` is exactly `rate_per_s`, as
+/// vLLM's benchmark does: a random schedule of n arrivals misses its rate by about 1/sqrt(n) (3%
+/// at n = 1000). Gap ratios (burst shape, CV) are unchanged. Constant is exact already; a daily
+/// cycle keeps its shape in time.
+pub fn offsets_ns(
+    arrival: &Arrival,
+    rate_per_s: f64,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<i64>, Error> {
+    let v: Vec<i64> = arrivals(arrival, rate_per_s, seed)?.take(n).collect();
+    match arrival {
+        Arrival::Constant | Arrival::Daily { .. } => Ok(v),
+        _ if rate_per_s.is_infinite() || n < 2 => Ok(v),
+        _ => retarget(&v, rate_per_s),
     }
 }
 
@@ -312,7 +304,17 @@ mod tests {
         assert!(Gamma::new(1.0, f64::NAN, 1).is_err());
         assert!(time_scale(&[0], 0.0).is_err());
         assert!(time_scale(&[0], f64::INFINITY).is_err());
-        assert!(DailyCycle::new(1.0, 2.0, Duration::from_secs(1), 1).is_err());
+        let amp = DailyProfile::Sinusoid {
+            amplitude: 2.0,
+            period_s: 1.0,
+            peak_s: 0.0,
+        };
+        assert!(Daily::new(1.0, amp, 1).is_err());
+        let flat = DailyProfile::Hourly {
+            weights: vec![0.0; 24],
+        };
+        assert!(arrivals(&Arrival::Daily { profile: flat }, 1.0, 1).is_err());
+        assert!(arrivals(&Arrival::Gamma { burstiness: 0.0 }, 1.0, 1).is_err());
     }
 
     #[test]
@@ -399,25 +401,39 @@ mod tests {
 
     #[test]
     fn daily_cycle_follows_the_mean_and_the_peak() {
-        let period = Duration::from_secs(100);
-        let v: Vec<Duration> = DailyCycle::new(100.0, 0.8, period, 5)
-            .unwrap()
-            .take_while(|d| *d < Duration::from_secs(1000))
-            .collect();
-        let rate = v.len() as f64 / 1000.0;
-        assert!((rate - 100.0).abs() < 5.0, "mean rate {rate}");
-        // First quarter of each period (sin > 0) is busier than the third quarter.
-        let q = |lo: f64, hi: f64| {
-            v.iter()
-                .filter(|d| (lo..hi).contains(&(d.as_secs_f64() % 100.0)))
-                .count()
+        // A whole number of periods so the profile averages out.
+        let profile = DailyProfile::Sinusoid {
+            amplitude: 0.8,
+            period_s: 100.0,
+            peak_s: 25.0,
         };
-        assert!(
-            q(0.0, 50.0) > 2 * q(50.0, 100.0),
-            "{} vs {}",
-            q(0.0, 50.0),
-            q(50.0, 100.0)
-        );
+        let v: Vec<i64> = arrivals(&Arrival::Daily { profile }, 20.0, 1)
+            .unwrap()
+            .take_while(|&t| t < 1_000_000_000_000)
+            .collect();
+        assert_eq!(v[0], 0);
+        assert!(v.windows(2).all(|w| w[0] <= w[1]));
+        let r = v.len() as f64 / 1000.0;
+        assert!((r - 20.0).abs() / 20.0 < 0.05, "daily rate {r}");
+        // More arrivals near the peak (t mod 100 in 0..50) than in the trough.
+        let near = v
+            .iter()
+            .filter(|&&t| (t / 1_000_000_000) % 100 < 50)
+            .count();
+        assert!(near as f64 > 0.7 * v.len() as f64, "{near} of {}", v.len());
+    }
+
+    #[test]
+    fn streams_keep_their_mean_rate_without_rescaling() {
+        for (a, tol) in [
+            (Arrival::Poisson, 0.05),
+            (Arrival::Gamma { burstiness: 0.5 }, 0.08),
+            (Arrival::Gamma { burstiness: 4.0 }, 0.05),
+        ] {
+            let v: Vec<i64> = arrivals(&a, 10.0, 7).unwrap().take(20_000).collect();
+            let r = 20_000.0 / (*v.last().unwrap() as f64 / 1e9);
+            assert!((r - 10.0).abs() / 10.0 < tol, "{a:?}: rate {r}");
+        }
     }
 
     #[test]
@@ -449,19 +465,15 @@ mod tests {
 
     #[test]
     fn arrival_offsets() {
-        let c = Arrival::Constant.offsets_ns(10.0, 3, 0).unwrap();
+        let c = offsets_ns(&Arrival::Constant, 10.0, 3, 0).unwrap();
         assert_eq!(c, vec![0, 100_000_000, 200_000_000]);
         for a in [Arrival::Poisson, Arrival::Gamma { burstiness: 0.5 }] {
-            let p = a.offsets_ns(10.0, 1001, 1).unwrap();
+            let p = offsets_ns(&a, 10.0, 1001, 1).unwrap();
             assert_eq!(p.len(), 1001);
             // Exactly 10 req/s over the whole schedule, not merely within sampling error.
             assert_eq!(p[1000], 100_000_000_000);
             assert!(p.windows(2).all(|w| w[0] <= w[1]));
         }
-        assert!(
-            Arrival::Gamma { burstiness: 0.0 }
-                .offsets_ns(1.0, 1, 1)
-                .is_err()
-        );
+        assert!(offsets_ns(&Arrival::Gamma { burstiness: 0.0 }, 1.0, 1, 1).is_err());
     }
 }

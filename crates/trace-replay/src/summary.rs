@@ -1,6 +1,7 @@
-//! The end-of-run summary: per-stage counts, throughput, TTFT/TPOT and send-lag percentiles,
-//! accumulated request by request into a [`StageStats`] of fixed size (the full analysis, with
-//! polars, is `trace report`). Definitions follow DESIGN.md "Metric definitions".
+//! The end-of-run summary's numbers: per-stage counts, throughput, TTFT/TPOT and send-lag
+//! percentiles, accumulated request by request into a [`StageStats`] of fixed size (the full
+//! analysis, with polars, is `trace report`). Each request's metrics come from
+//! [`trace_format::derive`], the one definition; trace-cli draws the table.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -9,7 +10,7 @@ use trace_format::TraceRecord;
 /// The figures of one finished request that the summary needs (a few words, not the chunks).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReqStat {
-    /// Finished without an error.
+    /// Completed: no error, sent and ended.
     pub ok: bool,
     /// `sent_ns`.
     pub sent_ns: Option<i64>,
@@ -30,35 +31,15 @@ pub struct ReqStat {
 impl ReqStat {
     /// Extracts the figures from a finished record.
     pub fn from_record(r: &TraceRecord) -> Self {
-        let ok = r.error_kind.is_none();
-        let lag_ns = r.sent_ns.map(|s| s - r.scheduled_ns);
-        let first_tok = r
-            .chunk_ns
-            .iter()
-            .zip(&r.chunk_tokens)
-            .find(|(_, k)| **k > 0)
-            .map(|(t, _)| *t);
-        let ttft_ns = match (first_tok, r.sent_ns) {
-            (Some(f), Some(s)) => Some(f - s),
-            _ => None,
-        };
-        let out = r
-            .output_tokens
-            .or_else(|| (!r.chunk_tokens.is_empty()).then(|| r.chunk_tokens.iter().sum::<i32>()));
-        let tpot_ns = match (ttft_ns, r.sent_ns, r.end_ns, out) {
-            (Some(ttft), Some(s), Some(e), Some(n)) if n > 1 => {
-                Some(((e - s) - ttft) as f64 / f64::from(n - 1))
-            }
-            _ => None,
-        };
+        let m = r.metrics();
         Self {
-            ok,
+            ok: m.completed,
             sent_ns: r.sent_ns,
             end_ns: r.end_ns,
-            lag_ns,
-            ttft_ns,
-            tpot_ns,
-            output_tokens: out,
+            lag_ns: m.send_lag_ns,
+            ttft_ns: m.ttft_ns,
+            tpot_ns: m.tpot_ns,
+            output_tokens: i32::try_from(m.output_tokens).ok(),
             max_tokens: r.max_tokens,
         }
     }
@@ -91,18 +72,6 @@ pub struct StageSummary {
     pub lag_p99_us: Option<f64>,
     /// Successful requests whose output was shorter than their `max_tokens` (early EOS).
     pub short_outputs: u64,
-}
-
-/// Linear-interpolated percentile (`q` in 0..=100) of unsorted values; None when empty.
-pub fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let pos = (q / 100.0).clamp(0.0, 1.0) * (values.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
 }
 
 /// One stage's running totals and latency histograms. Its size does not grow with the number
@@ -204,40 +173,6 @@ impl StageStats {
     }
 }
 
-/// Renders the summary table (plain text, one line per stage).
-pub fn render_table(stages: &[StageSummary]) -> String {
-    let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
-    let mut out = format!(
-        "{:<14} {:>6} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}\n",
-        "stage",
-        "ok",
-        "failed",
-        "req/s",
-        "out tok/s",
-        "TTFT p50",
-        "TTFT p99",
-        "TPOT p50",
-        "lag p50",
-        "lag p99"
-    );
-    for s in stages {
-        out.push_str(&format!(
-            "{:<14} {:>6} {:>6} {:>8.2} {:>10.1} {:>8} ms {:>8} ms {:>8} ms {:>8} us {:>8} us\n",
-            s.stage,
-            s.ok,
-            s.failed,
-            s.req_per_s,
-            s.output_tok_per_s,
-            f(s.ttft_p50_ms, 1),
-            f(s.ttft_p99_ms, 1),
-            f(s.tpot_p50_ms, 2),
-            f(s.lag_p50_us, 0),
-            f(s.lag_p99_us, 0),
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,17 +201,9 @@ mod tests {
     }
 
     #[test]
-    fn percentiles() {
-        assert_eq!(percentile(&mut [], 50.0), None);
-        assert_eq!(percentile(&mut [3.0, 1.0, 2.0], 50.0), Some(2.0));
-        assert_eq!(percentile(&mut [1.0, 2.0], 50.0), Some(1.5));
-        assert_eq!(percentile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 100.0), Some(5.0));
-    }
-
-    #[test]
     fn stage_summary_counts_short_outputs_and_failures() {
         let mut failed = rec(0, 0, &[], 1_000_000_000, 4);
-        failed.error_kind = Some("timeout".into());
+        failed.error_kind = Some(trace_format::ErrorKind::Timeout);
         let mut acc = StageStats::default();
         for r in [
             rec(0, 0, &[(100, 1), (200, 3)], 1_000_000_000, 4),
@@ -289,8 +216,6 @@ mod tests {
         assert_eq!((s.ok, s.failed, s.short_outputs), (2, 1, 1));
         assert!((s.req_per_s - 1.0).abs() < 1e-9);
         assert!((s.output_tok_per_s - 2.5).abs() < 1e-9);
-        let t = render_table(&[s]);
-        assert!(t.contains("rate=1") && t.contains("TTFT p50"), "{t}");
     }
 
     #[test]
@@ -318,7 +243,7 @@ mod tests {
             (s.ttft_p50_ms.unwrap(), 50.0),
             (s.ttft_p99_ms.unwrap(), 99.0),
         ] {
-            let want = percentile(&mut exact, p).unwrap();
+            let want = trace_stats::percentile(&mut exact, p).unwrap();
             assert!((got - want).abs() <= want * 1e-3, "p{p}: {got} vs {want}");
         }
         assert!((s.tpot_p50_ms.unwrap() - 5.0).abs() <= 5.0 * 1e-3);

@@ -1,5 +1,6 @@
 //! Workloads: what each request asks for. `random` (exact or ranged synthetic lengths),
-//! `sharegpt=FILE` (the first human turn and the length of its reply) and a trace file
+//! `sharegpt=FILE` (the first human turn and the length of its reply, through trace-import's
+//! one ShareGPT reader) and a trace file
 //! (`.parquet`, its request ids, prompts or prompt lengths, output caps and recorded timeline).
 //!
 //! Items are produced on demand by index ([`Workload::item`]), so a run of a million synthetic
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use trace_client::HfTokenizer;
 
 use crate::Error;
@@ -143,51 +144,23 @@ impl Workload {
         })
     }
 
-    /// A ShareGPT file: for each conversation, the first human turn is the prompt and the next
-    /// turn's length (in words) is the output cap, as vLLM's loader does; conversations without a
-    /// reply are skipped.
+    /// A ShareGPT file, read by trace-import's one reader (as `trace import sharegpt` reads it):
+    /// for each conversation, the first human turn is the prompt and the next turn's length (in
+    /// words) is the output cap, as vLLM's loader does; conversations without a reply are
+    /// skipped.
     pub fn sharegpt(path: &Path, seed: u64) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let entries: Vec<serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| Error::Workload {
-                path: path.to_path_buf(),
-                problem: format!("not a ShareGPT JSON array: {e}"),
-            })?;
         let mut items = Vec::new();
-        for (i, v) in entries.into_iter().enumerate() {
-            let entry: ShareGptEntry = serde_json::from_value(v).map_err(|e| Error::Workload {
-                path: path.to_path_buf(),
-                problem: format!("entry {i}: {e}"),
-            })?;
-            let Some(pos) = entry.conversations.iter().position(|t| t.from == "human") else {
-                continue;
-            };
-            let Some(reply) = entry.conversations.get(pos + 1) else {
-                continue;
-            };
-            let prompt = entry.conversations[pos].value.clone();
-            let prompt_tokens = count_words(&prompt);
-            let out = count_words(&reply.value);
-            if prompt_tokens == 0 || out == 0 {
-                continue;
-            }
-            let id = match entry.id {
-                Some(serde_json::Value::String(s)) => s,
-                Some(other) => other.to_string(),
-                None => format!("sharegpt-{i}"),
-            };
+        trace_import::read_sharegpt(path, |it| {
             items.push(WorkItem {
-                request_id: id,
-                prompt,
-                prompt_tokens,
-                max_tokens: Some(out),
+                request_id: it.request_id,
+                prompt: it.prompt,
+                prompt_tokens: it.prompt_words,
+                max_tokens: Some(it.reply_words),
                 hash_ids: Vec::new(),
                 parent_id: None,
             });
-        }
+            Ok(trace_import::Next::Continue)
+        })?;
         if items.is_empty() {
             return Err(Error::Workload {
                 path: path.to_path_buf(),
@@ -209,7 +182,7 @@ impl Workload {
     /// reproduced), output cap from `max_tokens` else `output_tokens` (else none), and `scheduled_ns` as
     /// the recorded timeline.
     pub fn trace(path: &Path, seed: u64) -> Result<Self, Error> {
-        let (_meta, mut recs) = trace_format::read_all(path).map_err(Error::Format)?;
+        let (_meta, mut recs) = trace_format::read_all(path)?;
         if recs.is_empty() {
             return Err(Error::Workload {
                 path: path.to_path_buf(),
@@ -232,7 +205,7 @@ impl Workload {
                 (Some(p), t) => {
                     let n = t
                         .map(|t| t.max(0) as u32)
-                        .unwrap_or_else(|| count_words(&p));
+                        .unwrap_or_else(|| trace_import::sharegpt::words(&p));
                     (p, n)
                 }
                 (None, Some(t)) if t > 0 => {
@@ -358,23 +331,6 @@ impl Workload {
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ShareGptEntry {
-    #[serde(default)]
-    id: Option<serde_json::Value>,
-    conversations: Vec<ShareGptTurn>,
-}
-
-#[derive(Deserialize)]
-struct ShareGptTurn {
-    from: String,
-    value: String,
-}
-
-fn count_words(s: &str) -> u32 {
-    s.split_whitespace().count().min(u32::MAX as usize) as u32
 }
 
 /// One RNG stream per item: item i is the same whatever else the run draws.
@@ -636,7 +592,7 @@ mod tests {
             request_id: "failed".into(),
             prompt_tokens: Some(3),
             output_tokens: Some(0),
-            error_kind: Some("http_5xx".into()),
+            error_kind: Some(trace_format::ErrorKind::Http5xx),
             ..Default::default()
         })
         .unwrap();

@@ -84,16 +84,7 @@ pub struct StageResult {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
+    trace_stats::percentile(v, 50.0).unwrap_or(f64::NAN)
 }
 
 /// Runs one stage of `requests` at `rate` through `params` in virtual time.

@@ -7,9 +7,11 @@
 //! - [`profile`]: named engine models fitted to published runs; [`calibrate`]: the fitting
 //!   workload and the saturation test.
 //! - [`fault`]: faults on demand; the server (axum, one scheduler task per engine) in [`serve`]
-//!   and [`spawn`] (its own OS thread and current-thread runtime).
+//!   and [`spawn`] (its own OS thread and current-thread runtime);
+//! - [`truth`]: the ground-truth file, written by the server and read by [`read_truth`].
 //!
-//! It must not depend on the other trace crates: the HTTP surface is its only contract.
+//! It depends only on trace-stats and trace-sys: the HTTP surface is its contract with the
+//! client side, which uses the simulator as a dev-dependency (the command line starts it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,40 +23,13 @@ pub mod engine;
 pub mod fault;
 pub mod profile;
 mod server;
-mod truth;
+pub mod truth;
 
 pub use engine::EngineParams;
 pub use fault::{Fault, FaultSpec};
 pub use profile::{DEFAULT_PROFILE, profile_names};
-pub use server::{SimHandle, listen, listen_shared, serve, spawn};
-
-/// One wall-clock reading paired with a monotonic instant: the anchor that puts a run's
-/// monotonic offsets on the UNIX clock (the simulator's truth log and every trace file use one).
-///
-/// Two unpaired reads can be split by a preemption, and on a loaded machine that split (up to
-/// milliseconds) becomes a constant error between the client's and the server's clocks, larger
-/// than the transit being measured. So the wall clock is read between two monotonic reads, the
-/// tightest of a few tries is kept, and the instant is their midpoint.
-pub fn wall_anchor() -> (std::time::Instant, i64) {
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    let mut best: Option<(Duration, Instant, i64)> = None;
-    for _ in 0..20 {
-        let a = Instant::now();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let b = Instant::now();
-        let gap = b - a;
-        if best.is_none_or(|(g, _, _)| gap < g) {
-            best = Some((gap, a + gap / 2, wall));
-        }
-        if gap < Duration::from_micros(2) {
-            break;
-        }
-    }
-    let (_, at, wall) = best.expect("at least one try");
-    (at, wall)
-}
+pub use server::{SimHandle, serve, spawn};
+pub use truth::{TruthRecord, read_truth};
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +83,25 @@ pub enum Error {
         /// The tokenizers crate's message.
         reason: String,
     },
-    /// The ground-truth file could not be created or written.
-    #[error("cannot write ground truth file {path}")]
+    /// The ground-truth file could not be created, written or read.
+    #[error("ground truth file {}", path.display())]
     Truth {
         /// The file.
         path: PathBuf,
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A ground-truth line is not a [`TruthRecord`].
+    #[error("ground truth file {}, line {line}", path.display())]
+    TruthLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
     },
     /// The runtime or server failed.
     #[error("simulator server failed")]
@@ -327,24 +313,6 @@ impl Default for SimConfig {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn wall_anchor_puts_monotonic_time_on_the_unix_clock() {
-        let (at, wall) = super::wall_anchor();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let projected = wall + at.elapsed().as_nanos() as i64;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
-        // The projection tracks the wall clock (loosely: only a clock step could break it).
-        assert!(
-            (projected - now).abs() < 1_000_000_000,
-            "{}",
-            projected - now
-        );
-        assert!(now - wall >= 20_000_000);
-    }
-
     use super::*;
 
     #[test]

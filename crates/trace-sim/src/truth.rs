@@ -1,55 +1,61 @@
-//! Ground truth: one JSON line per finished request with the server-side arrival time and the
-//! time each event was handed to the socket, written by a background thread.
+//! Ground truth: one JSON line per finished request ([`TruthRecord`]) with the server-side
+//! arrival time and the time each event was handed to the socket, written by a background
+//! thread (`--truth FILE`) and read back by [`read_truth`] (selfcheck, the proxy benchmark).
 //!
-//! Times are ns since the UNIX epoch from ONE wall-clock reading at startup plus a monotonic
-//! offset, so they are comparable with a client on the same host that does the same.
+//! Times are UNIX ns on the simulator's [`trace_sys::RunClock`] (one wall-clock reading at
+//! startup plus a monotonic offset), so they are comparable with a client on the same host
+//! that does the same.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use serde::Serialize;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// One wall-clock anchor plus a monotonic clock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    anchor_unix_ns: u64,
-    anchor: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        let (anchor, unix_ns) = crate::wall_anchor();
-        Self {
-            anchor_unix_ns: u64::try_from(unix_ns).unwrap_or(0),
-            anchor,
-        }
-    }
-
-    pub(crate) fn unix_ns(&self) -> u64 {
-        self.anchor_unix_ns + self.anchor.elapsed().as_nanos() as u64
-    }
-
-    pub(crate) fn unix_secs(&self) -> u64 {
-        self.unix_ns() / 1_000_000_000
-    }
-}
-
 /// One line of the ground-truth file.
-#[derive(Debug, Serialize)]
-pub(crate) struct TruthRecord {
-    pub(crate) request_id: String,
-    pub(crate) arrival_unix_ns: u64,
-    pub(crate) event_unix_ns: Vec<u64>,
-    pub(crate) event_tokens: Vec<u32>,
-    pub(crate) status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) fault: Option<String>,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TruthRecord {
+    /// The request's `X-Request-Id` (`sim-N` when it sent none).
+    pub request_id: String,
+    /// When the handler saw the request, UNIX ns.
+    pub arrival_unix_ns: i64,
+    /// When each response event was handed to the socket, UNIX ns.
+    pub event_unix_ns: Vec<i64>,
+    /// Output tokens in each event.
+    pub event_tokens: Vec<u32>,
+    /// HTTP status (0 for a reset stream).
+    #[serde(default)]
+    pub status: u16,
+    /// The fault injected, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// Reads a ground-truth file into a map by request id; errors name the file and line.
+pub fn read_truth(path: &Path) -> Result<HashMap<String, TruthRecord>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Truth {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let t: TruthRecord = serde_json::from_str(line).map_err(|e| Error::TruthLine {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source: e,
+        })?;
+        out.insert(t.request_id.clone(), t);
+    }
+    Ok(out)
 }
 
 /// The writer thread and its channel.

@@ -1,94 +1,18 @@
-//! Statistics shared by crates that must not depend on each other: the analyzer's saturation
-//! rule and the simulator's calibration both fit a trend line. Kept out of trace-analyze so
-//! that the simulator does not pull in polars.
+//! trace-stats: every statistic of `trace`, in one place.
+//!
+//! - [`percentile`]: percentiles by numpy's default linear interpolation (as vLLM's benchmark
+//!   computes them) and [`Dist`], a metric's summary (count, mean, std, min, max, percentiles);
+//! - [`trend`]: the OLS slope with its Student-t interval ([`ols`]) and Mann-Kendall
+//!   ([`mann_kendall`]), for the saturation rule and the simulator's calibration;
+//! - [`bootstrap`]: the seeded m-out-of-n [`Bootstrap`] of differences behind `trace diff`.
+//!
+//! It depends on no other trace crate, and on nothing heavier than statrs and rand, so the
+//! analyzer, the replay summary, selfcheck and the simulator all share it.
 
-use serde::Serialize;
-use statrs::distribution::{ContinuousCDF, StudentsT};
+pub mod bootstrap;
+pub mod percentile;
+pub mod trend;
 
-/// An ordinary least-squares slope with its 95% t confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Slope {
-    /// Points used.
-    pub n: usize,
-    /// Slope (units of y per unit of x).
-    pub slope: f64,
-    /// Lower end of the 95% CI.
-    pub ci_low: f64,
-    /// Upper end of the 95% CI.
-    pub ci_high: f64,
-    /// Intercept.
-    pub intercept: f64,
-}
-
-impl Slope {
-    /// The CI lies above zero.
-    pub fn significant_up(&self) -> bool {
-        self.ci_low > 0.0
-    }
-}
-
-/// OLS of y on x with a 95% CI from Student's t with n-2 degrees of freedom; None when fewer
-/// than 3 points or x is constant.
-pub fn ols(x: &[f64], y: &[f64]) -> Option<Slope> {
-    let n = x.len().min(y.len());
-    if n < 3 {
-        return None;
-    }
-    let mx = x[..n].iter().sum::<f64>() / n as f64;
-    let my = y[..n].iter().sum::<f64>() / n as f64;
-    let (mut sxx, mut sxy) = (0.0, 0.0);
-    for i in 0..n {
-        sxx += (x[i] - mx).powi(2);
-        sxy += (x[i] - mx) * (y[i] - my);
-    }
-    if sxx <= 0.0 {
-        return None;
-    }
-    let b = sxy / sxx;
-    let a = my - b * mx;
-    let sse: f64 = (0..n).map(|i| (y[i] - a - b * x[i]).powi(2)).sum();
-    let se = (sse / (n - 2) as f64 / sxx).sqrt();
-    let t = StudentsT::new(0.0, 1.0, (n - 2) as f64)
-        .map(|d| d.inverse_cdf(0.975))
-        .unwrap_or(1.96);
-    Some(Slope {
-        n,
-        slope: b,
-        ci_low: b - t * se,
-        ci_high: b + t * se,
-        intercept: a,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_line_has_a_zero_width_interval() {
-        let x: Vec<f64> = (0..10).map(f64::from).collect();
-        let y: Vec<f64> = x.iter().map(|v| 3.0 + 2.0 * v).collect();
-        let s = ols(&x, &y).unwrap();
-        assert!((s.slope - 2.0).abs() < 1e-12 && (s.intercept - 3.0).abs() < 1e-12);
-        assert!((s.ci_high - s.ci_low).abs() < 1e-9);
-        assert!(s.significant_up());
-    }
-
-    #[test]
-    fn noise_widens_the_interval_by_students_t() {
-        // Residuals +-1 around y = x: with 4 points the t quantile (df 2) is 4.30, not 1.96.
-        let x = [0.0, 1.0, 2.0, 3.0];
-        let y = [1.0, 0.0, 3.0, 2.0];
-        let s = ols(&x, &y).unwrap();
-        let half = (s.ci_high - s.ci_low) / 2.0;
-        let se = (s.ci_high - s.slope) / 4.302_652_729_911_275;
-        assert!((half / se - 4.302_652_729_911_275).abs() < 1e-6);
-        assert!(!s.significant_up(), "{s:?}");
-    }
-
-    #[test]
-    fn degenerate_inputs_have_no_slope() {
-        assert!(ols(&[1.0, 2.0], &[1.0, 2.0]).is_none());
-        assert!(ols(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).is_none());
-    }
-}
+pub use bootstrap::{Bootstrap, Ci, Stat};
+pub use percentile::{Dist, dist_f64, dist_of, p_label, percentile, percentiles_in_place};
+pub use trend::{MannKendall, Slope, mann_kendall, ols};

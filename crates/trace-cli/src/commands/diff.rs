@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use trace_analyze::diff::{self, DiffOptions, FailOn};
+use trace_analyze::html;
 use trace_analyze::report::Slo;
-use trace_analyze::{LoadOptions, html, load_run};
 
 use super::report::{Format, print, write_file};
 
@@ -46,51 +46,31 @@ pub struct DiffArgs {
 
 /// Runs `trace diff`.
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let fail_on = args.fail_on.as_deref().map(FailOn::parse).transpose()?;
-    let mut percentiles = args.percentiles.clone();
-    if let Some(f) = &fail_on {
-        percentiles.extend(f.ranks());
-    }
     let opts = DiffOptions {
-        percentiles,
+        percentiles: args.percentiles.clone(),
         resamples: args.resamples.max(1),
         seed: args.seed,
         slo: args.slo.unwrap_or_default(),
+        fail_on: args.fail_on.as_deref().map(FailOn::parse).transpose()?,
         ..DiffOptions::default()
     };
-    let mut runs = Vec::new();
-    for f in &args.files {
-        runs.push(
-            load_run(
-                f,
-                LoadOptions {
-                    with_ids: true,
-                    ..Default::default()
-                },
-            )
-            .with_context(|| format!("reading trace {}", f.display()))?,
-        );
-    }
-    let reports = diff::reports(&mut runs, &opts);
-    let d = diff::compare(&runs, &reports, &opts)?;
+    let a = diff::analyze(&args.files, &opts).context("comparing runs")?;
     let text = match args.format {
-        Format::Text => d.to_text(),
-        Format::Markdown => d.to_markdown(),
-        Format::Csv => d.to_csv(),
-        Format::Json => serde_json::to_string_pretty(&d)? + "\n",
+        Format::Text => a.diff.to_text(),
+        Format::Markdown => a.diff.to_markdown(),
+        Format::Csv => a.diff.to_csv(),
+        Format::Json => serde_json::to_string_pretty(&a.diff)? + "\n",
     };
     if let Some(path) = &args.html {
-        write_file(path, &html::diff_html(&d, &runs, &reports))?;
+        write_file(path, &html::diff_html(&a.diff, &a.runs, &a.reports))?;
     }
     print(&text)?;
-    if let Some(f) = fail_on {
-        let hits = f.check(&d);
-        if !hits.is_empty() {
-            for h in &hits {
-                eprintln!("trace: fail-on: {h}");
-            }
-            return Ok(ExitCode::from(1));
+    let hits = a.failed_conditions(&opts);
+    if !hits.is_empty() {
+        for h in &hits {
+            eprintln!("trace: fail-on: {h}");
         }
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
-//! `trace record`: parses [`RecordArgs`] into a [`trace_replay::record::RecordConfig`], runs the
-//! recording proxy on a tokio runtime with Ctrl-C handling, and reports what was captured.
+//! `trace record`: parses [`RecordArgs`] into a [`trace_record::RecordConfig`], starts the
+//! embedded simulator when no `--upstream` is given, runs the recording proxy with Ctrl-C /
+//! SIGTERM handling, and reports what was captured.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use trace_replay::record::{RecordConfig, RecordStop};
+use tokio_util::sync::CancellationToken;
+use trace_record::RecordConfig;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,9 +24,10 @@ Examples:
 Every route is forwarded unchanged; one row is written per POST .../chat/completions or
 .../completions request. No header is ever written to the file (Authorization and API keys
 included); prompts and outputs only with --store.
-The first Ctrl-C stops accepting and drains in-flight streams (--drain-timeout), then closes a
-valid file; a second Ctrl-C aborts, leaving the flushed data readable in OUT.parquet.partial/.
-Exit status: 0 done, 130 stopped by Ctrl-C (the file is still valid), 2 error.";
+The first Ctrl-C (or SIGTERM) stops accepting and drains in-flight streams (--drain-timeout),
+then closes a valid file; a second one aborts, leaving the flushed data readable in
+OUT.parquet.partial/.
+Exit status: 0 done, 130 stopped by Ctrl-C or SIGTERM (the file is still valid), 2 error.";
 
 /// What `--store` may keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,16 +75,16 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
-    /// The validated configuration.
-    pub fn to_config(&self) -> anyhow::Result<RecordConfig> {
-        if let Some(u) = &self.upstream
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            anyhow::bail!("invalid --upstream '{u}': expected http://HOST:PORT");
+    /// The validated configuration, in front of `upstream`.
+    pub fn to_config(&self, upstream: String) -> anyhow::Result<RecordConfig> {
+        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+            anyhow::bail!(
+                "invalid --upstream '{}': expected http://HOST:PORT",
+                trace_client::redact(&upstream)
+            );
         }
-        let mut cfg = RecordConfig::new(self.output.clone());
+        let mut cfg = RecordConfig::new(upstream, self.output.clone());
         cfg.listen = self.listen;
-        cfg.upstream = self.upstream.clone();
         cfg.duration = self.duration;
         cfg.max_requests = self.max_requests;
         cfg.store_prompts = self.store.contains(&StoreArg::Prompts);
@@ -96,25 +99,52 @@ impl RecordArgs {
 
 /// Runs `trace record`.
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.to_config()?;
+    if let Some(u) = &args.upstream {
+        args.to_config(u.clone())?;
+    }
+    let sim = match &args.upstream {
+        Some(_) => None,
+        None => Some(crate::embedded::start()?),
+    };
+    let upstream = args
+        .upstream
+        .clone()
+        .or_else(|| sim.as_ref().map(|s| s.url()))
+        .unwrap_or_default();
+    let cfg = args.to_config(upstream)?;
     let output = cfg.output.clone();
     // The proxy serves on threads of its own; this runtime only waits for the stop and drains.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let stop = RecordStop::default();
-    let summary = rt
-        .block_on(async {
-            tokio::spawn(handle_ctrl_c(stop.clone(), output.clone()));
-            trace_replay::record::run(cfg, stop.clone(), |l| {
-                eprintln!("recording on http://{} -> {}", l.addr, l.upstream);
-            })
-            .await
+    let stop = CancellationToken::new();
+    let done = rt.block_on(async {
+        let interrupted = crate::signal::on_stop(
+            stop.clone(),
+            "stopping: no new requests; draining in-flight streams (Ctrl-C again to abort)",
+            format!(
+                "aborted; the data flushed so far is readable in {}.partial",
+                output.display()
+            ),
+        );
+        trace_record::run(cfg, stop.clone(), |l| {
+            eprintln!(
+                "recording on http://{} -> {}",
+                l.addr,
+                trace_client::redact(&l.upstream)
+            );
         })
-        .with_context(|| format!("recording into {}", output.display()))?;
-    // Idle client connections and the Ctrl-C listener must not hold the exit.
+        .await
+        .map(|s| (s, interrupted.get()))
+    });
+    // Idle client connections and the signal listener must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
+    if let Some(sim) = sim {
+        crate::embedded::stop(sim);
+    }
+    let (summary, interrupted) =
+        done.with_context(|| format!("recording into {}", output.display()))?;
     eprintln!(
         "wrote {} ({} rows, {} with errors; {} other requests forwarded unrecorded, {} refused after the stop)",
         summary.output.display(),
@@ -123,32 +153,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         summary.unrecorded,
         summary.refused
     );
-    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-        eprintln!("stopped by Ctrl-C; the file holds what was captured");
+    if interrupted {
+        eprintln!("stopped by a signal; the file holds what was captured");
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// First Ctrl-C: stop accepting and drain. Second: abort at once (flushed parts stay readable).
-async fn handle_ctrl_c(stop: RecordStop, output: PathBuf) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    eprintln!("\nstopping: no new requests; draining in-flight streams (Ctrl-C again to abort)");
-    stop.stop();
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    eprintln!(
-        "aborted; the data flushed so far is readable in {}.partial",
-        output.display()
-    );
-    #[allow(clippy::exit)]
-    std::process::exit(130);
 }
 
 #[cfg(test)]
@@ -166,11 +175,14 @@ mod tests {
     #[test]
     fn parses_store_list_and_rejects_bad_upstream() {
         let t = T::try_parse_from(["x", "-o", "a.parquet", "--store", "prompts,outputs"]).unwrap();
-        let c = t.a.to_config().unwrap();
-        assert!(c.store_prompts && c.store_outputs && c.upstream.is_none());
+        let c = t.a.to_config("http://127.0.0.1:1".into()).unwrap();
+        assert!(c.store_prompts && c.store_outputs && t.a.upstream.is_none());
         let t =
             T::try_parse_from(["x", "-o", "a.parquet", "--upstream", "localhost:8000"]).unwrap();
-        let e = t.a.to_config().unwrap_err().to_string();
+        let e =
+            t.a.to_config("localhost:8000".into())
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("localhost:8000"), "{e}");
         assert!(T::try_parse_from(["x", "-o", "a", "--store", "secrets"]).is_err());
         assert!(T::try_parse_from(["x", "-o", "a", "--max-requests", "0"]).is_err());

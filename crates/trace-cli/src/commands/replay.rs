@@ -1,6 +1,7 @@
-//! `trace replay`: parses [`ReplayArgs`] into a [`trace_replay::ReplayConfig`], runs it on a
-//! tokio runtime with a progress line on stderr and Ctrl-C handling, then prints the per-stage
-//! summary table on stdout.
+//! `trace replay`: parses [`ReplayArgs`] into a [`trace_replay::ReplayConfig`], starts the
+//! embedded simulator when no `--url` is given, runs the replay on a tokio runtime with a
+//! progress line on stderr and Ctrl-C / SIGTERM handling, then prints the per-stage summary
+//! table on stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,11 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use trace_client::Endpoint;
-use trace_replay::dispatch::{Counters, Stop, Timer};
-use trace_replay::summary::render_table;
+use tokio_util::sync::CancellationToken;
+use trace_client::{ClientConfig, Endpoint};
+use trace_replay::dispatch::{Counters, Timer};
 use trace_replay::workload::{RandomSpec, WorkloadSpec};
 use trace_replay::{Arrival, ReplayConfig};
+
+/// Where runs go when no `-o` is given: `runs/<label or sim>-<UTC time>.parquet`.
+const RUNS_DIR: &str = "runs";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -27,9 +31,10 @@ Examples:
       the trace's recorded arrival times; add --rate R to retarget its mean rate, or
       --time-scale 2 to play it twice as slowly
 
-The first Ctrl-C stops sending and drains in-flight requests (--drain-timeout), then closes a
-valid file; a second Ctrl-C aborts, leaving the flushed data readable in OUT.parquet.partial/.
-Exit status: 0 done, 130 stopped by Ctrl-C (the file is still valid), 2 error.";
+The first Ctrl-C (or SIGTERM) stops sending and drains in-flight requests (--drain-timeout),
+then closes a valid file; a second one aborts, leaving the flushed data readable in
+OUT.parquet.partial/.
+Exit status: 0 done, 130 stopped by Ctrl-C or SIGTERM (the file is still valid), 2 error.";
 
 /// Synthetic arrival processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,8 +193,9 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
-    /// Converts to the library's validated configuration.
-    pub fn to_config(&self) -> anyhow::Result<ReplayConfig> {
+    /// Converts to the library's validated configuration, for the target at `url`, writing
+    /// `output`.
+    pub fn to_config(&self, url: String, output: PathBuf) -> anyhow::Result<ReplayConfig> {
         let random = RandomSpec {
             input_len: self.input_len,
             output_len: self.output_len,
@@ -205,8 +211,24 @@ impl ReplayArgs {
             (ArrivalArg::Poisson, None) => Arrival::Poisson,
             (ArrivalArg::Constant, None) => Arrival::Constant,
         };
+        let mut client = ClientConfig::new(url, "");
+        client.model = self.model.clone();
+        client.endpoint = match self.endpoint {
+            EndpointArg::Chat => Endpoint::Chat,
+            EndpointArg::Completions => Endpoint::Completions,
+        };
+        client.api_key = self
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok());
+        client.timeout = self.timeout;
+        client.ignore_eos = self.ignore_eos;
+        client.continuous_usage = !self.no_continuous_usage;
+        client.store_prompt = self.store.contains(&StoreArg::Prompts);
+        client.store_output = self.store.contains(&StoreArg::Outputs);
+        client.tokenizer = self.tokenizer.clone();
         let cfg = ReplayConfig {
-            url: self.url.clone(),
+            client,
             workload,
             rates: self.rate.clone(),
             arrival,
@@ -216,54 +238,85 @@ impl ReplayArgs {
             warmup: self.warmup,
             max_concurrency: self.max_concurrency,
             seed: self.seed,
-            output: self.output.clone(),
-            runs_dir: PathBuf::from("runs"),
+            output,
             label: self.label.clone(),
-            model: self.model.clone(),
-            api_key: self
-                .api_key
-                .clone()
-                .or_else(|| std::env::var("OPENAI_API_KEY").ok()),
-            endpoint: match self.endpoint {
-                EndpointArg::Chat => Endpoint::Chat,
-                EndpointArg::Completions => Endpoint::Completions,
-            },
-            ignore_eos: self.ignore_eos,
-            timeout: self.timeout,
-            tokenizer: self.tokenizer.clone(),
             drain_timeout: self.drain_timeout,
             timer: match self.timer {
                 TimerArg::Thread => Timer::Thread,
                 TimerArg::Tokio => Timer::Tokio,
             },
             scrape_metrics: !self.no_metrics,
-            store_prompts: self.store.contains(&StoreArg::Prompts),
-            store_outputs: self.store.contains(&StoreArg::Outputs),
-            continuous_usage: !self.no_continuous_usage,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 }
 
+/// `runs/<label>-<UTC time>.parquet`, the label made safe for a file name.
+fn default_output(label: &str) -> PathBuf {
+    let safe: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ts = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    PathBuf::from(RUNS_DIR).join(format!("{safe}-{ts}.parquet"))
+}
+
 /// Runs `trace replay`.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.to_config()?;
+    // Settings are checked before anything starts, so a bad flag never starts a simulator.
+    args.to_config("http://127.0.0.1:1".into(), PathBuf::from("check.parquet"))?;
+    let sim = match &args.url {
+        Some(_) => None,
+        None => Some(crate::embedded::start()?),
+    };
+    let url = args
+        .url
+        .clone()
+        .or_else(|| sim.as_ref().map(|s| s.url()))
+        .unwrap_or_default();
+    let label = args
+        .label
+        .clone()
+        .or_else(|| sim.is_some().then(|| "sim".to_string()));
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(label.as_deref().unwrap_or("run")));
+    let mut cfg = args.to_config(url, output.clone())?;
+    cfg.label = label;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     let counters = Arc::new(Counters::default());
-    let stop = Stop::default();
+    let stop = CancellationToken::new();
     let summary = rt.block_on(async {
-        tokio::spawn(handle_ctrl_c(stop.clone(), cfg.output.clone()));
-        let line = trace_replay::progress::ProgressLine::start(counters.clone());
+        let interrupted = crate::signal::on_stop(
+            stop.clone(),
+            "stopping: no new requests; draining in-flight ones (Ctrl-C again to abort)",
+            format!(
+                "aborted; the data flushed so far is readable in {}.partial",
+                output.display()
+            ),
+        );
+        let line = crate::progress::ProgressLine::start(counters.clone());
         let r = trace_replay::run(cfg, counters.clone(), stop.clone()).await;
         line.finish();
-        r
-    })?;
-    // Background tasks (the Ctrl-C listener, idle connections) must not hold the exit.
+        r.map(|s| (s, interrupted.get()))
+    });
+    // Background tasks (the signal listener, idle connections) must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
+    if let Some(sim) = sim {
+        crate::embedded::stop(sim);
+    }
+    let (summary, interrupted) = summary?;
 
     eprintln!(
         "wrote {} ({} rows, target {}, model {}, {} server samples, at most {} in flight)",
@@ -284,29 +337,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    print!("{}", render_table(&summary.stages));
-    if summary.interrupted {
-        eprintln!("stopped by Ctrl-C; the file holds what was sent");
+    print!("{}", crate::table::render(&summary.stages));
+    if interrupted {
+        eprintln!("stopped by a signal; the file holds what was sent");
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// First Ctrl-C: stop sending and drain. Second: abort at once (flushed parts stay readable).
-async fn handle_ctrl_c(stop: Stop, output: Option<PathBuf>) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    eprintln!("\nstopping: no new requests; draining in-flight ones (Ctrl-C again to abort)");
-    stop.stop();
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    let where_ = output.map_or_else(
-        || "runs/*.parquet.partial".to_string(),
-        |o| format!("{}.partial", o.display()),
-    );
-    eprintln!("aborted; the data flushed so far is readable in {where_}");
-    #[allow(clippy::exit)]
-    std::process::exit(130);
 }

@@ -1,6 +1,7 @@
-//! `trace selfcheck`: parses [`SelfcheckArgs`] into a [`trace_replay::selfcheck::SelfcheckConfig`],
-//! runs one check (or a sweep of concurrencies), prints the client's own timing error as a table
-//! or JSON, and maps the bounds to the exit status.
+//! `trace selfcheck`: parses [`SelfcheckArgs`] into a [`trace_selfcheck::SelfcheckConfig`], runs
+//! one check (or a sweep of concurrencies), prints the client's own timing error as a table or
+//! JSON, and maps the bounds to the exit status. `--proxy` runs the recording proxy's overhead
+//! benchmark instead ([`trace_selfcheck::proxy`]).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use trace_replay::selfcheck::{self, Dist, SelfcheckConfig, SelfcheckReport};
+use trace_selfcheck::{self as selfcheck, ErrorDist, SelfcheckConfig, SelfcheckReport};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -16,6 +17,8 @@ Examples:
       ~10 s at 1000 concurrent streams (50 ms TTFT, 10 ms ITL, 100 tokens)
   trace selfcheck --concurrency 500 --rate 50 --tokens 1000 --max-ttft-error 2ms --max-itl-error 1.5ms
   trace selfcheck --sweep --concurrency 4000 --duration 5s --format json
+  trace selfcheck --proxy
+      what `trace record` adds: the same client directly and through the proxy (~1 min)
 
 The simulator (fixed TTFT/ITL, ground truth on) runs on one CPU, the real replay client on the
 others; each request's stream is joined with the server's truth by request id on one clock.
@@ -79,6 +82,12 @@ pub struct SelfcheckArgs {
     /// Do not pin the simulator and the client to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
+    /// Measure the recording proxy's added latency instead (three fixed loads, ~1 min).
+    #[arg(long, conflicts_with = "sweep")]
+    pub proxy: bool,
+    /// With --proxy: keep the runs and truth files in this folder.
+    #[arg(long, value_name = "DIR", requires = "proxy")]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 /// The `--sweep --format json` object.
@@ -107,8 +116,55 @@ struct SingleOut<'a> {
     report: &'a SelfcheckReport,
 }
 
+/// Runs `trace selfcheck --proxy`: the proxy-overhead table (or JSON).
+fn run_proxy(args: &SelfcheckArgs) -> anyhow::Result<ExitCode> {
+    let cfg = selfcheck::proxy::ProxyBenchConfig {
+        keep: args.keep.clone(),
+        ..Default::default()
+    };
+    let r = selfcheck::proxy::run(&cfg)?;
+    let mut out = std::io::stdout().lock();
+    if args.format == FormatArg::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "cpus: sim {:?}, proxy {:?} ({} serving threads), client {:?}",
+        r.cpus.sim, r.cpus.proxy, r.proxy_threads, r.cpus.client
+    )?;
+    writeln!(
+        out,
+        "| load | token events | transit direct p50 / p99 (µs) | transit proxied p50 / p99 (µs) | added p50 / p99 (µs) | proxy to client, paired p50 / p99 (µs) | recorded time error p50 / p99 (µs) | TTFT added p50 / p99 (ms) |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    for l in &r.loads {
+        let p = |(a, b): (f64, f64)| format!("{a:.0} / {b:.0}");
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} |",
+            l.load.name,
+            l.token_events,
+            p(l.transit_direct_us),
+            p(l.transit_proxied_us),
+            p(l.added_us),
+            p(l.proxy_to_client_us),
+            p(l.recorded_error_us),
+            l.ttft_added_ms.0,
+            l.ttft_added_ms.1
+        )?;
+    }
+    if let Some(d) = &r.kept_in {
+        writeln!(out, "files kept in {}", d.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `trace selfcheck`.
 pub fn run(args: SelfcheckArgs) -> anyhow::Result<ExitCode> {
+    if args.proxy {
+        return run_proxy(&args);
+    }
     let tokens = u32::try_from(args.tokens)
         .map_err(|_| anyhow::anyhow!("invalid --tokens '{}': too large", args.tokens))?;
     let base = SelfcheckConfig {
@@ -270,7 +326,7 @@ fn write_table(out: &mut impl Write, r: &SelfcheckReport) -> std::io::Result<()>
         "{:<22} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "error (µs)", "n", "median", "P1", "P99", "spread", "P99 |e|", "max |e|"
     )?;
-    let rows: [(&str, &Option<Dist>); 4] = [
+    let rows: [(&str, &Option<ErrorDist>); 4] = [
         ("arrival (per event)", &r.arrival_error),
         ("TTFT", &r.ttft_error),
         ("ITL (per event)", &r.itl_error),

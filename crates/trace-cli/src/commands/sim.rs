@@ -139,7 +139,7 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     Ok(cfg)
 }
 
-/// Runs `trace sim`: serves until Ctrl-C.
+/// Runs `trace sim`: serves until Ctrl-C or SIGTERM.
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&args)?;
     let addr = SocketAddr::new(args.host, args.port);
@@ -149,7 +149,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the simulator runtime")?;
     rt.block_on(async move {
-        let listener = trace_sim::listen(addr)
+        let listener = trace_sys::listen(addr)
             .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener
@@ -159,9 +159,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             "trace sim: profile {} serving model {} on http://{local} (Ctrl-C stops)",
             cfg.profile, cfg.model
         );
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        crate::signal::on_stop(
+            stop.clone(),
+            "trace sim: stopping",
+            "trace sim: aborted".into(),
+        );
         trace_sim::serve(cfg, listener, stop).await?;
         anyhow::Ok(())
     })?;

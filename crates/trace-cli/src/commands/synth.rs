@@ -1,5 +1,5 @@
 //! `trace synth`: a synthetic workload (Poisson, gamma or daily-cycle arrivals; lengths given
-//! or fitted from a trace). Calls `trace_import::synth`.
+//! or fitted from a trace). Calls `trace_replay::synth`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use trace_import::{Arrival, DailyProfile, LengthDist, SynthConfig};
+use trace_replay::synth::{LengthDist, SynthConfig};
+use trace_replay::{Arrival, DailyProfile};
 
 /// The arrival process of `trace synth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,16 +116,18 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
             Arrival::Poisson
         }
         ArrivalArg::Gamma => Arrival::Gamma {
-            shape: args.burstiness.unwrap_or(1.0),
+            burstiness: args.burstiness.unwrap_or(1.0),
         },
-        ArrivalArg::Daily => Arrival::Daily(match args.hourly_profile {
-            Some(w) => DailyProfile::Hourly(w),
-            None => DailyProfile::Sinusoid {
-                amplitude: args.amplitude,
-                period_s: args.period.as_secs_f64(),
-                peak_s: args.peak.as_secs_f64(),
+        ArrivalArg::Daily => Arrival::Daily {
+            profile: match args.hourly_profile {
+                Some(weights) => DailyProfile::Hourly { weights },
+                None => DailyProfile::Sinusoid {
+                    amplitude: args.amplitude,
+                    period_s: args.period.as_secs_f64(),
+                    peak_s: args.peak.as_secs_f64(),
+                },
             },
-        }),
+        },
     };
     anyhow::ensure!(
         args.duration.is_some() || args.count.is_some(),
@@ -142,8 +145,8 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         model: args.model,
     };
-    let s =
-        trace_import::synth(&cfg).with_context(|| format!("writing {}", cfg.output.display()))?;
+    let s = trace_replay::synth::synth(&cfg)
+        .with_context(|| format!("writing {}", cfg.output.display()))?;
     let span_s = s.last_ns as f64 / 1e9;
     let achieved = if span_s > 0.0 {
         s.rows as f64 / span_s

@@ -1,0 +1,143 @@
+//! The one-line answer of a comparison: who saturates first, then the largest P99 TTFT change
+//! over the stages both runs hold, with the P50 TPOT trade-off when it moves the other way.
+
+use super::{MetricDiff, StageDiff};
+use crate::saturation::{RunSaturation, Verdict as SatVerdict};
+
+fn rate_str(r: Option<f64>, stage: &Option<String>) -> String {
+    match (r, stage) {
+        (Some(r), _) => format!("{}", (r * 100.0).round() / 100.0),
+        (None, Some(s)) => s.clone(),
+        _ => "?".into(),
+    }
+}
+
+/// `|a|` and `|b|` as whole percentages: one figure when they round alike, else `A%-B%`.
+fn pct_span(a: f64, b: f64) -> String {
+    let pct = |x: f64| format!("{:.0}%", 100.0 * x.abs());
+    if pct(a) == pct(b) {
+        pct(a)
+    } else {
+        format!("{}-{}", pct(a), pct(b))
+    }
+}
+
+/// The one-line answer: saturation first, then P99 TTFT over the stages both runs hold.
+pub fn headline(
+    an: &str,
+    bn: &str,
+    sa: &RunSaturation,
+    sb: &RunSaturation,
+    stages: &[StageDiff],
+) -> String {
+    let (ra, rb) = (sa.saturation_rate, sb.saturation_rate);
+    let sat = match (&sa.saturated_stage, &sb.saturated_stage) {
+        (Some(_), Some(_)) => {
+            let (x, y) = (ra.unwrap_or(f64::NAN), rb.unwrap_or(f64::NAN));
+            let (rs_a, rs_b) = (
+                rate_str(ra, &sa.saturated_stage),
+                rate_str(rb, &sb.saturated_stage),
+            );
+            if y > x {
+                format!("{bn} saturates later (rate {rs_b} vs {rs_a})")
+            } else if y < x {
+                format!("{bn} saturates earlier (rate {rs_b} vs {rs_a})")
+            } else {
+                format!("both saturate at rate {rs_a}")
+            }
+        }
+        (Some(_), None) => format!(
+            "{bn} does not saturate in the tested range ({an} saturates at rate {})",
+            rate_str(ra, &sa.saturated_stage)
+        ),
+        (None, Some(_)) => format!(
+            "{bn} saturates at rate {} ({an} does not)",
+            rate_str(rb, &sb.saturated_stage)
+        ),
+        (None, None) => "neither run saturates in the tested range".to_string(),
+    };
+    // Latency is meaningful where both runs are stable; fall back to every stage when none is.
+    let stable: Vec<&StageDiff> = stages
+        .iter()
+        .filter(|s| {
+            s.saturation_a != SatVerdict::Saturated && s.saturation_b != SatVerdict::Saturated
+        })
+        .collect();
+    let (pool, scope) = if stable.is_empty() {
+        (stages.iter().collect::<Vec<_>>(), "")
+    } else {
+        (stable, " up to ")
+    };
+    let rows: Vec<(&str, &MetricDiff)> = pool
+        .iter()
+        .filter_map(|s| Some((s.stage.as_str(), s.get("ttft", "p99")?)))
+        .collect();
+    let rels: Vec<f64> = rows.iter().filter_map(|(_, m)| m.rel_delta).collect();
+    let lat = if rels.is_empty() {
+        "P99 TTFT could not be compared".to_string()
+    } else {
+        let last = rows.last().map_or("", |r| r.0);
+        let at = if rows.len() == 1 {
+            format!(" at {last}")
+        } else if scope.is_empty() {
+            String::new()
+        } else {
+            format!("{scope}{last}")
+        };
+        let any_sig = rows
+            .iter()
+            .any(|(_, m)| m.verdict == "better" || m.verdict == "worse");
+        let (lo, hi) = rels
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), r| {
+                (l.min(*r), h.max(*r))
+            });
+        if !any_sig {
+            format!("shows no significant change in P99 TTFT{at}")
+        } else if hi < 0.0 {
+            format!("is {} faster at P99 TTFT{at}", pct_span(hi, lo))
+        } else if lo > 0.0 {
+            format!("is {} slower at P99 TTFT{at}", pct_span(lo, hi))
+        } else {
+            format!(
+                "changes P99 TTFT by {:+.0}% to {:+.0}% across stages",
+                100.0 * lo,
+                100.0 * hi
+            )
+        }
+    };
+    // A faster first token often costs slower decoding (and the reverse): say so when P50
+    // TPOT moves significantly the other way.
+    let significant = |m: &MetricDiff| m.verdict == "better" || m.verdict == "worse";
+    let ttft_dir = rows
+        .iter()
+        .map(|r| r.1)
+        .find(|m| significant(m))
+        .map(|m| m.verdict);
+    let tpot_against: Vec<f64> = pool
+        .iter()
+        .filter_map(|s| s.get("tpot", "p50"))
+        .filter(|m| significant(m) && ttft_dir.is_some_and(|d| d != m.verdict))
+        .filter_map(|m| m.rel_delta.map(f64::abs))
+        .collect();
+    let trade = match tpot_against.first() {
+        Some(&first) => {
+            let (lo, hi) = tpot_against
+                .iter()
+                .fold((first, first), |(l, h), r| (l.min(*r), h.max(*r)));
+            // Opposite to TTFT: if TTFT got better, TPOT got worse.
+            let word = if ttft_dir == Some("better") {
+                "slower"
+            } else {
+                "faster"
+            };
+            format!(", but {} {word} at P50 TPOT", pct_span(lo, hi))
+        }
+        None => String::new(),
+    };
+    if sat.starts_with(bn) {
+        format!("{sat} and {lat}{trade}")
+    } else {
+        format!("{sat}; {bn} {lat}{trade}")
+    }
+}

@@ -1,0 +1,202 @@
+//! One stage's comparison: every metric's A, B, delta, relative delta, bootstrap 95% CI and
+//! verdict (latency by its CI, failure rate by a two-proportion z-test, throughput as is).
+
+use statrs::distribution::{ContinuousCDF, Normal};
+use trace_stats::{Bootstrap, Ci, Stat, p_label};
+
+use super::{LATENCY, MetricDiff, StageDiff};
+use crate::load::StageData;
+use crate::report::StageReport;
+
+fn latency_verdict(ci: Option<Ci>) -> &'static str {
+    match ci {
+        Some(c) if c.high < 0.0 => "better",
+        Some(c) if c.low > 0.0 => "worse",
+        Some(_) => "no significant change",
+        None => "n/a",
+    }
+}
+
+pub(super) fn rel(a: Option<f64>, b: Option<f64>) -> (Option<f64>, Option<f64>) {
+    match (a, b) {
+        (Some(a), Some(b)) => (Some(b - a), (a != 0.0).then(|| (b - a) / a.abs())),
+        _ => (None, None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage_diff(
+    sa: &StageData,
+    ra: &StageReport,
+    sb: &StageData,
+    rb: &StageReport,
+    pairs: &[(usize, usize)],
+    ps: &[f64],
+    boot: &mut Bootstrap,
+) -> StageDiff {
+    let mut stats = vec![Stat::Mean];
+    stats.extend(ps.iter().map(|p| Stat::Pct(*p)));
+    let mut metrics = Vec::new();
+    for (name, get) in LATENCY {
+        let (Some(da), Some(db)) = (ra.metrics.get(name), rb.metrics.get(name)) else {
+            continue;
+        };
+        let points: Vec<(Option<f64>, Option<f64>)> = std::iter::once((da.mean, db.mean))
+            .chain(ps.iter().map(|p| (da.pct(*p), db.pct(*p))))
+            .collect();
+        let point_delta: Vec<f64> = points
+            .iter()
+            .map(|(a, b)| rel(*a, *b).0.unwrap_or(f64::NAN))
+            .collect();
+        let cis = match get {
+            Some(f) => {
+                let va: Vec<f64> = sa
+                    .rows
+                    .iter()
+                    .filter(|r| r.ok)
+                    .map(f)
+                    .filter(|x| x.is_finite())
+                    .collect();
+                let vb: Vec<f64> = sb
+                    .rows
+                    .iter()
+                    .filter(|r| r.ok)
+                    .map(f)
+                    .filter(|x| x.is_finite())
+                    .collect();
+                let pa: Vec<f64>;
+                let pb: Vec<f64>;
+                let valid: Vec<(usize, usize)> = pairs
+                    .iter()
+                    .filter(|&&(i, j)| {
+                        sa.rows[i].ok
+                            && sb.rows[j].ok
+                            && f(&sa.rows[i]).is_finite()
+                            && f(&sb.rows[j]).is_finite()
+                    })
+                    .copied()
+                    .collect();
+                if valid.len() >= 2 {
+                    pa = valid.iter().map(|&(i, _)| f(&sa.rows[i])).collect();
+                    pb = valid.iter().map(|&(_, j)| f(&sb.rows[j])).collect();
+                    boot.paired(&pa, &pb, &stats, &point_delta)
+                } else {
+                    boot.unpaired(&va, &vb, (va.len(), vb.len()), &stats, &point_delta)
+                }
+            }
+            None => {
+                // Pooled gaps are not paired: a request's gaps are many samples, not one.
+                let ia = boot.subsample(sa.itl_ms.len());
+                let ib = boot.subsample(sb.itl_ms.len());
+                let va: Vec<f64> = ia.iter().map(|&i| f64::from(sa.itl_ms[i])).collect();
+                let vb: Vec<f64> = ib.iter().map(|&i| f64::from(sb.itl_ms[i])).collect();
+                boot.unpaired(
+                    &va,
+                    &vb,
+                    (sa.itl_ms.len(), sb.itl_ms.len()),
+                    &stats,
+                    &point_delta,
+                )
+            }
+        };
+        for (k, (a, b)) in points.into_iter().enumerate() {
+            let (delta, rel_delta) = rel(a, b);
+            let ci = cis.get(k).copied().flatten();
+            metrics.push(MetricDiff {
+                metric: name.into(),
+                stat: match stats[k] {
+                    Stat::Mean => "mean".into(),
+                    Stat::Pct(p) => p_label(p),
+                },
+                unit: "ms",
+                a,
+                b,
+                delta,
+                rel_delta,
+                ci,
+                verdict: latency_verdict(ci),
+            });
+        }
+    }
+    let scalar = |metric: &str, unit: &'static str, a: Option<f64>, b: Option<f64>| {
+        let (delta, rel_delta) = rel(a, b);
+        MetricDiff {
+            metric: metric.into(),
+            stat: "value".into(),
+            unit,
+            a,
+            b,
+            delta,
+            rel_delta,
+            ci: None,
+            verdict: "n/a",
+        }
+    };
+    metrics.push(scalar(
+        "throughput",
+        "req/s",
+        Some(ra.request_throughput),
+        Some(rb.request_throughput),
+    ));
+    metrics.push(scalar(
+        "output_throughput",
+        "tok/s",
+        Some(ra.output_throughput),
+        Some(rb.output_throughput),
+    ));
+    if ra.goodput.is_some() {
+        metrics.push(scalar("goodput", "req/s", ra.goodput, rb.goodput));
+    }
+    let mut fr = scalar(
+        "failure_rate",
+        "fraction",
+        Some(ra.failure_rate),
+        Some(rb.failure_rate),
+    );
+    fr.verdict = failure_verdict(ra.failed, ra.requests, rb.failed, rb.requests);
+    metrics.push(fr);
+    StageDiff {
+        stage: sa.label.clone(),
+        stage_b: sb.label.clone(),
+        paired: pairs.len(),
+        saturation_a: ra.saturation.verdict,
+        saturation_b: rb.saturation.verdict,
+        metrics,
+    }
+}
+
+/// Two-proportion z-test at 5%.
+pub(super) fn failure_verdict(fa: usize, na: usize, fb: usize, nb: usize) -> &'static str {
+    if na == 0 || nb == 0 {
+        return "n/a";
+    }
+    let (pa, pb) = (fa as f64 / na as f64, fb as f64 / nb as f64);
+    let p = (fa + fb) as f64 / (na + nb) as f64;
+    let se = (p * (1.0 - p) * (1.0 / na as f64 + 1.0 / nb as f64)).sqrt();
+    if se == 0.0 {
+        return "no significant change";
+    }
+    let z = (pb - pa) / se;
+    let crit = Normal::new(0.0, 1.0)
+        .map(|d| d.inverse_cdf(0.975))
+        .unwrap_or(1.96);
+    if z > crit {
+        "worse"
+    } else if z < -crit {
+        "better"
+    } else {
+        "no significant change"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_rate_test() {
+        assert_eq!(failure_verdict(0, 1000, 100, 1000), "worse");
+        assert_eq!(failure_verdict(10, 1000, 11, 1000), "no significant change");
+        assert_eq!(failure_verdict(0, 10, 0, 10), "no significant change");
+    }
+}

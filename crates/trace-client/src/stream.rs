@@ -1,0 +1,388 @@
+//! Response accounting: [`StreamState`] turns the reads of one response (SSE events, or a whole
+//! JSON body) into the row's response columns: per-event arrival times and token counts, usage,
+//! finish reason, and the error kind when the response is an error. Also the server's message
+//! from an error body.
+
+use serde_json::Value;
+use trace_format::{ErrorKind, TraceRecord};
+
+use crate::classify::{EventKind, TokenCounter, classify};
+use crate::request::ClientConfig;
+use crate::sse::{SseBody, SseEvent, SseParser};
+use crate::tokenizer::HfTokenizer;
+
+/// The server's message from an error body, and for a refused field (422, 400 "extra
+/// inputs"), which field and why we sent it.
+pub(crate) fn http_error_msg(status: u16, body: &[u8], cfg: &ClientConfig) -> String {
+    let head = match reqwest::StatusCode::from_u16(status) {
+        Ok(s) => format!("HTTP {s}"),
+        Err(_) => format!("HTTP {status}"),
+    };
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    let mut msg = match &parsed {
+        Some(v) => server_message(v).unwrap_or_else(|| truncate(text, 500)),
+        None => truncate(text, 500),
+    };
+    if msg.is_empty() {
+        msg = "(empty body)".into();
+    }
+    let lower = msg.to_lowercase();
+    let refused = lower.contains("unexpected field")
+        || lower.contains("extra inputs")
+        || lower.contains("extra_forbidden")
+        || lower.contains("unrecognized")
+        || lower.contains("unknown field");
+    if refused {
+        let mut sent = Vec::new();
+        if cfg.ignore_eos && lower.contains("ignore_eos") {
+            sent.push("ignore_eos (sent because ignore_eos is on: turn it off for this server)");
+        }
+        if lower.contains("continuous_usage_stats") || lower.contains("stream_options") {
+            sent.push(
+                "stream_options (continuous_usage_stats is on: turn continuous usage off for this server)",
+            );
+        }
+        if cfg.extra_body.is_some() && sent.is_empty() {
+            sent.push("a field from extra_body");
+        }
+        let why = if sent.is_empty() {
+            String::new()
+        } else {
+            format!("; refused: {}", sent.join(", "))
+        };
+        return format!("{head}: server refused a request field: {msg}{why}");
+    }
+    format!("{head}: {msg}")
+}
+
+pub(crate) fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn server_message(v: &Value) -> Option<String> {
+    if let Some(d) = v.get("detail") {
+        return Some(match d {
+            Value::String(s) => s.clone(),
+            // FastAPI/pydantic: [{"loc": ["body", "ignore_eos"], "msg": "...", "type": "..."}]
+            Value::Array(items) => items
+                .iter()
+                .map(|it| {
+                    let loc = it
+                        .get("loc")
+                        .and_then(Value::as_array)
+                        .map(|l| {
+                            l.iter()
+                                .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        })
+                        .unwrap_or_default();
+                    let m = it.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                    format!("field '{loc}': {m}")
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        });
+    }
+    match v.get("error") {
+        Some(Value::String(s)) => return Some(s.clone()),
+        Some(e @ Value::Object(_)) => {
+            if let Some(m) = e.get("message").and_then(Value::as_str) {
+                return Some(m.to_string());
+            }
+        }
+        _ => {}
+    }
+    v.get("message").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Per-request response state: the SSE parser, token accounting and what the row will hold.
+/// Public because it is the one response accounting of the toolkit: [`Client::send`] drives it,
+/// and so does `trace record`'s proxy, so that recorded and replayed rows count tokens, chunks
+/// and errors alike; benchmarks and tests drive it without a network.
+///
+/// Use: [`StreamState::feed`] each read of an event stream, or [`StreamState::feed_json`] a
+/// whole non-streaming body, then [`StreamState::finish_into`] once.
+#[derive(Debug)]
+pub struct StreamState {
+    parser: SseParser,
+    acc: Acc,
+}
+
+#[derive(Debug, Default)]
+struct Acc {
+    counter: TokenCounter,
+    chunk_ns: Vec<i64>,
+    chunk_tokens: Vec<i32>,
+    keep_text: bool,
+    text: String,
+    finish_reason: Option<String>,
+    model: Option<String>,
+    done: bool,
+    done_t_ns: Option<i64>,
+    error: Option<String>,
+    unparseable: u32,
+    first_unparseable: Option<String>,
+    keepalives: u64,
+}
+
+impl StreamState {
+    /// A fresh state; `keep_text` accumulates output text (for `store_output` or a tokenizer).
+    pub fn new(keep_text: bool) -> Self {
+        Self {
+            parser: SseParser::new(),
+            acc: Acc {
+                keep_text,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Feeds one read that arrived at `t_ns`.
+    pub fn feed(&mut self, bytes: &[u8], t_ns: i64) {
+        let Self { parser, acc } = self;
+        parser.feed(bytes, t_ns, |ev| acc.on_event(ev));
+    }
+
+    /// Number of events that became chunks.
+    pub fn chunks(&self) -> usize {
+        self.acc.chunk_ns.len()
+    }
+
+    /// Sum of the chunks' tokens.
+    pub fn tokens(&self) -> i64 {
+        self.acc.counter.total
+    }
+
+    /// `:` keep-alive comments seen.
+    pub fn keepalives(&self) -> u64 {
+        self.acc.keepalives
+    }
+
+    /// An error event was seen: the request is over.
+    pub fn has_error(&self) -> bool {
+        self.acc.error.is_some()
+    }
+
+    /// `[DONE]` seen, or a whole JSON body fed.
+    pub fn done(&self) -> bool {
+        self.acc.done
+    }
+
+    /// A whole non-streaming JSON response, read by `t_ns`: one chunk with all its tokens.
+    pub fn feed_json(&mut self, body: &[u8], t_ns: i64) {
+        let acc = &mut self.acc;
+        let c = classify(body);
+        match c.kind {
+            Some(EventKind::Unparseable) | None => {
+                acc.unparseable += 1;
+                acc.first_unparseable = Some(truncate(&String::from_utf8_lossy(body), 200));
+                // The body was read whole: it is a `parse` error, not a truncated stream.
+                acc.done = true;
+            }
+            Some(EventKind::Error) => acc.error = c.error.clone(),
+            Some(_) => {
+                let n = match c.usage.and_then(|u| u.completion_tokens) {
+                    Some(n) => n,
+                    None => i64::from(c.kind == Some(EventKind::Content)),
+                };
+                acc.counter.last_usage = c.usage;
+                acc.counter.total = n;
+                acc.chunk_ns.push(t_ns);
+                acc.chunk_tokens.push(i32::try_from(n).unwrap_or(i32::MAX));
+                if acc.keep_text
+                    && let Some(t) = &c.text
+                {
+                    acc.text.push_str(t);
+                }
+                acc.finish_reason = c.finish_reason.map(|f| f.into_owned());
+                acc.model = c.model.map(|m| m.into_owned());
+                // A complete JSON body is a complete response.
+                acc.done = true;
+            }
+        }
+    }
+
+    /// Fills the response columns of `rec`: `end_ns`, `error_kind` / `error_msg`,
+    /// `output_tokens`, `token_source`, `chunk_ns` / `chunk_tokens`, `finish_reason`, and
+    /// `prompt_tokens` and `model` where the response reports them (else left as the caller set
+    /// them). `end_ns` is when the exchange ended; `failure` is a transport outcome
+    /// (`error_kind`, message) that wins over what the body says. Without a failure a stream
+    /// with `[DONE]` ends at that event. Output tokens come from the usage, else from
+    /// `tokenizer` over the kept text, else from the chunks; `store_output` keeps the text.
+    pub fn finish_into(
+        mut self,
+        rec: &mut TraceRecord,
+        end_ns: i64,
+        failure: Option<(ErrorKind, String)>,
+        tokenizer: Option<&HfTokenizer>,
+        store_output: bool,
+    ) {
+        let partial = self.parser.finish();
+        let acc = self.acc;
+        // A complete stream ends at its [DONE] event, not at the (later) close of the body.
+        rec.end_ns = Some(match (acc.done_t_ns, &failure) {
+            (Some(t), None) => t,
+            _ => end_ns,
+        });
+        let (kind, msg) = match failure {
+            Some((k, m)) => (Some(k), Some(m)),
+            None => {
+                if let Some(e) = &acc.error {
+                    (
+                        Some(ErrorKind::Stream),
+                        Some(format!("error event after HTTP 200: {e}")),
+                    )
+                } else if !acc.done && acc.finish_reason.is_none() {
+                    let why = if partial {
+                        "in the middle of an event"
+                    } else {
+                        "between events"
+                    };
+                    (
+                        Some(ErrorKind::Stream),
+                        Some(format!(
+                            "stream ended {why} without [DONE] or a finish_reason (truncated) after {} events",
+                            acc.chunk_ns.len()
+                        )),
+                    )
+                } else if acc.unparseable > 0 {
+                    (
+                        Some(ErrorKind::Parse),
+                        Some(format!(
+                            "{} event(s) not valid JSON, first: {}",
+                            acc.unparseable,
+                            acc.first_unparseable.as_deref().unwrap_or("")
+                        )),
+                    )
+                } else {
+                    (None, None)
+                }
+            }
+        };
+        rec.error_kind = kind;
+        rec.error_msg = msg;
+        let usage = acc.counter.last_usage;
+        if let Some(p) = usage.and_then(|u| u.prompt_tokens) {
+            rec.prompt_tokens = i32::try_from(p).ok();
+        }
+        let from_usage = usage.and_then(|u| u.completion_tokens);
+        let (n, source) = match (from_usage, tokenizer) {
+            (Some(n), _) => (Some(n), "usage"),
+            (None, Some(t)) => match t.count(&acc.text) {
+                Ok(n) => (i64::try_from(n).ok(), "tokenizer"),
+                Err(_) => (Some(acc.counter.total), "chunks"),
+            },
+            (None, None) => (Some(acc.counter.total), "chunks"),
+        };
+        rec.output_tokens = n.and_then(|n| i32::try_from(n).ok());
+        rec.token_source = Some(source.to_string());
+        rec.chunk_ns = acc.chunk_ns;
+        rec.chunk_tokens = acc.chunk_tokens;
+        if let Some(u) = from_usage {
+            drop_leading_excess(&mut rec.chunk_tokens, u);
+        }
+        rec.finish_reason = acc.finish_reason;
+        if let Some(m) = acc.model {
+            rec.model = Some(m);
+        }
+        if store_output {
+            rec.output_text = Some(acc.text);
+        }
+    }
+}
+
+/// Reconciles per-event token counts with the server's usage when the events claim more tokens
+/// than were generated. The excess is taken to lead the stream and zeroed there, so TTFT stops
+/// at the first generated token: an engine that echoes the prompt sends it first
+/// (`transformers serve`'s chat route streams the templated prompt as two content events before
+/// generating; see docs/engines.md). Under continuous usage the per-event counts already come
+/// from the server and agree with its total, so nothing changes; fewer event tokens than usage
+/// (multi-token events without per-event usage) is left alone.
+fn drop_leading_excess(tokens: &mut [i32], usage_tokens: i64) {
+    let claimed: i64 = tokens.iter().map(|&t| i64::from(t)).sum();
+    let mut excess = claimed - usage_tokens;
+    for t in tokens.iter_mut() {
+        if excess <= 0 {
+            break;
+        }
+        let cut = i64::from(*t).min(excess);
+        *t -= cut as i32;
+        excess -= cut;
+    }
+}
+
+impl Acc {
+    fn on_event(&mut self, ev: SseEvent<'_>) {
+        if self.done || self.error.is_some() {
+            return;
+        }
+        match ev.body {
+            SseBody::Comment => self.keepalives += 1,
+            SseBody::Unknown { field, value } => {
+                // llama.cpp: `error: {"error": {...}}`; other unknown fields carry nothing we use.
+                if field == b"error" {
+                    let c = classify(value);
+                    self.error = Some(
+                        c.error
+                            .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned()),
+                    );
+                }
+            }
+            SseBody::Data { data, event } => {
+                let c = classify(data);
+                let kind = c.kind.unwrap_or(EventKind::Empty);
+                if event == Some(b"error") && kind != EventKind::Done {
+                    self.error = Some(
+                        c.error
+                            .clone()
+                            .unwrap_or_else(|| String::from_utf8_lossy(data).into_owned()),
+                    );
+                    return;
+                }
+                match kind {
+                    EventKind::Done => {
+                        self.done = true;
+                        self.done_t_ns = Some(ev.t_ns);
+                    }
+                    EventKind::Error => {
+                        self.error = Some(c.error.unwrap_or_else(|| "error".into()));
+                    }
+                    EventKind::Unparseable => {
+                        self.unparseable += 1;
+                        if self.first_unparseable.is_none() {
+                            self.first_unparseable =
+                                Some(truncate(&String::from_utf8_lossy(data), 200));
+                        }
+                        self.chunk_ns.push(ev.t_ns);
+                        self.chunk_tokens.push(0);
+                    }
+                    _ => {
+                        let n = self.counter.tokens(&c);
+                        self.chunk_ns.push(ev.t_ns);
+                        self.chunk_tokens.push(n);
+                        if self.keep_text
+                            && let Some(t) = &c.text
+                        {
+                            self.text.push_str(t);
+                        }
+                        if let Some(f) = c.finish_reason {
+                            self.finish_reason = Some(f.into_owned());
+                        }
+                        if self.model.is_none()
+                            && let Some(m) = c.model
+                        {
+                            self.model = Some(m.into_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

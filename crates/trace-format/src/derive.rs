@@ -1,0 +1,176 @@
+//! The per-request metric definitions (README "Metric definitions"), computed from a row's raw
+//! columns. The one home of what first token, TTFT, TPOT, E2E, send lag and the output token
+//! count mean: the analyzer, the replay's live summary and selfcheck all call [`metrics`].
+//!
+//! - The first token is the first event carrying at least one output token; role-only and
+//!   usage-only events (0 tokens) never stop the TTFT clock.
+//! - Output tokens are `output_tokens` when the row has it, else the sum of `chunk_tokens`.
+//! - A row is *completed* when it has no `error_kind` and both `sent_ns` and `end_ns`; latency
+//!   metrics are defined only for completed rows. Send lag is defined for every sent row.
+
+use crate::TraceRecord;
+
+/// The raw columns the metrics are computed from, borrowed from a row or from column arrays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRef<'a> {
+    /// `scheduled_ns`.
+    pub scheduled_ns: i64,
+    /// `sent_ns`.
+    pub sent_ns: Option<i64>,
+    /// `end_ns`.
+    pub end_ns: Option<i64>,
+    /// `chunk_ns`.
+    pub chunk_ns: &'a [i64],
+    /// `chunk_tokens`.
+    pub chunk_tokens: &'a [i32],
+    /// `output_tokens`.
+    pub output_tokens: Option<i32>,
+    /// `error_kind` is not null.
+    pub failed: bool,
+}
+
+/// One request's metrics, in ns. `None` where undefined.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Metrics {
+    /// No error, and both sent and ended.
+    pub completed: bool,
+    /// `sent_ns - scheduled_ns`, for any sent row.
+    pub send_lag_ns: Option<i64>,
+    /// First token-bearing event minus `sent_ns`.
+    pub ttft_ns: Option<i64>,
+    /// First token-bearing event minus `scheduled_ns` (includes client-side queueing).
+    pub ttft_sched_ns: Option<i64>,
+    /// `(e2e - ttft) / (output_tokens - 1)`, for more than one output token.
+    pub tpot_ns: Option<f64>,
+    /// `end_ns - sent_ns`.
+    pub e2e_ns: Option<i64>,
+    /// `end_ns - scheduled_ns`.
+    pub e2e_sched_ns: Option<i64>,
+    /// Output tokens (see [`output_tokens`]), for any row.
+    pub output_tokens: i64,
+}
+
+/// Arrival time of the first event carrying at least one output token.
+pub fn first_token_ns(chunk_ns: &[i64], chunk_tokens: &[i32]) -> Option<i64> {
+    token_events(chunk_ns, chunk_tokens).next().map(|(t, _)| t)
+}
+
+/// The token-bearing events of a row, in order: (arrival ns, tokens > 0).
+pub fn token_events<'a>(
+    chunk_ns: &'a [i64],
+    chunk_tokens: &'a [i32],
+) -> impl Iterator<Item = (i64, i32)> + 'a {
+    chunk_ns
+        .iter()
+        .zip(chunk_tokens)
+        .filter(|(_, k)| **k > 0)
+        .map(|(t, k)| (*t, *k))
+}
+
+/// Output tokens: the `output_tokens` column (negative read as 0), else the sum of the
+/// per-event counts (negative ones read as 0).
+pub fn output_tokens(output_tokens: Option<i32>, chunk_tokens: &[i32]) -> i64 {
+    match output_tokens {
+        Some(n) => i64::from(n.max(0)),
+        None => chunk_tokens.iter().map(|&k| i64::from(k.max(0))).sum(),
+    }
+}
+
+/// Every metric of one request.
+pub fn metrics(r: RowRef<'_>) -> Metrics {
+    let out = output_tokens(r.output_tokens, r.chunk_tokens);
+    let mut m = Metrics {
+        send_lag_ns: r.sent_ns.map(|s| s - r.scheduled_ns),
+        output_tokens: out,
+        ..Metrics::default()
+    };
+    let (Some(sent), Some(end), false) = (r.sent_ns, r.end_ns, r.failed) else {
+        return m;
+    };
+    m.completed = true;
+    m.e2e_ns = Some(end - sent);
+    m.e2e_sched_ns = Some(end - r.scheduled_ns);
+    if let Some(first) = first_token_ns(r.chunk_ns, r.chunk_tokens) {
+        let ttft = first - sent;
+        m.ttft_ns = Some(ttft);
+        m.ttft_sched_ns = Some(first - r.scheduled_ns);
+        if out > 1 {
+            m.tpot_ns = Some((end - sent - ttft) as f64 / (out - 1) as f64);
+        }
+    }
+    m
+}
+
+impl TraceRecord {
+    /// The row's raw metric columns.
+    pub fn row_ref(&self) -> RowRef<'_> {
+        RowRef {
+            scheduled_ns: self.scheduled_ns,
+            sent_ns: self.sent_ns,
+            end_ns: self.end_ns,
+            chunk_ns: &self.chunk_ns,
+            chunk_tokens: &self.chunk_tokens,
+            output_tokens: self.output_tokens,
+            failed: self.error_kind.is_some(),
+        }
+    }
+
+    /// The row's metrics ([`metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        metrics(self.row_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(chunk_ns: &'a [i64], chunk_tokens: &'a [i32], out: Option<i32>) -> RowRef<'a> {
+        RowRef {
+            scheduled_ns: 0,
+            sent_ns: Some(1_000_000),
+            end_ns: Some(31_000_000),
+            chunk_ns,
+            chunk_tokens,
+            output_tokens: out,
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn ttft_skips_role_only_events_and_tpot_needs_two_tokens() {
+        let t = [2_000_000, 11_000_000, 21_000_000, 31_000_000];
+        let m = metrics(row(&t, &[0, 1, 1, 1], Some(3)));
+        assert_eq!(m.send_lag_ns, Some(1_000_000));
+        assert_eq!(m.ttft_ns, Some(10_000_000));
+        assert_eq!(m.ttft_sched_ns, Some(11_000_000));
+        assert_eq!(m.e2e_ns, Some(30_000_000));
+        assert_eq!(m.tpot_ns, Some(10_000_000.0));
+        let one = metrics(row(&[4_000_000], &[1], Some(1)));
+        assert_eq!(one.ttft_ns, Some(3_000_000));
+        assert_eq!(one.tpot_ns, None);
+    }
+
+    #[test]
+    fn null_output_tokens_fall_back_to_the_events() {
+        let t = [2_000_000, 11_000_000, 21_000_000];
+        let m = metrics(row(&t, &[0, 2, 1], None));
+        assert_eq!(m.output_tokens, 3);
+        assert_eq!(m.tpot_ns, Some((30_000_000.0 - 10_000_000.0) / 2.0));
+        assert_eq!(output_tokens(None, &[]), 0);
+        assert_eq!(output_tokens(Some(-4), &[1]), 0);
+    }
+
+    #[test]
+    fn failed_rows_have_a_send_lag_and_no_latency() {
+        let mut r = row(&[2_000_000], &[1], Some(1));
+        r.failed = true;
+        let m = metrics(r);
+        assert!(!m.completed);
+        assert_eq!(m.send_lag_ns, Some(1_000_000));
+        assert_eq!((m.ttft_ns, m.e2e_ns), (None, None));
+        r.failed = false;
+        r.end_ns = None;
+        assert!(!metrics(r).completed);
+    }
+}

@@ -1,0 +1,4 @@
+//! trace-format: round trips through the writer and reader, and every refused file.
+
+mod malformed;
+mod roundtrip;

@@ -1,0 +1,156 @@
+//! [`ReplayConfig`]: a replay's settings, validated, with no clap types. The client's own
+//! settings (target, route, model, auth, timeouts, what to store) are one
+//! [`trace_client::ClientConfig`] inside it, not copies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trace_client::ClientConfig;
+
+use crate::Error;
+use crate::dispatch::Timer;
+use crate::schedule::Arrival;
+use crate::workload::{RandomSpec, WorkloadSpec};
+
+/// A validated replay configuration.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// The client: target URL, route, model (None: ask `/v1/models`), auth, timeouts, tokenizer,
+    /// what to store.
+    pub client: ClientConfig,
+    /// What to send.
+    pub workload: WorkloadSpec,
+    /// One stage per rate (req/s, `inf` allowed). Empty: a trace's recorded timing.
+    pub rates: Vec<f64>,
+    /// Synthetic arrival process.
+    pub arrival: Arrival,
+    /// Multiplies a trace's timeline (after any retargeting).
+    pub time_scale: Option<f64>,
+    /// Requests per stage; None: the whole trace, or [`crate::DEFAULT_REQUESTS`].
+    pub requests: Option<u64>,
+    /// Instead of `requests`: each stage sends rate x this many seconds of arrivals, so every
+    /// stage lasts as long and low-rate stages are not cut short.
+    pub stage_duration: Option<Duration>,
+    /// Warmup requests before the first stage.
+    pub warmup: u64,
+    /// Concurrency cap.
+    pub max_concurrency: Option<usize>,
+    /// Seed of schedules and synthetic prompts.
+    pub seed: u64,
+    /// The trace file to write.
+    pub output: PathBuf,
+    /// Engine label.
+    pub label: Option<String>,
+    /// After a stop, how long in-flight requests may finish.
+    pub drain_timeout: Duration,
+    /// How deadlines are met.
+    pub timer: Timer,
+    /// Sample the target's `/metrics` every second.
+    pub scrape_metrics: bool,
+}
+
+impl ReplayConfig {
+    /// Defaults for a target and an output file: the `random` workload, Poisson arrivals, no
+    /// rate yet (give one), 30 s drain, the timing thread, `/metrics` sampled.
+    pub fn new(url: impl Into<String>, output: impl Into<PathBuf>) -> Self {
+        let mut client = ClientConfig::new(url, "");
+        client.model = None;
+        Self {
+            client,
+            workload: WorkloadSpec::Random(RandomSpec::default()),
+            rates: Vec::new(),
+            arrival: Arrival::Poisson,
+            time_scale: None,
+            requests: None,
+            stage_duration: None,
+            warmup: 0,
+            max_concurrency: None,
+            seed: 0,
+            output: output.into(),
+            label: None,
+            drain_timeout: Duration::from_secs(30),
+            timer: Timer::Thread,
+            scrape_metrics: true,
+        }
+    }
+
+    /// Checks the settings that do not need the workload loaded.
+    pub fn validate(&self) -> Result<(), Error> {
+        for &r in &self.rates {
+            if r.is_nan() || r <= 0.0 {
+                return Err(Error::Config(format!(
+                    "invalid rate '{r}': must be a number > 0 or inf"
+                )));
+            }
+        }
+        if let Some(f) = self.time_scale
+            && !(f.is_finite() && f > 0.0)
+        {
+            return Err(Error::Config(format!(
+                "invalid time scale '{f}': must be a number > 0"
+            )));
+        }
+        if let Some(d) = self.stage_duration {
+            if self.requests.is_some() {
+                return Err(Error::Config(
+                    "give either --requests or --stage-duration, not both".into(),
+                ));
+            }
+            if d.is_zero() {
+                return Err(Error::Config(
+                    "invalid stage duration '0s': must be > 0".into(),
+                ));
+            }
+            if self.rates.is_empty() || self.rates.iter().any(|r| r.is_infinite()) {
+                return Err(Error::Config(
+                    "--stage-duration needs finite --rate values (requests per stage = rate x duration)"
+                        .into(),
+                ));
+            }
+        }
+        if self.requests == Some(0) {
+            return Err(Error::Config(
+                "invalid request count '0': must be >= 1".into(),
+            ));
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(Error::Config(
+                "invalid max concurrency '0': must be >= 1".into(),
+            ));
+        }
+        self.arrival.check().map_err(Error::Config)?;
+        if self.rates.is_empty() && !matches!(self.workload, WorkloadSpec::Trace(_)) {
+            return Err(Error::Config(
+                "no --rate: only a trace workload has recorded timing to replay; give --rate R"
+                    .into(),
+            ));
+        }
+        if self.time_scale.is_some() && !matches!(self.workload, WorkloadSpec::Trace(_)) {
+            return Err(Error::Config(
+                "--time-scale applies only to a trace workload".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_value() {
+        let mut base = ReplayConfig::new("http://127.0.0.1:1", "x.parquet");
+        base.rates = vec![5.0];
+        let bad = |f: &dyn Fn(&mut ReplayConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(&|c| c.rates = vec![0.0]).contains("'0'"));
+        assert!(bad(&|c| c.requests = Some(0)).contains("'0'"));
+        assert!(bad(&|c| c.rates = vec![]).contains("--rate"));
+        assert!(bad(&|c| c.arrival = Arrival::Gamma { burstiness: -1.0 }).contains("'-1'"));
+        assert!(base.validate().is_ok());
+    }
+}

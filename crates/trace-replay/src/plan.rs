@@ -1,0 +1,187 @@
+//! The stages of a run: one per rate (or one for a trace's recorded timing), a warmup stage
+//! first when asked, each a [`StagePlan`] of absolute send offsets and the workload index of its
+//! first request. Pure: no clock, no network.
+
+use crate::Error;
+use crate::config::ReplayConfig;
+use crate::schedule;
+use crate::workload::Workload;
+
+/// Requests per stage when `-n` is not given and the workload is synthetic.
+pub const DEFAULT_REQUESTS: u64 = 100;
+
+/// One stage to dispatch: its label, rate and absolute offsets from the stage start.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    /// Stage label (`rate=5`, `warmup`, `recorded`).
+    pub label: String,
+    /// Requested rate, None for recorded timing.
+    pub target_rate: Option<f64>,
+    /// Send offsets (ns) from the stage start, non-decreasing.
+    pub offsets_ns: Vec<i64>,
+    /// Workload index of the stage's first request.
+    pub first_item: u64,
+}
+
+/// The stage label of a rate: `rate=5`, `rate=0.5`, `rate=inf`.
+pub fn stage_label(rate: f64) -> String {
+    if rate.is_infinite() {
+        "rate=inf".into()
+    } else {
+        format!("rate={rate}")
+    }
+}
+
+/// Plans the measured stages (and the warmup stage first, if any).
+pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StagePlan>, Error> {
+    let n = match (cfg.requests, workload.len()) {
+        (Some(n), _) => n,
+        (None, Some(len)) => len as u64,
+        (None, None) => DEFAULT_REQUESTS,
+    };
+    let n_usize =
+        usize::try_from(n).map_err(|_| Error::Config(format!("too many requests: {n}")))?;
+    let offsets_for = |rate: Option<f64>, count: usize| -> Result<Vec<i64>, Error> {
+        match (workload.timeline_ns(), rate) {
+            (Some(tl), rate) => {
+                let base = cycle(tl, count);
+                let t = match rate {
+                    Some(r) => schedule::retarget(&base, r)?,
+                    None => base,
+                };
+                match cfg.time_scale {
+                    Some(f) => schedule::time_scale(&t, f),
+                    None => Ok(t),
+                }
+            }
+            (None, Some(r)) => schedule::offsets_ns(&cfg.arrival, r, count, cfg.seed),
+            (None, None) => Err(Error::Config("no --rate for a synthetic workload".into())),
+        }
+    };
+    let rates: Vec<Option<f64>> = if cfg.rates.is_empty() {
+        vec![None]
+    } else {
+        cfg.rates.iter().map(|&r| Some(r)).collect()
+    };
+    let mut plans = Vec::new();
+    if cfg.warmup > 0 {
+        let w = usize::try_from(cfg.warmup)
+            .map_err(|_| Error::Config(format!("too many warmup requests: {}", cfg.warmup)))?;
+        plans.push(StagePlan {
+            label: "warmup".into(),
+            target_rate: rates[0],
+            offsets_ns: offsets_for(rates[0], w)?,
+            first_item: 0,
+        });
+    }
+    let mut first_item = 0u64;
+    for rate in &rates {
+        let count = match (cfg.stage_duration, rate) {
+            (Some(d), Some(r)) => ((r * d.as_secs_f64()).round() as usize).max(1),
+            _ => n_usize,
+        };
+        plans.push(StagePlan {
+            label: rate.map_or_else(|| "recorded".to_string(), stage_label),
+            target_rate: *rate,
+            offsets_ns: offsets_for(*rate, count)?,
+            first_item,
+        });
+        first_item += count as u64;
+    }
+    Ok(plans)
+}
+
+/// The first `count` offsets of a recorded timeline, cycling it (each lap after the last
+/// arrival plus one mean gap) when more requests than rows are asked for.
+fn cycle(tl: &[i64], count: usize) -> Vec<i64> {
+    let span = tl.last().copied().unwrap_or(0);
+    let gap = if tl.len() > 1 {
+        span / (tl.len() as i64 - 1)
+    } else {
+        0
+    };
+    (0..count)
+        .map(|i| tl[i % tl.len()] + (i / tl.len()) as i64 * (span + gap))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::schedule::Arrival;
+    use crate::workload::RandomSpec;
+
+    fn cfg() -> ReplayConfig {
+        ReplayConfig::new("http://127.0.0.1:1", "x.parquet")
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(stage_label(5.0), "rate=5");
+        assert_eq!(stage_label(0.5), "rate=0.5");
+        assert_eq!(stage_label(f64::INFINITY), "rate=inf");
+    }
+
+    #[test]
+    fn plans_one_stage_per_rate_and_a_warmup() {
+        let cfg = ReplayConfig {
+            rates: vec![1.0, f64::INFINITY],
+            requests: Some(3),
+            warmup: 2,
+            arrival: Arrival::Constant,
+            ..cfg()
+        };
+        let w = Workload::random(RandomSpec::default(), 0).unwrap();
+        let p = plan_stages(&cfg, &w).unwrap();
+        let labels: Vec<&str> = p.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["warmup", "rate=1", "rate=inf"]);
+        assert_eq!(p[1].offsets_ns, [0, 1_000_000_000, 2_000_000_000]);
+        assert_eq!(p[2].offsets_ns, [0, 0, 0]);
+        assert_eq!((p[1].first_item, p[2].first_item), (0, 3));
+        assert_eq!(p[0].offsets_ns.len(), 2);
+    }
+
+    #[test]
+    fn stage_duration_sizes_each_stage_by_its_rate() {
+        let cfg = ReplayConfig {
+            rates: vec![0.5, 2.0, 0.01],
+            stage_duration: Some(Duration::from_secs(60)),
+            ..cfg()
+        };
+        let w = Workload::random(RandomSpec::default(), 0).unwrap();
+        let p = plan_stages(&cfg, &w).unwrap();
+        let counts: Vec<usize> = p.iter().map(|s| s.offsets_ns.len()).collect();
+        // 0.01 req/s for 60 s rounds to 1: a stage is never empty.
+        assert_eq!(counts, [30, 120, 1]);
+        // Items continue across stages, so two runs of the same sweep pair request by request.
+        let firsts: Vec<u64> = p.iter().map(|s| s.first_item).collect();
+        assert_eq!(firsts, [0, 30, 150]);
+        // Poisson offsets are rescaled to the exact rate: the last arrival lands inside 60 s.
+        let last = *p[1].offsets_ns.last().unwrap();
+        assert!(last > 50_000_000_000 && last < 60_000_000_000, "{last}");
+
+        let bad = |c: ReplayConfig| c.validate().unwrap_err().to_string();
+        assert!(
+            bad(ReplayConfig {
+                requests: Some(5),
+                ..cfg.clone()
+            })
+            .contains("not both")
+        );
+        assert!(
+            bad(ReplayConfig {
+                rates: vec![1.0, f64::INFINITY],
+                ..cfg.clone()
+            })
+            .contains("finite --rate")
+        );
+    }
+
+    #[test]
+    fn recorded_timelines_cycle_after_a_mean_gap() {
+        assert_eq!(cycle(&[0, 10, 20], 5), [0, 10, 20, 30, 40]);
+        assert_eq!(cycle(&[0], 3), [0, 0, 0]);
+    }
+}

@@ -1,0 +1,266 @@
+//! One generation request: the body's fields, its prompt's token count, the faults that answer
+//! before a response, and the [`Job`] the response stream is built from.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::response::{SseStream, non_streaming};
+use super::scheduler::start;
+use super::{AppState, error_response};
+use crate::fault::{FAULT_HEADER, Fault, unit};
+use crate::truth::TruthRecord;
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+    #[serde(default)]
+    continuous_usage_stats: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenRequest {
+    model: Option<String>,
+    messages: Option<Vec<Value>>,
+    prompt: Option<Value>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    ignore_eos: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Api {
+    Chat,
+    Completions,
+}
+
+pub(super) async fn chat(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Chat, headers, body).await
+}
+
+pub(super) async fn completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Completions, headers, body).await
+}
+
+/// Tokens of one text: the tokenizer's count when one is loaded (special tokens and the chat
+/// template are not added: the engine's template overhead is a constant per request), else
+/// whitespace-separated words (the `w<k>` prompts replay builds are one token per word).
+fn text_tokens(tok: Option<&tokenizers::Tokenizer>, s: &str) -> u32 {
+    match tok.map(|t| t.encode(s, false)) {
+        Some(Ok(enc)) => enc.len() as u32,
+        _ => s.split_ascii_whitespace().count() as u32,
+    }
+}
+
+/// Prompt tokens: the text's tokens (see [`text_tokens`]), or the length of token-id arrays.
+fn count_prompt(
+    api: Api,
+    req: &GenRequest,
+    tok: Option<&tokenizers::Tokenizer>,
+) -> Result<u32, String> {
+    let words = |s: &str| text_tokens(tok, s);
+    let n = match api {
+        Api::Chat => {
+            let msgs = req.messages.as_ref().ok_or("'messages' is required")?;
+            msgs.iter()
+                .map(|m| match m.get("content") {
+                    Some(Value::String(t)) => words(t),
+                    Some(Value::Array(parts)) => parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .map(words)
+                        .sum(),
+                    _ => 0,
+                })
+                .sum()
+        }
+        Api::Completions => match req.prompt.as_ref().ok_or("'prompt' is required")? {
+            Value::String(t) => words(t),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(t) => words(t),
+                    Value::Number(_) => 1,
+                    Value::Array(ids) => ids.len() as u32,
+                    _ => 0,
+                })
+                .sum(),
+            _ => return Err("'prompt' must be a string, an array of strings or token ids".into()),
+        },
+    };
+    Ok(n.max(1))
+}
+
+/// Per-request facts the response stream needs.
+pub(super) struct Job {
+    pub(super) api: Api,
+    pub(super) id: String,
+    pub(super) model: String,
+    pub(super) created: i64,
+    pub(super) prompt_tokens: u32,
+    pub(super) output_tokens: u32,
+    pub(super) finish_reason: &'static str,
+    pub(super) include_usage: bool,
+    pub(super) continuous_usage: bool,
+    pub(super) fault: Option<Fault>,
+    pub(super) request_id: String,
+    pub(super) arrival_unix_ns: i64,
+}
+
+async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
+    let arrival_unix_ns = s.clock.now_unix_ns();
+    let n = s.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("sim-{n}"), str::to_string);
+    let forced = match headers
+        .get(FAULT_HEADER)
+        .map(|v| v.to_str().map(str::parse::<Fault>))
+    {
+        None => None,
+        Some(Ok(Ok(f))) => Some(f),
+        Some(Ok(Err(e))) => {
+            return error_response(StatusCode::BAD_REQUEST, "BadRequestError", &e.to_string());
+        }
+        Some(Err(_)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                "x-sim-fault is not ASCII",
+            );
+        }
+    };
+    let fault = forced.or_else(|| s.faults.pick(s.seed, n));
+    let req: GenRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                &format!("invalid request body: {e}"),
+            );
+        }
+    };
+    let prompt_tokens = match count_prompt(api, &req, s.tokenizer.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "BadRequestError", &e),
+    };
+    let truth_error = |status: StatusCode| {
+        if let Some(t) = &s.truth {
+            let _ = t.send(TruthRecord {
+                request_id: request_id.clone(),
+                arrival_unix_ns,
+                event_unix_ns: vec![s.clock.now_unix_ns()],
+                event_tokens: vec![0],
+                status: status.as_u16(),
+                fault: fault.map(|f| f.to_string()),
+            });
+        }
+    };
+    match fault {
+        Some(Fault::Http500) => {
+            truth_error(StatusCode::INTERNAL_SERVER_ERROR);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "simulated internal server error",
+            );
+        }
+        Some(Fault::Http429) => {
+            truth_error(StatusCode::TOO_MANY_REQUESTS);
+            return error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RateLimitError",
+                "simulated rate limit: too many requests",
+            );
+        }
+        _ => {}
+    }
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(s.default_max_tokens)
+        .max(1);
+    let output_tokens = match (&s.output_dist, req.ignore_eos) {
+        (Some(d), false) => d
+            .sample(unit(s.seed ^ 0x0D15, n), unit(s.seed ^ 0x0D16, n))
+            .min(max_tokens),
+        _ => max_tokens,
+    };
+    let opts = req.stream_options.as_ref();
+    let job = Job {
+        api,
+        id: match api {
+            Api::Chat => format!("chatcmpl-{n:016x}"),
+            Api::Completions => format!("cmpl-{n:016x}"),
+        },
+        model: serde_json::to_string(req.model.as_deref().unwrap_or(&s.model)).unwrap_or_default(),
+        created: arrival_unix_ns / 1_000_000_000,
+        prompt_tokens,
+        output_tokens,
+        finish_reason: if output_tokens >= max_tokens {
+            "length"
+        } else {
+            "stop"
+        },
+        include_usage: opts.is_some_and(|o| o.include_usage || o.continuous_usage_stats),
+        continuous_usage: opts.is_some_and(|o| o.continuous_usage_stats),
+        fault,
+        request_id: request_id.clone(),
+        arrival_unix_ns,
+    };
+    s.gauges
+        .prompt_tokens
+        .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
+    let source = match start(&s, n, prompt_tokens, output_tokens) {
+        Some(src) => src,
+        None => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableError",
+                "simulator is shutting down",
+            );
+        }
+    };
+    let rid = HeaderValue::from_str(&request_id).ok();
+    let mut resp = if req.stream {
+        let stream = SseStream::new(s.clone(), job, source);
+        let body = Body::from_stream(futures_util::stream::unfold(stream, |mut st| async move {
+            st.next_chunk().await.map(|c| (c, st))
+        }));
+        let mut r = Response::new(body);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    } else {
+        non_streaming(s.clone(), job, source).await
+    };
+    if let Some(rid) = rid {
+        resp.headers_mut().insert("x-request-id", rid);
+    }
+    resp
+}

@@ -1,0 +1,343 @@
+//! The response to one request: the SSE stream (vLLM's framing: a role event, one event per
+//! token, a usage event, `[DONE]`) or a non-streaming body, each logging its ground truth.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::BytesMut;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::request::{Api, Job};
+use super::scheduler::Source;
+use super::{AppState, error_response, json_response};
+use crate::fault::Fault;
+use crate::truth::TruthRecord;
+
+pub(super) async fn non_streaming(s: Arc<AppState>, job: Job, mut source: Source) -> Response {
+    let stop = s.shutdown.clone();
+    if job.fault == Some(Fault::Stall) {
+        stop.cancelled().await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableError",
+            "simulator is shutting down",
+        );
+    }
+    let mut got = 0u32;
+    let mut text = String::with_capacity(job.output_tokens as usize * 6);
+    loop {
+        match source.next(&stop).await {
+            Some(fin) => {
+                let _ = write!(text, "w{got} ");
+                got += 1;
+                if fin {
+                    break;
+                }
+            }
+            None => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableError",
+                    "simulator is shutting down",
+                );
+            }
+        }
+    }
+    if matches!(source, Source::Fixed { .. }) {
+        s.gauges
+            .generation_tokens
+            .fetch_add(u64::from(got), Ordering::Relaxed);
+    }
+    s.gauges.success.fetch_add(1, Ordering::Relaxed);
+    let usage = serde_json::json!({
+        "prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens + got, "completion_tokens": got,
+    });
+    let model: Value = serde_json::from_str(&job.model).unwrap_or(Value::Null);
+    let choice = match job.api {
+        Api::Chat => serde_json::json!({
+            "index": 0, "message": {"role": "assistant", "content": text},
+            "logprobs": null, "finish_reason": job.finish_reason, "stop_reason": null,
+        }),
+        Api::Completions => serde_json::json!({
+            "index": 0, "text": text, "logprobs": null, "finish_reason": job.finish_reason, "stop_reason": null,
+        }),
+    };
+    let object = if job.api == Api::Chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    let body = serde_json::json!({
+        "id": job.id, "object": object, "created": job.created, "model": model,
+        "choices": [choice], "usage": usage,
+    });
+    let now = s.clock.now_unix_ns();
+    if let Some(t) = &s.truth {
+        let _ = t.send(TruthRecord {
+            request_id: job.request_id.clone(),
+            arrival_unix_ns: job.arrival_unix_ns,
+            event_unix_ns: vec![now],
+            event_tokens: vec![got],
+            status: 200,
+            fault: job.fault.map(|f| f.to_string()),
+        });
+    }
+    json_response(StatusCode::OK, body.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Role,
+    Tokens,
+    Usage,
+    Done,
+    End,
+}
+
+/// The state of one SSE response; yields the bytes of each event.
+pub(super) struct SseStream {
+    s: Arc<AppState>,
+    job: Job,
+    source: Source,
+    stop: CancellationToken,
+    phase: Phase,
+    /// Tokens streamed so far (also the next word's number).
+    sent: u32,
+    /// The token count at which a mid-stream fault fires.
+    fault_at: u32,
+    fault_done: bool,
+    keepalive_due: bool,
+    /// Bytes before the token text of a content event.
+    prefix: String,
+    event_ns: Vec<i64>,
+    event_tokens: Vec<u32>,
+    status: u16,
+}
+
+impl SseStream {
+    pub(super) fn new(s: Arc<AppState>, job: Job, source: Source) -> Self {
+        let prefix = match job.api {
+            Api::Chat => format!(
+                "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"",
+                job.id, job.created, job.model
+            ),
+            Api::Completions => format!(
+                "data: {{\"id\":\"{}\",\"object\":\"text_completion\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"text\":\"",
+                job.id, job.created, job.model
+            ),
+        };
+        let fault_at = (job.output_tokens / 2).max(1);
+        let want_truth = s.truth.is_some();
+        let stop = s.shutdown.clone();
+        let cap = if want_truth {
+            job.output_tokens as usize + 3
+        } else {
+            0
+        };
+        Self {
+            s,
+            source,
+            stop,
+            phase: if job.api == Api::Chat {
+                Phase::Role
+            } else {
+                Phase::Tokens
+            },
+            sent: 0,
+            fault_at,
+            fault_done: false,
+            keepalive_due: true,
+            prefix,
+            event_ns: Vec::with_capacity(cap),
+            event_tokens: Vec::with_capacity(cap),
+            status: 200,
+            job,
+        }
+    }
+
+    /// Records a data event's time (just before its bytes go to the socket) and hands it out.
+    fn event(&mut self, bytes: Bytes, tokens: u32) -> Option<Result<Bytes, std::io::Error>> {
+        if self.s.truth.is_some() {
+            self.event_ns.push(self.s.clock.now_unix_ns());
+            self.event_tokens.push(tokens);
+        }
+        Some(Ok(bytes))
+    }
+
+    fn usage_json(&self, completion: u32) -> String {
+        format!(
+            "{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}",
+            self.job.prompt_tokens,
+            self.job.prompt_tokens + completion,
+            completion
+        )
+    }
+
+    fn head(&self) -> String {
+        let object = if self.job.api == Api::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        format!(
+            "data: {{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{},\"model\":{}",
+            self.job.id, self.job.created, self.job.model
+        )
+    }
+
+    pub(super) async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            match self.phase {
+                Phase::Role => {
+                    self.phase = Phase::Tokens;
+                    let mut b = self.head();
+                    b.push_str(",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]");
+                    if self.job.continuous_usage {
+                        let _ = write!(b, ",\"usage\":{}", self.usage_json(0));
+                    }
+                    b.push_str("}\n\n");
+                    return self.event(Bytes::from(b), 0);
+                }
+                Phase::Tokens => {
+                    if self.job.fault == Some(Fault::KeepAlive) && self.keepalive_due {
+                        self.keepalive_due = false;
+                        return Some(Ok(Bytes::from_static(b": keep-alive\n\n")));
+                    }
+                    if !self.fault_done
+                        && self.sent >= self.fault_at
+                        && let Some(r) = self.mid_stream_fault().await
+                    {
+                        return r;
+                    }
+                    let k = match self.job.fault {
+                        Some(Fault::MultiToken(k)) => k,
+                        _ => 1,
+                    };
+                    let mut got = 0u32;
+                    let mut finished = false;
+                    while got < k {
+                        match self.source.next(&self.stop).await {
+                            Some(fin) => {
+                                got += 1;
+                                if fin {
+                                    finished = true;
+                                    break;
+                                }
+                            }
+                            // Shutting down: end the body abruptly.
+                            None => {
+                                self.phase = Phase::End;
+                                return Some(Err(std::io::Error::other("simulator shutting down")));
+                            }
+                        }
+                    }
+                    if matches!(self.source, Source::Fixed { .. }) {
+                        self.s
+                            .gauges
+                            .generation_tokens
+                            .fetch_add(u64::from(got), Ordering::Relaxed);
+                    }
+                    let mut b = BytesMut::with_capacity(self.prefix.len() + 96 + 8 * got as usize);
+                    b.extend_from_slice(self.prefix.as_bytes());
+                    for i in self.sent..self.sent + got {
+                        let _ = write!(b, "w{i} ");
+                    }
+                    self.sent += got;
+                    let close = match self.job.api {
+                        Api::Chat => "\"}",
+                        Api::Completions => "\"",
+                    };
+                    b.extend_from_slice(close.as_bytes());
+                    b.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+                    if finished {
+                        let _ = write!(b, "\"{}\"", self.job.finish_reason);
+                    } else {
+                        b.extend_from_slice(b"null");
+                    }
+                    b.extend_from_slice(b",\"stop_reason\":null}]");
+                    if self.job.continuous_usage {
+                        let _ = write!(b, ",\"usage\":{}", self.usage_json(self.sent));
+                    }
+                    b.extend_from_slice(b"}\n\n");
+                    if finished {
+                        self.phase = Phase::Usage;
+                        self.s.gauges.success.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.keepalive_due = true;
+                    return self.event(b.freeze(), got);
+                }
+                Phase::Usage => {
+                    self.phase = Phase::Done;
+                    if self.job.include_usage {
+                        let b = format!(
+                            "{},\"choices\":[],\"usage\":{}}}\n\n",
+                            self.head(),
+                            self.usage_json(self.sent)
+                        );
+                        return self.event(Bytes::from(b), 0);
+                    }
+                }
+                Phase::Done => {
+                    self.phase = Phase::End;
+                    if self.job.fault != Some(Fault::NoDone) {
+                        return Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+                    }
+                }
+                Phase::End => return None,
+            }
+        }
+    }
+
+    /// Fires the request's mid-stream fault, if it has one; None lets streaming go on.
+    async fn mid_stream_fault(&mut self) -> Option<Option<Result<Bytes, std::io::Error>>> {
+        self.fault_done = true;
+        match self.job.fault? {
+            Fault::Reset => {
+                self.phase = Phase::End;
+                self.status = 0;
+                Some(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated connection reset",
+                ))))
+            }
+            Fault::Stall => {
+                self.stop.cancelled().await;
+                self.phase = Phase::End;
+                Some(Some(Err(std::io::Error::other("simulator shutting down"))))
+            }
+            Fault::ErrorEvent => {
+                self.phase = Phase::Done;
+                let b = Bytes::from_static(
+                    b"data: {\"error\": {\"message\": \"simulated engine error\", \"type\": \"InternalServerError\", \"param\": null, \"code\": 500}}\n\n",
+                );
+                Some(self.event(b, 0))
+            }
+            Fault::Malformed => {
+                let b =
+                    format!("{}w{}\n\n", self.prefix, self.sent).replace("\"choices\"", "\"choi");
+                Some(self.event(Bytes::from(b), 0))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        if let Some(t) = &self.s.truth {
+            let _ = t.send(TruthRecord {
+                request_id: std::mem::take(&mut self.job.request_id),
+                arrival_unix_ns: self.job.arrival_unix_ns,
+                event_unix_ns: std::mem::take(&mut self.event_ns),
+                event_tokens: std::mem::take(&mut self.event_tokens),
+                status: self.status,
+                fault: self.job.fault.map(|f| f.to_string()),
+            });
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! trace-sim: the HTTP protocol as clients see it, and the profiles' calibration.
+
+mod calibration;
+mod protocol;

@@ -1,0 +1,21 @@
+//! trace-sys: host plumbing with no central type, shared by every part of `trace` that runs on
+//! a host (the client, the recording proxy, the simulator, selfcheck). Like ripgrep's grep-cli,
+//! it is a utility library: each module is a few OS-facing helpers.
+//!
+//! - [`RunClock`]: a run's one wall-clock reading paired with a monotonic instant, and the
+//!   offsets (`*_ns` columns) every time is stored as;
+//! - [`listen`] / [`listen_shared`]: listening sockets with a 4096-deep accept queue;
+//! - [`raise_nofile_limit`], [`nofile_limit`]: the open-file limit;
+//! - [`allowed_cpus`], [`pin_current`]: CPU affinity.
+//!
+//! It depends on no other trace crate.
+
+mod clock;
+mod cpu;
+mod limits;
+mod net;
+
+pub use clock::RunClock;
+pub use cpu::{allowed_cpus, pin_current};
+pub use limits::{nofile_limit, raise_nofile_limit};
+pub use net::{BACKLOG, ensure_port_free, listen, listen_shared};

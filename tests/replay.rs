@@ -1,0 +1,235 @@
+//! End-to-end tests of `trace replay` through the real binary, against the embedded simulator
+//! (issue 7): the file it writes, rate sweeps, Ctrl-C, bad flags and bad workload files.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use trace_format::{TraceReader, meta};
+
+use crate::util::*;
+
+/// Short prompts and outputs so each request takes well under a second on the simulator.
+const SMALL: [&str; 4] = ["--input-len", "16", "--output-len", "6"];
+
+#[test]
+fn replay_writes_a_readable_trace_with_every_request_and_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("x.parquet");
+    let o = out.to_str().unwrap();
+    let res = run_ok_in(
+        &[
+            "replay", "--rate", "50", "-n", "40", "-o", o, "--label", "e2e",
+        ]
+        .iter()
+        .copied()
+        .chain(SMALL)
+        .collect::<Vec<_>>(),
+        d.path(),
+    );
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("rate=50"), "summary table: {stdout}");
+    let r = TraceReader::open(&out).unwrap();
+    assert_eq!(r.num_rows(), 40);
+    assert_eq!(r.meta().get(meta::LABEL), Some("e2e"));
+    assert_eq!(r.meta().get(meta::SEED), Some("0"));
+    assert!(r.meta().get(meta::SCHEDULE).unwrap().contains("poisson"));
+    assert!(r.meta().get(meta::WORKLOAD).unwrap().contains("random"));
+    let stages = r.meta().stages();
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].stage, "rate=50");
+    let recs: Vec<_> = r.records().collect::<Result<_, _>>().unwrap();
+    let mut ids: Vec<&str> = recs.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "request ids are unique");
+    for rec in &recs {
+        assert_eq!(rec.error_kind, None, "{rec:?}");
+        assert_eq!(rec.stage, "rate=50");
+        assert_eq!(rec.target_rate, Some(50.0));
+        assert_eq!(rec.max_tokens, Some(6));
+        let sent = rec.sent_ns.unwrap();
+        assert!(sent >= rec.scheduled_ns);
+        assert_eq!(rec.chunk_ns.len(), rec.chunk_tokens.len());
+        assert!(
+            rec.chunk_ns.len() >= 6,
+            "at least one event per token: {rec:?}"
+        );
+        assert_eq!(
+            rec.chunk_tokens.iter().sum::<i32>(),
+            rec.output_tokens.unwrap()
+        );
+        assert!(rec.chunk_ns.windows(2).all(|w| w[0] <= w[1]));
+        assert!(rec.chunk_ns[0] >= sent && rec.end_ns.unwrap() >= *rec.chunk_ns.last().unwrap());
+    }
+}
+
+#[test]
+fn rate_sweep_writes_one_stage_per_rate_and_replays_as_a_workload() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sweep.parquet");
+    let o = out.to_str().unwrap();
+    let args: Vec<&str> = ["replay", "--rate", "20,40", "-n", "10", "-o", o]
+        .iter()
+        .copied()
+        .chain(SMALL)
+        .collect();
+    run_ok_in(&args, d.path());
+    let r = TraceReader::open(&out).unwrap();
+    assert_eq!(r.num_rows(), 20);
+    let stages = r.meta().stages();
+    let labels: Vec<&str> = stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(labels, ["rate=20", "rate=40"]);
+    assert!(stages[1].start_ns >= stages[0].end_ns.unwrap());
+    assert_eq!(stages.iter().map(|s| s.requests).sum::<u64>(), 20);
+
+    // The run file is itself a workload: its ids come back, at a retargeted rate.
+    let again = d.path().join("again.parquet");
+    let args = ["replay", o, "--rate", "100", "-o", again.to_str().unwrap()];
+    run_ok_in(&args, d.path());
+    let (_, a) = trace_format::read_all(&out).unwrap();
+    let (_, b) = trace_format::read_all(&again).unwrap();
+    let mut ia: Vec<String> = a.into_iter().map(|r| r.request_id).collect();
+    let mut ib: Vec<String> = b.into_iter().map(|r| r.request_id).collect();
+    ia.sort();
+    ib.sort();
+    assert_eq!(ia, ib);
+
+    // Without --rate the recorded timing is replayed (here ten times faster).
+    let rec = d.path().join("recorded.parquet");
+    let args = [
+        "replay",
+        o,
+        "--time-scale",
+        "0.1",
+        "-o",
+        rec.to_str().unwrap(),
+    ];
+    run_ok_in(&args, d.path());
+    let (m, c) = trace_format::read_all(&rec).unwrap();
+    assert_eq!(c.len(), 20);
+    assert!(
+        c.iter()
+            .all(|r| r.stage == "recorded" && r.target_rate.is_none())
+    );
+    assert_eq!(m.stages()[0].target_rate, None);
+}
+
+#[test]
+fn without_output_a_new_file_appears_under_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = ["replay", "--rate", "inf", "-n", "3", "--warmup", "2"]
+        .iter()
+        .copied()
+        .chain(SMALL)
+        .collect();
+    let res = run_ok_in(&args, d.path());
+    let files: Vec<_> = std::fs::read_dir(d.path().join("runs")).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let name = files[0]
+        .as_ref()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    assert!(
+        name.starts_with("sim-") && name.ends_with(".parquet"),
+        "{name}"
+    );
+    assert!(String::from_utf8_lossy(&res.stderr).contains(&name));
+    // Warmup requests are rows of their own stage, with their own ids.
+    let (m, recs) = trace_format::read_all(files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(recs.len(), 5);
+    let warm: Vec<&str> = recs
+        .iter()
+        .filter(|r| r.stage == "warmup")
+        .map(|r| r.request_id.as_str())
+        .collect();
+    assert_eq!(warm.len(), 2);
+    assert!(warm.iter().all(|id| id.starts_with("warmup-")));
+    let labels: Vec<String> = m.stages().into_iter().map(|s| s.stage).collect();
+    assert_eq!(labels, ["warmup", "rate=inf"]);
+    assert!(
+        !String::from_utf8_lossy(&res.stdout).contains("warmup"),
+        "summary leaves warmup out"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_sending_and_leaves_a_valid_file() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("int.parquet");
+    let child = trace()
+        .args([
+            "replay",
+            "--rate",
+            "20",
+            "-n",
+            "1000",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(SMALL)
+        .current_dir(d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t0 = Instant::now();
+    let out_res = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "drained in bounded time"
+    );
+    assert_eq!(
+        out_res.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out_res.stderr)
+    );
+    let r = TraceReader::open(&out).unwrap();
+    let n = r.num_rows();
+    assert!(n > 0 && n < 1000, "{n} rows");
+    assert_eq!(r.meta().stages()[0].requests, n);
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let out = trace().args(args).current_dir(d.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "trace {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "trace {args:?}: expected '{needle}' in: {err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_value() {
+    fails_with(&["replay", "--rate", "0"], "'0'");
+    fails_with(&["replay", "--rate", "5,abc"], "'abc'");
+    fails_with(&["replay", "--rate", "5", "-n", "0"], "'0'");
+    fails_with(&["replay", "--rate", "5", "--range-ratio", "1.5"], "'1.5'");
+    fails_with(&["replay", "--rate", "5", "--burstiness", "-1"], "'-1'");
+    fails_with(&["replay", "--rate", "5", "--endpoint", "grpc"], "'grpc'");
+    fails_with(&["replay", "nonsense", "--rate", "5"], "'nonsense'");
+    fails_with(&["replay"], "--rate");
+}
+
+#[test]
+fn bad_workload_files_exit_2_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.json");
+    std::fs::write(&bad, "[{\"conversations\": 3}]").unwrap();
+    let arg = format!("sharegpt={}", bad.display());
+    fails_with(&["replay", &arg, "--rate", "5"], "bad.json");
+    fails_with(&["replay", &arg, "--rate", "5"], "entry 0");
+    let missing = d.path().join("missing.parquet");
+    fails_with(&["replay", missing.to_str().unwrap()], "missing.parquet");
+}

@@ -1,0 +1,18 @@
+//! End-to-end tests of the real `trace` binary, one module per verb (ripgrep's layout: one
+//! integration-test binary, shared helpers in `util`). Library behaviour is tested in each
+//! crate; here the command line, its files, exit codes and messages.
+
+#[path = "../crates/trace-analyze/tests/common/mod.rs"]
+mod fixtures;
+mod util;
+
+mod derive;
+mod diff;
+mod engine_traces;
+mod errors;
+mod format;
+mod import;
+mod record;
+mod replay;
+mod report;
+mod selfcheck;
