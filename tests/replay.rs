@@ -210,16 +210,13 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(out.stdout.is_empty());
 }
 
+/// Which values are refused is tested in-process (trace-cli's `Cli::try_parse_from` tests);
+/// here, that the binary exits 2 with the message on stderr and nothing on stdout, for a flag
+/// clap refuses and for a setting checked after parsing.
 #[test]
 fn bad_flags_exit_2_naming_the_value() {
     fails_with(&["replay", "--rate", "0"], "'0'");
-    fails_with(&["replay", "--rate", "5,abc"], "'abc'");
-    fails_with(&["replay", "--rate", "5", "-n", "0"], "'0'");
-    fails_with(&["replay", "--rate", "5", "--range-ratio", "1.5"], "'1.5'");
-    fails_with(&["replay", "--rate", "5", "--burstiness", "-1"], "'-1'");
-    fails_with(&["replay", "--rate", "5", "--endpoint", "grpc"], "'grpc'");
     fails_with(&["replay", "nonsense", "--rate", "5"], "'nonsense'");
-    fails_with(&["replay"], "--rate");
 }
 
 #[test]

@@ -100,15 +100,8 @@ fn impossible_bound_exits_1() {
 
 #[test]
 fn bad_flags_exit_2() {
-    for bad in [
-        &["--concurrency", "0"][..],
-        &["--ttft", "fast"],
-        &["--format", "xml"],
-        &["--tokens", "-1"],
-        &["--rate", "0"],
-        &["--bogus"],
-        &["--duration", "1s", "-n", "5"],
-    ] {
+    // Which values are refused: trace-cli's in-process parse tests. Here, the exit status.
+    for bad in [&["--concurrency", "0"][..], &["--bogus"]] {
         let o = selfcheck(bad);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }

@@ -119,3 +119,86 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Cmd};
+
+    /// The parse error of a command line, as clap prints it.
+    fn refused(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(c) => panic!("{args:?} parsed: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_value() {
+        for (args, needle) in [
+            (&["trace", "replay", "--rate", "0"][..], "'0'"),
+            (&["trace", "replay", "--rate", "5,abc"], "'abc'"),
+            (&["trace", "replay", "--rate", "5", "-n", "0"], "'0'"),
+            (
+                &["trace", "replay", "--rate", "5", "--range-ratio", "1.5"],
+                "'1.5'",
+            ),
+            (
+                &["trace", "replay", "--rate", "5", "--burstiness", "-1"],
+                "'-1'",
+            ),
+            (
+                &["trace", "replay", "--rate", "5", "--endpoint", "grpc"],
+                "'grpc'",
+            ),
+            (&["trace", "selfcheck", "--concurrency", "0"], "'0'"),
+            (&["trace", "selfcheck", "--ttft", "fast"], "'fast'"),
+            (&["trace", "selfcheck", "--format", "xml"], "'xml'"),
+            (&["trace", "selfcheck", "--tokens", "-1"], "-1"),
+            (&["trace", "selfcheck", "--rate", "0"], "'0'"),
+            (&["trace", "selfcheck", "--bogus"], "--bogus"),
+            (
+                &["trace", "selfcheck", "--duration", "1s", "-n", "5"],
+                "--duration",
+            ),
+            (
+                &["trace", "record", "-o", "a", "--max-requests", "0"],
+                "'0'",
+            ),
+            (
+                &["trace", "record", "-o", "a", "--store", "secrets"],
+                "'secrets'",
+            ),
+        ] {
+            let e = refused(args);
+            assert!(e.contains(needle), "{args:?}: expected '{needle}' in: {e}");
+        }
+    }
+
+    #[test]
+    fn settings_checked_after_parsing_name_the_value() {
+        let cfg = |args: &[&str]| {
+            let Cmd::Replay(a) = Cli::try_parse_from(args).unwrap().cmd else {
+                panic!("not replay")
+            };
+            a.to_config("http://127.0.0.1:1".into(), "x.parquet".into())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(cfg(&["trace", "replay", "nonsense", "--rate", "5"]).contains("'nonsense'"));
+        assert!(cfg(&["trace", "replay"]).contains("--rate"));
+        let e = cfg(&[
+            "trace",
+            "replay",
+            "--rate",
+            "5",
+            "--arrival",
+            "constant",
+            "--burstiness",
+            "2",
+        ]);
+        assert!(e.contains("--burstiness"), "{e}");
+    }
+}

@@ -1,6 +1,18 @@
-//! Shared clap value parsers: rates, durations, byte sizes. Messages name the rejected value.
+//! Shared clap value parsers and value enums: rates, durations, counts, ratios, percentiles, SLOs,
+//! `--store`. Every parser's message names the rejected value.
 
 use std::time::Duration;
+
+use clap::ValueEnum;
+
+/// What `--store` may keep besides timings (replay and record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// Prompt texts (so a replay re-sends the same prompts).
+    Prompts,
+    /// Output texts.
+    Outputs,
+}
 
 /// Parses a request rate in req/s: a positive finite number, or `inf` (send all at once).
 pub fn rate(s: &str) -> Result<f64, String> {

@@ -50,20 +50,15 @@ pub(super) fn stage_diff(
             .collect();
         let cis = match get {
             Some(f) => {
-                let va: Vec<f64> = sa
-                    .rows
-                    .iter()
-                    .filter(|r| r.ok)
-                    .map(f)
-                    .filter(|x| x.is_finite())
-                    .collect();
-                let vb: Vec<f64> = sb
-                    .rows
-                    .iter()
-                    .filter(|r| r.ok)
-                    .map(f)
-                    .filter(|x| x.is_finite())
-                    .collect();
+                let defined = |s: &StageData| -> Vec<f64> {
+                    s.rows
+                        .iter()
+                        .filter(|r| r.ok)
+                        .map(f)
+                        .filter(|x| x.is_finite())
+                        .collect()
+                };
+                let (va, vb) = (defined(sa), defined(sb));
                 let pa: Vec<f64>;
                 let pb: Vec<f64>;
                 let valid: Vec<(usize, usize)> = pairs

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 use trace_record::RecordConfig;
+
+use crate::parse::StoreArg;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -28,15 +30,6 @@ The first Ctrl-C (or SIGTERM) stops accepting and drains in-flight streams (--dr
 then closes a valid file; a second one aborts, leaving the flushed data readable in
 OUT.parquet.partial/.
 Exit status: 0 done, 130 stopped by Ctrl-C or SIGTERM (the file is still valid), 2 error.";
-
-/// What `--store` may keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StoreArg {
-    /// The prompt text (so a replay re-sends the same prompts).
-    Prompts,
-    /// The output text.
-    Outputs,
-}
 
 /// Arguments of `trace record`.
 #[derive(Debug, Args)]

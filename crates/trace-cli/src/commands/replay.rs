@@ -16,6 +16,8 @@ use trace_replay::dispatch::{Counters, Timer};
 use trace_replay::workload::{RandomSpec, WorkloadSpec};
 use trace_replay::{Arrival, ReplayConfig};
 
+use crate::parse::StoreArg;
+
 /// Where runs go when no `-o` is given: `runs/<label or sim>-<UTC time>.parquet`.
 const RUNS_DIR: &str = "runs";
 
@@ -63,15 +65,6 @@ pub enum TimerArg {
     Thread,
     /// tokio's sleep_until (about 1 ms granularity).
     Tokio,
-}
-
-/// What to store besides timings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StoreArg {
-    /// Prompt texts.
-    Prompts,
-    /// Output texts.
-    Outputs,
 }
 
 /// Arguments of `trace replay`.
