@@ -142,6 +142,8 @@ fn interrupted_run_is_readable_by_polars_and_recoverable() {
 fn help_lists_every_verb_with_examples() {
     let out = trace().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
+    // It opens with a sentence for users, not a developer's comment.
+    assert!(help.starts_with("Record, replay and compare"), "{help}");
     for verb in [
         "record",
         "replay",

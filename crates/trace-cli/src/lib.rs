@@ -22,7 +22,8 @@ mod table;
 #[command(
     name = "trace",
     version,
-    about,
+    about = "Record, replay and compare LLM-serving traces: TTFT, TPOT, ITL and E2E percentiles, \
+             throughput, the saturation point, and A/B diffs with confidence intervals.",
     arg_required_else_help = true,
     max_term_width = 100
 )]
