@@ -12,6 +12,7 @@ mod engine_traces;
 mod errors;
 mod format;
 mod import;
+mod llamacpp;
 mod record;
 mod replay;
 mod report;

@@ -48,6 +48,15 @@ pub struct ReqRow {
     pub input_tokens: u32,
     /// Output tokens: `output_tokens`, else the sum of `chunk_tokens`.
     pub output_tokens: u32,
+    /// `headers_ns - sent_ns`: the engine's queue wait when it sends headers only once a
+    /// request gets a slot (llama.cpp), else connection and header latency.
+    pub queue_wait_ms: f64,
+    /// `(prompt_tokens - expected_prompt_tokens) / expected_prompt_tokens`: how far the
+    /// server's prompt count is from the workload's length; NaN when either is unknown.
+    pub prompt_error: f32,
+    /// `event_tokens_gap`: output tokens the per-event counts could not place (0 when they
+    /// agree with the server's total).
+    pub token_gap: i32,
 }
 
 /// One stage's requests and pooled inter-token gaps.
@@ -182,12 +191,15 @@ pub fn load_run(path: &Path, opts: LoadOptions) -> Result<RunData> {
         col::TARGET_RATE,
         col::SCHEDULED_NS,
         col::SENT_NS,
+        col::HEADERS_NS,
         col::END_NS,
         col::CHUNK_NS,
         col::CHUNK_TOKENS,
         col::PROMPT_TOKENS,
         col::OUTPUT_TOKENS,
         col::ERROR_KIND,
+        col::EXPECTED_PROMPT_TOKENS,
+        col::EVENT_TOKENS_GAP,
     ];
     if opts.with_ids {
         cols.extend([col::REQUEST_ID, col::PROMPT_HASH]);
@@ -195,11 +207,19 @@ pub fn load_run(path: &Path, opts: LoadOptions) -> Result<RunData> {
     let mut frames = Vec::new();
     for f in reader.files() {
         let p = PlRefPath::try_from_path(f).map_err(pe(path))?;
-        let lf = LazyFrame::scan_parquet(p, ScanArgsParquet::default()).map_err(pe(path))?;
+        let mut lf = LazyFrame::scan_parquet(p, ScanArgsParquet::default()).map_err(pe(path))?;
+        // Files written before a column was added lack it: it reads as nulls.
+        let present = lf.collect_schema().map_err(pe(path))?;
         frames.push(
             lf.select(
                 cols.iter()
-                    .map(|c| polars::prelude::col(*c))
+                    .map(|c| {
+                        if present.contains(c) || !col::ADDED.contains(c) {
+                            polars::prelude::col(*c)
+                        } else {
+                            lit(NULL).cast(DataType::Int32).alias(*c)
+                        }
+                    })
                     .collect::<Vec<_>>(),
             ),
         );
@@ -310,9 +330,12 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
     let target_rate = f64c(col::TARGET_RATE)?;
     let scheduled = i64c(col::SCHEDULED_NS)?;
     let sent = i64c(col::SENT_NS)?;
+    let headers = i64c(col::HEADERS_NS)?;
     let end = i64c(col::END_NS)?;
     let prompt_tokens = i32c(col::PROMPT_TOKENS)?;
     let output_tokens = i32c(col::OUTPUT_TOKENS)?;
+    let expected = i32c(col::EXPECTED_PROMPT_TOKENS)?;
+    let gap = i32c(col::EVENT_TOKENS_GAP)?;
     let error_kind = series(path, df, col::ERROR_KIND)?
         .str()
         .map_err(|e| bad(path, col::ERROR_KIND, e.to_string()))?;
@@ -383,10 +406,11 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
         .zip(prompt_tokens.iter())
         .zip(output_tokens.iter())
         .zip(error_kind.iter())
-        .zip(ns_list.rows().zip(tok_list.rows()));
+        .zip(ns_list.rows().zip(tok_list.rows()))
+        .zip(headers.iter().zip(expected.iter()).zip(gap.iter()));
     for row in cols.by_ref() {
-        let (((((((st, rate), sched), sent), end), pt), ot), err) = row.0;
-        let (times, toks) = row.1;
+        let ((((((((st, rate), sched), sent), end), pt), ot), err), (times, toks)) = row.0;
+        let ((hdr, exp), gap) = row.1;
         let label = st.unwrap_or("");
         let si = match index.get(label) {
             Some(&i) => i,
@@ -404,7 +428,7 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
         if s.target_rate.is_none() {
             s.target_rate = rate;
         }
-        let row = req_row(
+        let mut row = req_row(
             RowRef {
                 scheduled_ns: sched.unwrap_or(0),
                 sent_ns: sent,
@@ -416,6 +440,13 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
             },
             pt,
         );
+        if let (Some(h), Some(s)) = (hdr, sent) {
+            row.queue_wait_ms = (h - s) as f64 / NS_PER_MS;
+        }
+        if let (Some(p), Some(e)) = (pt, exp.filter(|&e| e > 0)) {
+            row.prompt_error = ((p - e) as f64 / f64::from(e)) as f32;
+        }
+        row.token_gap = gap.unwrap_or(0);
         if row.ok {
             push_gaps(s, times, toks);
         }
@@ -450,6 +481,9 @@ fn req_row(r: RowRef<'_>, prompt_tokens: Option<i32>) -> ReqRow {
         } else {
             0
         },
+        queue_wait_ms: f64::NAN,
+        prompt_error: f32::NAN,
+        token_gap: 0,
     }
 }
 

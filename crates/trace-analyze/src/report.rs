@@ -86,10 +86,13 @@ pub struct Metrics {
     pub e2e_from_scheduled: Dist,
     /// sent_ns - scheduled_ns, every sent request (failed ones too).
     pub send_lag: Dist,
+    /// headers_ns - sent_ns, completed requests: the engine's queue wait when it answers only
+    /// once a request has a slot (llama.cpp), else connection and header latency.
+    pub queue_wait: Dist,
 }
 
 /// Metric names as used in `--fail-on`, CSV and JSON.
-pub const METRIC_NAMES: [&str; 8] = [
+pub const METRIC_NAMES: [&str; 9] = [
     "ttft",
     "tpot",
     "itl",
@@ -98,6 +101,7 @@ pub const METRIC_NAMES: [&str; 8] = [
     "ttft_from_scheduled",
     "e2e_from_scheduled",
     "send_lag",
+    "queue_wait",
 ];
 
 impl Metrics {
@@ -112,6 +116,7 @@ impl Metrics {
             "ttft_from_scheduled" => &self.ttft_from_scheduled,
             "e2e_from_scheduled" => &self.e2e_from_scheduled,
             "send_lag" => &self.send_lag,
+            "queue_wait" => &self.queue_wait,
             _ => return None,
         })
     }
@@ -193,6 +198,7 @@ pub fn stage_metrics(s: &mut StageData, ps: &[f64]) -> Metrics {
     let ttft_from_scheduled = ok(|r| r.ttft_sched_ms);
     let e2e_from_scheduled = ok(|r| r.e2e_sched_ms);
     let send_lag = dist_f64(s.rows.iter().map(|r| r.send_lag_ms), ps);
+    let queue_wait = ok(|r| r.queue_wait_ms);
     let itl = dist_of(&mut s.itl_ms, ps);
     let itl_per_token = match s.itl_per_token_ms.as_mut() {
         Some(v) => dist_of(v, ps),
@@ -207,6 +213,7 @@ pub fn stage_metrics(s: &mut StageData, ps: &[f64]) -> Metrics {
         ttft_from_scheduled,
         e2e_from_scheduled,
         send_lag,
+        queue_wait,
     }
 }
 
@@ -233,6 +240,7 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
     if stages.is_empty() {
         warnings.push("the trace has no rows".into());
     }
+    warnings.extend(token_count_warnings(run));
     for s in &stages {
         if let Some(w) = send_lag_warning(s) {
             warnings.push(w);
@@ -259,6 +267,55 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
         saturation,
         warnings,
     }
+}
+
+/// Prompts whose server count differs from the workload's length by more than this fraction
+/// raise a warning.
+pub const PROMPT_TOLERANCE: f64 = 0.05;
+
+/// Warnings about token counts the numbers rest on: prompts the server counted differently from
+/// the workload's lengths (uncalibrated prompts), and rows whose per-event counts could not be
+/// reconciled with the server's total.
+pub fn token_count_warnings(run: &RunData) -> Vec<String> {
+    let rows = || {
+        run.stages
+            .iter()
+            .flat_map(|s| s.rows.iter())
+            .filter(|r| r.ok)
+    };
+    let known: Vec<f64> = rows()
+        .map(|r| f64::from(r.prompt_error))
+        .filter(|e| e.is_finite())
+        .collect();
+    let mut out = Vec::new();
+    let off = known.iter().filter(|e| e.abs() > PROMPT_TOLERANCE).count();
+    if off > 0 {
+        let mut v = known.clone();
+        let median = trace_stats::percentile(&mut v, 50.0).unwrap_or(0.0);
+        let how = run
+            .meta
+            .client()
+            .and_then(|c| c.prompt_lengths)
+            .map_or(String::new(), |p| format!(" (lengths made by: {p})"));
+        out.push(format!(
+            "PROMPT LENGTHS: the server counted {off} of {} prompts more than {:.0}% away from the \
+             workload's length (median {:+.1}%){how}: latencies are for other prompt lengths than \
+             asked; calibrate against the server (its /tokenize endpoint) or give --tokenizer",
+            known.len(),
+            100.0 * PROMPT_TOLERANCE,
+            100.0 * median
+        ));
+    }
+    let gaps = rows().filter(|r| r.token_gap != 0).count();
+    if gaps > 0 {
+        out.push(format!(
+            "per-event token counts disagree with the server's usage in {gaps} of {} completed \
+             requests (events merged by the server without a per-event count); their \
+             itl_per_token spreads are approximate",
+            rows().count()
+        ));
+    }
+    out
 }
 
 /// The send-lag warning of a stage, when its P99 exceeds both 1 ms and 5% of the median TTFT.

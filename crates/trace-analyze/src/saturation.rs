@@ -11,16 +11,21 @@
 //!
 //! It is **saturated** when a latency series and the backlog both grow in that window:
 //! - TTFT (from the scheduled time) or TPOT trends up over arrival time: an OLS slope whose 95%
-//!   t-CI lies above zero, Mann-Kendall Z > 1.96, and a projected rise over the window above
-//!   20% of the series' median, 1 ms, and twice the scatter around the fitted line. TTFT catches engines that queue before admission (vLLM,
-//!   SGLang); TPOT catches engines that admit everything and slow every step (some continuous
-//!   batchers).
+//!   t-CI lies above zero and a projected rise over the window above 20% of the series' median,
+//!   1 ms, and twice the scatter around the fitted line, confirmed by Mann-Kendall (Z > 1.96)
+//!   unless the evidence is overwhelming on its own: even the CI's lower end projects a
+//!   practical rise. TTFT catches engines that queue before admission (vLLM, SGLang); TPOT
+//!   catches engines that admit everything and slow every step (some continuous batchers).
 //! - the backlog (requests scheduled and not yet finished) grows significantly, by more than one
 //!   request, 20% of its mean and twice its scatter over the window; or completions in the window
 //!   fall below 90% of the arrivals in it.
 //!
 //! Requiring both is the GuideLLM over-saturation rule (concurrency and TTFT slopes); it keeps a
-//! noisy latency trend in a short stage from being called a queue blow-up.
+//! noisy latency trend in a short stage from being called a queue blow-up. But plain arithmetic
+//! wins over a weak test: when completions are under half the arrivals and the backlog grows,
+//! the stage is saturated whatever the latency tests say (an engine that admits queued requests
+//! in waves, like llama.cpp's slots, raises TTFT in steps that a short window's rank test can
+//! miss; and in a saturated stage few requests complete, so the latency series is short).
 
 use serde::Serialize;
 
@@ -39,6 +44,9 @@ pub const PRACTICAL_MIN_MS: f64 = 1.0;
 pub const NOISE_MULTIPLE: f64 = 2.0;
 /// Completions below this fraction of arrivals in the window count as falling behind.
 pub const COMPLETION_FLOOR: f64 = 0.9;
+/// Completions below this fraction of arrivals, with a growing backlog, are an overload no
+/// latency test can veto.
+pub const OVERLOAD_RATIO: f64 = 0.5;
 /// Fewest requests in the steady window for a verdict.
 pub const MIN_POINTS: usize = 10;
 /// Backlog samples taken across the steady window.
@@ -83,14 +91,28 @@ pub struct Trend {
 }
 
 impl Trend {
-    /// Significant (CI above zero, Mann-Kendall agrees) and practical (rise above 20% of the
-    /// median, above 1 ms, and above twice the scatter around the trend).
+    /// The smallest rise that counts: 20% of the median, twice the scatter around the trend,
+    /// and 1 ms.
+    fn practical_ms(&self) -> f64 {
+        (PRACTICAL_FRACTION * self.median_ms)
+            .max(NOISE_MULTIPLE * self.residual_sd_ms)
+            .max(PRACTICAL_MIN_MS)
+    }
+
+    /// Significant (CI above zero) and practical (the rise exceeds [`Trend::practical_ms`]),
+    /// with Mann-Kendall agreeing, or [`Trend::overwhelming`] on its own.
     pub fn growing(&self) -> bool {
         self.slope.significant_up()
-            && self.mann_kendall.is_none_or(|m| m.z > 1.96)
-            && self.rise_ms > PRACTICAL_FRACTION * self.median_ms
-            && self.rise_ms > NOISE_MULTIPLE * self.residual_sd_ms
-            && self.rise_ms > PRACTICAL_MIN_MS
+            && self.rise_ms > self.practical_ms()
+            && (self.mann_kendall.is_none_or(|m| m.z > 1.96) || self.overwhelming())
+    }
+
+    /// Even the lower end of the slope's 95% CI projects a practical rise over the window: a
+    /// rank test on a short series cannot outweigh that.
+    pub fn overwhelming(&self) -> bool {
+        self.rise_ms > 0.0
+            && self.slope.slope > 0.0
+            && self.slope.ci_low / self.slope.slope * self.rise_ms > self.practical_ms()
     }
 }
 
@@ -121,7 +143,7 @@ pub struct StageSaturation {
     pub backlog_mean: Option<f64>,
     /// OLS slope of send lag (s) over arrival time (s): the client falling behind.
     pub send_lag_slope: Option<Slope>,
-    /// OLS slope of the server's waiting queue (requests per s) over the stage.
+    /// OLS slope of the server's waiting queue (requests per s) over the steady window.
     pub server_queue_slope: Option<Slope>,
     /// Saturated stages: the completion rate in the window (it tends to the capacity mu), else
     /// the fluid estimate lambda / (1 + TTFT slope).
@@ -215,15 +237,6 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
         server_queue_slope: None,
         capacity_estimate: None,
     };
-    if let (Some(a), Some(b)) = (s.start_ns(), s.end_ns()) {
-        let q: Vec<(f64, f64)> = server
-            .iter()
-            .filter(|p| p.t_ns >= a && p.t_ns <= b)
-            .filter_map(|p| Some((p.t_ns as f64 / 1e9, p.waiting?)))
-            .collect();
-        let (x, y): (Vec<f64>, Vec<f64>) = q.into_iter().unzip();
-        out.server_queue_slope = ols(&x, &y);
-    }
     let mut e2e: Vec<f64> = s
         .rows
         .iter()
@@ -262,11 +275,23 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
         return out;
     }
     out.window_s = Some((cut - t0, span));
+    // The server's waiting queue over the same window as the other evidence: the drain after
+    // the last arrival would pull its slope down.
+    let q: Vec<(f64, f64)> = server
+        .iter()
+        .map(|p| (p.t_ns as f64 / 1e9, p.waiting))
+        .filter(|p| (cut..=t1).contains(&p.0))
+        .filter_map(|(t, w)| Some((t, w?)))
+        .collect();
+    let (qx, qy): (Vec<f64>, Vec<f64>) = q.into_iter().unzip();
+    out.server_queue_slope = ols(&qx, &qy);
     let arrivals = kept.len() as f64;
+    // Completions are requests that finished successfully: a timed-out request left the
+    // system, but the engine did not serve it.
     let completions = s
         .rows
         .iter()
-        .filter(|r| r.end_ns != i64::MIN)
+        .filter(|r| r.ok && r.end_ns != i64::MIN)
         .filter(|r| (cut..=t1).contains(&(r.end_ns as f64 / 1e9)))
         .count() as f64;
     out.completion_rate = Some(completions / (t1 - cut));
@@ -300,6 +325,7 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
             && rise > NOISE_MULTIPLE * residual_sd(&bx, &by, &b)
     });
     let behind = out.completion_ratio.is_some_and(|c| c < COMPLETION_FLOOR);
+    let overload = backlog_up && out.completion_ratio.is_some_and(|c| c < OVERLOAD_RATIO);
     let latency = match (ttft_up, tpot_up) {
         (true, true) => Some("TTFT and TPOT grow"),
         (true, false) => Some("TTFT grows"),
@@ -314,6 +340,15 @@ pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturatio
     };
     (out.verdict, out.reason) = match (latency, queue) {
         (Some(l), Some(q)) => (Verdict::Saturated, format!("{l} and {q}")),
+        (None, Some(_)) if overload => (
+            Verdict::Saturated,
+            format!(
+                "completions are {:.0}% of arrivals and the backlog grows by {:.2} req/s: an \
+                 overload, whatever the latency trend tests say",
+                100.0 * out.completion_ratio.unwrap_or(0.0),
+                out.backlog_slope.map_or(0.0, |b| b.slope)
+            ),
+        ),
         (Some(l), None) => (
             Verdict::Stable,
             format!("{l}, but the backlog does not: a latency drift, not a queue"),
@@ -467,6 +502,9 @@ mod tests {
             end_ns: sched + (e2e * 1e6) as i64,
             input_tokens: 100,
             output_tokens: out,
+            queue_wait_ms: f64::NAN,
+            prompt_error: f32::NAN,
+            token_gap: 0,
         }
     }
 
@@ -551,6 +589,97 @@ mod tests {
         assert!(s.ttft.unwrap().growing(), "{s:?}");
         assert_eq!(s.verdict, Verdict::Stable, "{s:?}");
         assert!(s.reason.contains("not a queue"), "{}", s.reason);
+    }
+
+    /// A stage like the CPU llama.cpp one of issue 15: 2 req/s offered to an engine that
+    /// serves a fraction of that. In the steady window (the second half of the arrivals) most
+    /// requests wait past the client's timeout and fail, so only a few complete: their TTFTs
+    /// (admitted in waves as slots free up) form a short sawtooth with no significant trend,
+    /// while completions are a fraction of arrivals and the backlog grows.
+    fn overloaded_with_a_short_latency_series() -> StageData {
+        let rows = (0..120)
+            .map(|i| {
+                let t = i as f64 / 2.0;
+                if i % 5 == 0 {
+                    // A wave admits a few requests; later arrivals in a wave wait less.
+                    let ttft = 30_000.0 + [0.0, 6_000.0, -4_000.0, 3_000.0][(i / 5) % 4];
+                    return row(t, ttft, 8.0, 125);
+                }
+                // The rest wait past the client's 60 s timeout.
+                let mut r = row(t, 1.0, 1.0, 2);
+                r.ok = false;
+                r.end_ns = r.scheduled_ns + 60_000_000_000;
+                r
+            })
+            .collect();
+        stage(2.0, rows)
+    }
+
+    #[test]
+    fn an_overload_plain_arithmetic_shows_is_saturated_whatever_the_latency_tests_say() {
+        let st = overloaded_with_a_short_latency_series();
+        let s = stage_saturation(&st, &[]);
+        assert_eq!(s.verdict, Verdict::Saturated, "{s:?}");
+        assert!(
+            !s.ttft.unwrap().growing(),
+            "the latency test alone says no: {s:?}"
+        );
+        let ratio = s.completion_ratio.unwrap();
+        assert!(ratio < OVERLOAD_RATIO, "{s:?}");
+        assert!(s.backlog_slope.unwrap().significant_up(), "{s:?}");
+        assert!(s.reason.contains("overload"), "{}", s.reason);
+        // Plain arithmetic on the same rows: fewer than half the window's arrivals completed.
+        let (a, b) = s.window_s.unwrap();
+        let arrived = st
+            .rows
+            .iter()
+            .filter(|r| (a..=b).contains(&(r.scheduled_ns as f64 / 1e9)))
+            .count() as f64;
+        assert!(
+            s.completion_rate.unwrap() * (b - a) < arrived / 2.0,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn an_overwhelming_slope_is_not_vetoed_by_a_weak_rank_test() {
+        // A short sawtooth: OLS is decisive (even its CI's low end rises a lot), while
+        // Mann-Kendall, counting the falls inside each wave, stays under 1.96.
+        let points: Vec<(f64, f64)> = (0..11)
+            .map(|i| {
+                let y_s = 10.0 + (i / 4) as f64 * 8.0 - (i % 4) as f64 * 0.5;
+                (i as f64 * 0.5, y_s * 1e3)
+            })
+            .collect();
+        let t = trend(&points).unwrap();
+        assert!(t.mann_kendall.unwrap().z < 1.96, "{t:?}");
+        assert!(t.overwhelming() && t.growing(), "{t:?}");
+    }
+
+    #[test]
+    fn the_server_queue_is_fitted_over_the_steady_window_not_the_drain() {
+        let st = overloaded_with_a_short_latency_series();
+        // The gauge rises while requests arrive and drains after the last one.
+        let last = st.rows.iter().map(|r| r.scheduled_ns).max().unwrap();
+        let server: Vec<ServerPoint> = (0..200)
+            .map(|k| {
+                let t_ns = k * 500_000_000;
+                let waiting = if t_ns <= last {
+                    t_ns as f64 / 1e9 * 1.5
+                } else {
+                    (last as f64 / 1e9 * 1.5 - (t_ns - last) as f64 / 1e9 * 0.44).max(0.0)
+                };
+                ServerPoint {
+                    t_ns,
+                    waiting: Some(waiting),
+                    running: Some(4.0),
+                    kv_usage: None,
+                }
+            })
+            .collect();
+        let s = stage_saturation(&st, &server);
+        let q = s.server_queue_slope.unwrap();
+        assert!((q.slope - 1.5).abs() < 0.01, "{q:?}");
     }
 
     fn verdict(v: Verdict, rate: f64) -> StageSaturation {

@@ -54,6 +54,8 @@ mod tests {
             lag_p50_us: None,
             lag_p99_us: None,
             short_outputs: 0,
+            prompts_off: 0,
+            prompts_checked: 0,
         };
         let t = super::render(&[s]);
         assert_eq!(t.lines().count(), 2);

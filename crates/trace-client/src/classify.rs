@@ -96,6 +96,9 @@ pub struct Classified<'a> {
     pub error: Option<String>,
     /// A native cumulative token counter (TGI `details.generated_tokens`).
     pub native_tokens: Option<i64>,
+    /// llama.cpp's cumulative output token count (`timings.predicted_n`, on every chunk when the
+    /// request asks for `timings_per_token`).
+    pub predicted_n: Option<i64>,
 }
 
 /// What [`classify()`] reads from an event. `fast.rs` fills the same fields for the usual chunk
@@ -123,6 +126,16 @@ struct Chunk<'a> {
     details: Option<TgiDetails<'a>>,
     #[serde(default, borrow, deserialize_with = "opt_cow")]
     text_output: Option<Cow<'a, str>>,
+    #[serde(default)]
+    timings: Option<Timings>,
+}
+
+/// llama.cpp's per-chunk `timings`: only the cumulative output token count is used.
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct Timings {
+    #[serde(default)]
+    predicted_n: Option<i64>,
 }
 
 /// The `choices` array, folded element by element as it is parsed into what [`classify()`] uses:
@@ -315,6 +328,7 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
     let mut out = Classified {
         usage: chunk.usage,
         model: chunk.model,
+        predicted_n: chunk.timings.and_then(|t| t.predicted_n),
         ..Default::default()
     };
     if let Some(err) = &chunk.error {
@@ -379,14 +393,21 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
 ///
 /// Rule (documented in the crate README): under continuous usage (the event carries `usage`
 /// and so did the previous data event, or it is the stream's first data event) an event's
-/// tokens are the change in cumulative `completion_tokens`; otherwise a content event counts
-/// 1 and any other event 0. So an old server that puts the total on its last content chunk
-/// does not credit that chunk with every token, and a usage-only final event adds nothing.
+/// tokens are the change in cumulative `completion_tokens`; else, under llama.cpp's
+/// `timings_per_token` (the same test on `timings.predicted_n`), the change in that count;
+/// otherwise a content event counts 1 and any other event 0. So an old server that puts the
+/// total on its last content chunk does not credit that chunk with every token, a usage-only
+/// final event adds nothing, and a llama.cpp event that carries two tokens (one ended in an
+/// incomplete UTF-8 sequence and was held back) counts two.
 #[derive(Debug, Default, Clone)]
 pub struct TokenCounter {
     data_events: u64,
     prev_had_usage: bool,
     last_completion: Option<i64>,
+    prev_had_timings: bool,
+    last_predicted: Option<i64>,
+    /// How the last event was counted: `usage`, `timings` or `events`.
+    pub source: Option<&'static str>,
     /// The last usage seen anywhere in the stream.
     pub last_usage: Option<Usage>,
     /// Sum of the per-event counts returned so far.
@@ -405,12 +426,22 @@ impl TokenCounter {
         self.data_events += 1;
         let content = c.kind == Some(EventKind::Content);
         let cur = c.usage.and_then(|u| u.completion_tokens);
-        let n = match cur {
-            Some(cur) if first || self.prev_had_usage => {
-                (cur - self.last_completion.unwrap_or(0)).max(0)
+        let (n, source) = match (cur, c.predicted_n) {
+            (Some(cur), _) if first || self.prev_had_usage => {
+                ((cur - self.last_completion.unwrap_or(0)).max(0), "usage")
             }
-            _ => i64::from(content),
+            (_, Some(p)) if first || self.prev_had_timings => {
+                ((p - self.last_predicted.unwrap_or(0)).max(0), "timings")
+            }
+            _ => (i64::from(content), "events"),
         };
+        if content {
+            self.source = Some(source);
+        }
+        if c.predicted_n.is_some() {
+            self.last_predicted = c.predicted_n;
+        }
+        self.prev_had_timings = c.predicted_n.is_some();
         if let Some(u) = c.usage {
             // Merge so a later usage without prompt_tokens keeps the earlier one.
             let prev = self.last_usage.unwrap_or_default();

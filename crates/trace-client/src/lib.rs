@@ -6,7 +6,8 @@
 //! [`StreamState`]: per-event arrival times and token counts, usage, errors), [`sse`] (the SSE
 //! parser, byte-arrival timestamps taken before parsing), [`classify`] (what one event carries),
 //! `tokenizer` (Hugging Face tokenizers: [`HfTokenizer`], [`random_prompt`]) and [`metrics`]
-//! (the `/metrics` scraper and its sampling loop).
+//! (the `/metrics` scraper and its sampling loop), [`server`] (what the target is and offers:
+//! its engine, models, `/tokenize`).
 //!
 //! It depends on trace-format and trace-sys; it must not depend on polars, clap or axum:
 //! trace-replay and trace-record drive it, trace-cli renders.
@@ -32,6 +33,7 @@ pub mod classify;
 pub mod metrics;
 pub mod request;
 mod send;
+pub mod server;
 pub mod sse;
 pub mod stream;
 mod tokenizer;
@@ -41,6 +43,7 @@ pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
 pub use metrics::{MetricsScraper, Samples, Scrape, parse_prometheus, sample_every, scrape};
 pub use request::{ClientConfig, Endpoint, Prompt, RequestSpec, prompt_hash};
 pub use send::{Client, list_models};
+pub use server::{ServerApi, ServerInfo};
 pub use stream::StreamState;
 pub use tokenizer::{HfTokenizer, random_prompt, word_level_tokenizer_json};
 pub use url::{ServerUrl, redact};

@@ -64,7 +64,6 @@ const MAP: &[(&str, &str, Concept)] = &[
     ("tgi_batch_current_size", "tgi", Concept::Running),
     ("llamacpp:requests_deferred", "llamacpp", Concept::Waiting),
     ("llamacpp:requests_processing", "llamacpp", Concept::Running),
-    ("llamacpp:kv_cache_usage_ratio", "llamacpp", Concept::Kv),
 ];
 
 #[derive(Default)]

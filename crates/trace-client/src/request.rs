@@ -63,6 +63,10 @@ pub struct ClientConfig {
     pub extra_body: Option<Value>,
     /// Hugging Face tokenizer.json used to count output tokens when the server sends no usage.
     pub tokenizer: Option<PathBuf>,
+    /// Ask llama.cpp for `timings_per_token`: its cumulative `timings.predicted_n` on every
+    /// chunk gives exact per-event token counts (it ignores `continuous_usage_stats`). Only for
+    /// llama.cpp: other servers may refuse the field.
+    pub timings_per_token: bool,
 }
 
 impl ClientConfig {
@@ -81,6 +85,7 @@ impl ClientConfig {
             store_prompt: false,
             extra_body: None,
             tokenizer: None,
+            timings_per_token: false,
         }
     }
 }

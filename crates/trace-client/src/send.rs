@@ -54,7 +54,7 @@ pub(crate) fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, 
     b.build().map_err(|e| Error::Build(error_chain(&e)))
 }
 
-fn bearer(key: &str) -> Result<HeaderValue, Error> {
+pub(crate) fn bearer(key: &str) -> Result<HeaderValue, Error> {
     let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
         .map_err(|_| Error::Build("api key holds characters not allowed in a header".into()))?;
     v.set_sensitive(true);
@@ -165,6 +165,11 @@ impl Client {
         self.tokenizer.as_deref()
     }
 
+    /// The loaded tokenizer, shared, if configured.
+    pub fn shared_tokenizer(&self) -> Option<Arc<HfTokenizer>> {
+        self.tokenizer.clone()
+    }
+
     /// Sends one request and fills `rec` (see the crate docs for `error_kind`). Never panics
     /// and always sets `end_ns`; request-side fields it does not own (`request_id`, `stage`,
     /// `scheduled_ns`, ...) are left as the caller set them.
@@ -187,6 +192,7 @@ impl Client {
         rec.model = Some(self.model.to_string());
         rec.max_tokens = spec.max_tokens;
         rec.prompt_tokens = spec.prompt_tokens;
+        rec.expected_prompt_tokens = spec.prompt_tokens;
         rec.prompt_hash = Some(prompt_hash(&spec.prompt));
         if cfg.store_prompt {
             rec.prompt = Some(match &spec.prompt {

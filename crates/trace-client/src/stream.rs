@@ -160,6 +160,12 @@ impl StreamState {
         self.acc.counter.total
     }
 
+    /// How the per-event counts were obtained: `usage`, `timings` or `events` (None before any
+    /// content event).
+    pub fn event_token_source(&self) -> Option<&'static str> {
+        self.acc.counter.source
+    }
+
     /// `:` keep-alive comments seen.
     pub fn keepalives(&self) -> u64 {
         self.acc.keepalives
@@ -287,6 +293,13 @@ impl StreamState {
         rec.chunk_tokens = acc.chunk_tokens;
         if let Some(u) = from_usage {
             drop_leading_excess(&mut rec.chunk_tokens, u);
+            // Fewer per-event tokens than the server generated: events merged without a
+            // per-event count (llama.cpp holds a token that ends mid UTF-8 sequence back into
+            // the next event). The row is flagged; the events cannot say which one was merged.
+            let events: i64 = rec.chunk_tokens.iter().map(|&t| i64::from(t)).sum();
+            rec.event_tokens_gap = (events != u)
+                .then(|| i32::try_from(u - events).ok())
+                .flatten();
         }
         rec.finish_reason = acc.finish_reason;
         if let Some(m) = acc.model {

@@ -28,7 +28,7 @@ pub use meta_keys::{
     to_json,
 };
 pub use reader::{TraceReader, read_all};
-pub use record::{TraceRecord, batch_to_records, records_to_batch};
+pub use record::{TraceRecord, batch_to_records, conform, records_to_batch};
 pub use schema::{SCHEMA_VERSION, col, schema};
 pub use writer::{
     RecordSender, TraceWriter, WriterHandle, WriterOptions, WriterStats, merge_parts, partial_dir,

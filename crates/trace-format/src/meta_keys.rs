@@ -299,6 +299,16 @@ pub struct ClientMeta {
     pub continuous_usage: bool,
     /// The tokenizer.json used, if any.
     pub tokenizer: Option<String>,
+    /// How prompt lengths were made exact: `tokenizer` (a local tokenizer.json),
+    /// `tokenize-endpoint` (calibrated through the server's `/tokenize`), `token-ids`, or
+    /// `words` (whitespace words, exact only on word-level vocabularies like the simulator's).
+    pub prompt_lengths: Option<String>,
+    /// Tokens the server's chat template adds to each prompt, when measured; the content was
+    /// shortened by this much so that the server prefills the workload's length.
+    pub chat_template_tokens: Option<u32>,
+    /// How per-event token counts were obtained: `usage` (continuous usage), `timings`
+    /// (llama.cpp's `timings_per_token`), `events` (one per content event).
+    pub event_tokens: Option<String>,
 }
 
 /// The key-value metadata of one trace file.

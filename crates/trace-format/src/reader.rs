@@ -126,6 +126,7 @@ fn open_one(path: &Path) -> Result<(TraceMeta, u64)> {
 fn check_columns(path: &Path, found: &SchemaRef) -> Result<()> {
     for want in schema().fields() {
         match found.field_with_name(want.name()) {
+            Err(_) if crate::col::ADDED.contains(&want.name().as_str()) => {}
             Err(_) => {
                 return Err(Error::BadColumn {
                     path: path.into(),

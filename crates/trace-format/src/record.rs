@@ -70,6 +70,10 @@ pub struct TraceRecord {
     pub prompt: Option<String>,
     /// Output text.
     pub output_text: Option<String>,
+    /// The prompt length the workload asked for.
+    pub expected_prompt_tokens: Option<i32>,
+    /// `output_tokens` minus the sum of `chunk_tokens`, when they disagree.
+    pub event_tokens_gap: Option<i32>,
 }
 
 struct Builders {
@@ -98,6 +102,8 @@ struct Builders {
     parent_id: StringBuilder,
     prompt: StringBuilder,
     output_text: StringBuilder,
+    expected_prompt_tokens: Int32Builder,
+    event_tokens_gap: Int32Builder,
 }
 
 fn item(dt: arrow_schema::DataType) -> Arc<Field> {
@@ -134,6 +140,8 @@ impl Builders {
             parent_id: s(),
             prompt: s(),
             output_text: s(),
+            expected_prompt_tokens: Int32Builder::with_capacity(cap),
+            event_tokens_gap: Int32Builder::with_capacity(cap),
         }
     }
 
@@ -167,6 +175,9 @@ impl Builders {
         self.parent_id.append_option(r.parent_id.as_deref());
         self.prompt.append_option(r.prompt.as_deref());
         self.output_text.append_option(r.output_text.as_deref());
+        self.expected_prompt_tokens
+            .append_option(r.expected_prompt_tokens);
+        self.event_tokens_gap.append_option(r.event_tokens_gap);
     }
 
     fn finish(mut self) -> Result<RecordBatch> {
@@ -196,12 +207,31 @@ impl Builders {
             Arc::new(self.parent_id.finish()),
             Arc::new(self.prompt.finish()),
             Arc::new(self.output_text.finish()),
+            Arc::new(self.expected_prompt_tokens.finish()),
+            Arc::new(self.event_tokens_gap.finish()),
         ];
         RecordBatch::try_new(schema(), cols).map_err(|source| Error::Arrow {
             context: "building a trace record batch".into(),
             source,
         })
     }
+}
+
+/// A batch read from a trace file, with the canonical schema: columns in schema order, field
+/// metadata as this build writes it, and columns the file predates ([`col::ADDED`]) as nulls.
+pub fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = schema();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        match batch.column_by_name(f.name()) {
+            Some(c) => cols.push(c.clone()),
+            None => cols.push(arrow_array::new_null_array(f.data_type(), batch.num_rows())),
+        }
+    }
+    RecordBatch::try_new(schema, cols).map_err(|source| Error::Arrow {
+        context: "conforming a batch to the trace schema".into(),
+        source,
+    })
 }
 
 /// Encodes records as one Arrow batch with the trace schema.
@@ -233,6 +263,7 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
             .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
             .collect())
     };
+    let n = batch.num_rows();
     macro_rules! prim {
         ($name:expr, $t:ty) => {{
             let a = get($name)?;
@@ -265,7 +296,16 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
             out
         }};
     }
-    let n = batch.num_rows();
+    // Columns added after a file was written read as nulls.
+    macro_rules! added_prim {
+        ($name:expr, $t:ty) => {{
+            if batch.column_by_name($name).is_some() {
+                prim!($name, $t)
+            } else {
+                vec![None; n]
+            }
+        }};
+    }
     let request_id = utf8(col::REQUEST_ID)?;
     let stage = utf8(col::STAGE)?;
     let target_rate = prim!(col::TARGET_RATE, Float64Type);
@@ -291,6 +331,8 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
     let mut parent_id = utf8(col::PARENT_ID)?;
     let mut prompt = utf8(col::PROMPT)?;
     let mut output_text = utf8(col::OUTPUT_TEXT)?;
+    let expected_prompt_tokens = added_prim!(col::EXPECTED_PROMPT_TOKENS, Int32Type);
+    let event_tokens_gap = added_prim!(col::EVENT_TOKENS_GAP, Int32Type);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         out.push(TraceRecord {
@@ -319,6 +361,8 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
             parent_id: parent_id[i].take(),
             prompt: prompt[i].take(),
             output_text: output_text[i].take(),
+            expected_prompt_tokens: expected_prompt_tokens[i],
+            event_tokens_gap: event_tokens_gap[i],
         });
     }
     Ok(out)

@@ -59,9 +59,19 @@ pub mod col {
     pub const PROMPT: &str = "prompt";
     /// Output text, stored only when asked.
     pub const OUTPUT_TEXT: &str = "output_text";
+    /// The prompt length the workload asked for, tokens (what the client built), to compare
+    /// with the server's count in `prompt_tokens`.
+    pub const EXPECTED_PROMPT_TOKENS: &str = "expected_prompt_tokens";
+    /// `output_tokens` minus the sum of `chunk_tokens` when the server's total and the
+    /// per-event counts disagree after reconciliation (null when they agree).
+    pub const EVENT_TOKENS_GAP: &str = "event_tokens_gap";
+
+    /// Columns added to schema_version 1 after its first files were written: a reader accepts
+    /// a file without them and reads them as null.
+    pub const ADDED: [&str; 2] = [EXPECTED_PROMPT_TOKENS, EVENT_TOKENS_GAP];
 
     /// Every column, in schema order.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         REQUEST_ID,
         STAGE,
         TARGET_RATE,
@@ -87,6 +97,8 @@ pub mod col {
         PARENT_ID,
         PROMPT,
         OUTPUT_TEXT,
+        EXPECTED_PROMPT_TOKENS,
+        EVENT_TOKENS_GAP,
     ];
 }
 
@@ -121,6 +133,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(col::PARENT_ID, Utf8, true),
         Field::new(col::PROMPT, Utf8, true),
         Field::new(col::OUTPUT_TEXT, Utf8, true),
+        Field::new(col::EXPECTED_PROMPT_TOKENS, Int32, true),
+        Field::new(col::EVENT_TOKENS_GAP, Int32, true),
     ]))
 });
 

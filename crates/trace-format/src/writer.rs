@@ -270,12 +270,9 @@ pub fn merge_parts(dir: &Path, out: &Path, meta: &TraceMeta) -> Result<u64> {
                 source,
             })?;
             rows += batch.num_rows() as u64;
-            // Re-stamp with the canonical schema (field metadata may differ between parts).
-            let batch = arrow_array::RecordBatch::try_new(schema(), batch.columns().to_vec())
-                .map_err(|source| Error::Arrow {
-                    context: format!("merging {}", part.display()),
-                    source,
-                })?;
+            // Re-stamp with the canonical schema (field metadata may differ between parts, and a
+            // part written by an older build lacks the columns added since).
+            let batch = crate::record::conform(&batch)?;
             w.write(&batch).map_err(pq_err(&tmp))?;
             if w.in_progress_size() >= 64 << 20 {
                 w.flush().map_err(pq_err(&tmp))?;

@@ -56,7 +56,8 @@ fn record() -> impl Strategy<Value = TraceRecord> {
             0.001f64..1e6
         ]),
     );
-    (times, chunks, counts, strs, more).prop_map(|(t, ch, c, s, m)| TraceRecord {
+    let added = (opt(any::<i32>()), opt(any::<i32>()));
+    (times, chunks, counts, strs, more, added).prop_map(|(t, ch, c, s, m, a)| TraceRecord {
         request_id: s.0,
         stage: s.1,
         target_rate: m.6,
@@ -82,6 +83,8 @@ fn record() -> impl Strategy<Value = TraceRecord> {
         parent_id: m.3,
         prompt: m.4,
         output_text: m.5,
+        expected_prompt_tokens: a.0,
+        event_tokens_gap: a.1,
     })
 }
 
@@ -187,4 +190,41 @@ fn refuses_to_overwrite_an_interrupted_run() {
     // The abandoned run is readable as a directory.
     let (_, recs) = read_all(&partial).unwrap();
     assert_eq!(recs.len(), 1);
+}
+
+/// A file written before the columns of `col::ADDED` existed still opens, and reads them as
+/// null (schema_version 1 grows by nullable columns only).
+#[test]
+fn files_without_the_added_columns_read_them_as_null() {
+    use std::sync::Arc;
+    use trace_format::{col, records_to_batch, schema};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.parquet");
+    let rec = TraceRecord {
+        request_id: "r".into(),
+        expected_prompt_tokens: Some(5),
+        ..TraceRecord::default()
+    };
+    let full = records_to_batch(&[rec]).unwrap();
+    let keep: Vec<usize> = (0..full.num_columns())
+        .filter(|&i| !col::ADDED.contains(&schema().field(i).name().as_str()))
+        .collect();
+    let old = full.project(&keep).unwrap();
+    let mut meta = TraceMeta::new();
+    meta.set(meta::KIND, "run");
+    let kv = meta
+        .iter()
+        .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.into(), v.to_string()))
+        .collect();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let f = std::fs::File::create(&path).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(f, Arc::clone(old.schema_ref()), Some(props)).unwrap();
+    w.write(&old).unwrap();
+    w.close().unwrap();
+    let (_, recs) = read_all(&path).unwrap();
+    assert_eq!(recs[0].request_id, "r");
+    assert_eq!(recs[0].expected_prompt_tokens, None);
 }

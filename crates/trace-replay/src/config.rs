@@ -45,8 +45,10 @@ pub struct ReplayConfig {
     pub drain_timeout: Duration,
     /// How deadlines are met.
     pub timer: Timer,
-    /// Sample the target's `/metrics` every second.
+    /// Sample the target's `/metrics` during the run.
     pub scrape_metrics: bool,
+    /// How often `/metrics` is sampled.
+    pub metrics_interval: Duration,
 }
 
 impl ReplayConfig {
@@ -71,6 +73,7 @@ impl ReplayConfig {
             drain_timeout: Duration::from_secs(30),
             timer: Timer::Thread,
             scrape_metrics: true,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 
@@ -111,6 +114,11 @@ impl ReplayConfig {
         if self.requests == Some(0) {
             return Err(Error::Config(
                 "invalid request count '0': must be >= 1".into(),
+            ));
+        }
+        if self.metrics_interval.is_zero() {
+            return Err(Error::Config(
+                "invalid metrics interval '0s': must be > 0".into(),
             ));
         }
         if self.max_concurrency == Some(0) {

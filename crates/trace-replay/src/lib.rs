@@ -4,6 +4,8 @@
 //! Files, one concern each:
 //! - [`workload`]: what each request asks for (random, ShareGPT through trace-import's reader,
 //!   a trace file);
+//! - [`prompts`]: synthetic prompts of exact lengths in the server's tokens (calibrated through
+//!   its `/tokenize`, or a local tokenizer);
 //! - [`schedule`]: when: one generator per [`Arrival`] process, recorded timelines, retargeting;
 //! - [`synth`]: synthetic workload files (`trace synth`) from the same arrival generators;
 //! - [`config`]: [`ReplayConfig`], validated, holding the client's [`trace_client::ClientConfig`];
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod plan;
+pub mod prompts;
 mod run;
 pub mod schedule;
 pub mod summary;

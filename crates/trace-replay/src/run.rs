@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use trace_client::{Client, Prompt, RequestSpec, ServerUrl};
+use trace_client::{Client, Prompt, RequestSpec, ServerApi, ServerUrl};
 use trace_format::{
     ClientMeta, ScheduleMeta, StageInfo, TraceMeta, TraceRecord, WriterOptions, meta,
 };
@@ -22,9 +22,10 @@ use crate::Error;
 use crate::config::ReplayConfig;
 use crate::dispatch::{Counters, Dispatcher, RequestSender, SendFuture, Sink};
 use crate::plan::plan_stages;
+use crate::prompts::{PromptLengths, Vocab};
 use crate::schedule::Arrival;
 use crate::summary::StageSummary;
-use crate::workload::{WorkItem, Workload};
+use crate::workload::{PromptMaker, WorkItem, Workload, WorkloadSpec};
 
 /// What a replay did.
 #[derive(Debug, Clone)]
@@ -45,6 +46,11 @@ pub struct Summary {
     pub interrupted: bool,
     /// Rows written.
     pub rows: u64,
+    /// How prompt lengths were made exact.
+    pub prompt_lengths: PromptLengths,
+    /// Things the user must read: uncalibrated prompt lengths, prompts the server counted
+    /// differently from the workload.
+    pub warnings: Vec<String>,
 }
 
 /// Sends through trace-client.
@@ -102,6 +108,76 @@ fn schedule_meta(
     }
 }
 
+/// What the run learnt about prompts before sending: how lengths are made exact, and the
+/// tokens the server's template adds to each prompt.
+struct Prompts {
+    maker: PromptMaker,
+    lengths: PromptLengths,
+    warnings: Vec<String>,
+}
+
+/// Makes synthetic prompt lengths exact against this server: through a local tokenizer, else
+/// the server's `/tokenize`; else whitespace words, with a warning. Then measures the tokens the
+/// server adds around a prompt (a chat template, a BOS token) with one request of a known
+/// length, so that synthetic content is that much shorter.
+async fn prompts_for(
+    cfg: &ReplayConfig,
+    api: &ServerApi,
+    tokenize: bool,
+    client: &Client,
+) -> Result<Prompts, Error> {
+    let synthetic = !matches!(cfg.workload, WorkloadSpec::ShareGpt(_));
+    let mut maker = PromptMaker::default();
+    let mut warnings = Vec::new();
+    let lengths = if let Some(t) = client.shared_tokenizer() {
+        maker.vocab = Vocab::from_tokenizer(&t).ok().map(Arc::new);
+        maker.tokenizer = Some(t);
+        PromptLengths::Tokenizer
+    } else if tokenize && synthetic {
+        maker.vocab = Some(Arc::new(Vocab::from_server(api).await?));
+        PromptLengths::TokenizeEndpoint
+    } else {
+        if synthetic {
+            warnings.push(
+                "PROMPT LENGTHS ARE NOT EXACT: the server has no /tokenize endpoint and no \
+                 --tokenizer was given, so synthetic prompts are whitespace words; on a BPE \
+                 vocabulary a word is several tokens. Give --tokenizer with the model's \
+                 tokenizer.json."
+                    .to_string(),
+            );
+        }
+        PromptLengths::Words
+    };
+    if synthetic && lengths != PromptLengths::Words {
+        maker.template_tokens = template_tokens(client, &maker).await;
+    }
+    Ok(Prompts {
+        maker,
+        lengths,
+        warnings,
+    })
+}
+
+/// Tokens the server counts beyond a prompt's own (a chat template, special tokens), from one
+/// request of a known length and one output token; 0 when the server reports no usage.
+async fn template_tokens(client: &Client, maker: &PromptMaker) -> u32 {
+    const PROBE: u32 = 32;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(u64::MAX);
+    let prompt = maker.random(&mut rng, u64::MAX / 2, PROBE);
+    let spec = RequestSpec {
+        request_id: "trace-prompt-probe".into(),
+        prompt: Prompt::Text(prompt),
+        prompt_tokens: None,
+        max_tokens: Some(1),
+    };
+    let mut rec = TraceRecord::default();
+    client.send(&spec, &RunClock::start(), &mut rec).await;
+    match (rec.error_kind, rec.prompt_tokens) {
+        (None, Some(n)) if n >= PROBE as i32 => n as u32 - PROBE,
+        _ => 0,
+    }
+}
+
 /// Runs a replay to its end (or until `stop` is cancelled and the drain is over), writing one
 /// trace file.
 pub async fn run(
@@ -112,28 +188,52 @@ pub async fn run(
     cfg.validate()?;
     trace_sys::raise_nofile_limit();
     let target = ServerUrl::parse(&cfg.client.base_url)?;
-    let mut workload = Workload::load(&cfg.workload, cfg.seed)?;
+    // Bad input fails before anything is sent: the tokenizer and the workload file first.
     if let Some(p) = &cfg.client.tokenizer {
-        workload.set_tokenizer(Arc::new(trace_client::HfTokenizer::load(p)?));
+        trace_client::HfTokenizer::load(p)?;
     }
-    let workload = Arc::new(workload);
-    let plans = plan_stages(&cfg, &workload)?;
-
+    if !matches!(cfg.workload, WorkloadSpec::Random(_)) {
+        Workload::load(&cfg.workload, cfg.seed)?;
+    }
+    let api = ServerApi::new(
+        &cfg.client.base_url,
+        cfg.client.api_key.as_deref(),
+        cfg.client.model.clone(),
+        Duration::from_secs(10),
+    )?;
+    let info = api.probe().await;
     if cfg.client.model.is_none() {
-        let models = trace_client::list_models(
-            &cfg.client.base_url,
-            cfg.client.api_key.as_deref(),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|source| Error::Models {
-            url: target.redacted(),
-            source,
-        })?;
+        let models = if info.models.is_empty() {
+            trace_client::list_models(
+                &cfg.client.base_url,
+                cfg.client.api_key.as_deref(),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|source| Error::Models {
+                url: target.redacted(),
+                source,
+            })?
+        } else {
+            info.models.clone()
+        };
         cfg.client.model = models.into_iter().next();
     }
+    // llama.cpp ignores continuous usage; its timings give exact per-event counts.
+    cfg.client.timings_per_token |= info.is_llamacpp();
     let client = Client::new(cfg.client.clone())?;
     let model = client.model().to_string();
+    let api = ServerApi::new(
+        &cfg.client.base_url,
+        cfg.client.api_key.as_deref(),
+        Some(model.clone()),
+        Duration::from_secs(10),
+    )?;
+    let prompts = prompts_for(&cfg, &api, info.tokenize, &client).await?;
+    let mut workload = Workload::load(&cfg.workload, cfg.seed)?;
+    workload.set_prompts(prompts.maker.clone());
+    let workload = Arc::new(workload);
+    let plans = plan_stages(&cfg, &workload)?;
 
     let clock = RunClock::start();
     let mut m = TraceMeta::new();
@@ -160,6 +260,18 @@ pub async fn run(
             .tokenizer
             .as_ref()
             .map(|p| p.display().to_string()),
+        prompt_lengths: Some(prompts.lengths.as_str().into()),
+        chat_template_tokens: Some(prompts.maker.template_tokens),
+        event_tokens: Some(
+            if cfg.client.continuous_usage && !info.is_llamacpp() {
+                "usage"
+            } else if cfg.client.timings_per_token {
+                "timings"
+            } else {
+                "events"
+            }
+            .into(),
+        ),
     });
     let (tx, writer) = trace_format::spawn_writer(&cfg.output, m, WriterOptions::default())?;
 
@@ -167,7 +279,7 @@ pub async fn run(
     let scraper = cfg.scrape_metrics.then(|| {
         tokio::spawn(trace_client::sample_every(
             target.metrics(),
-            Duration::from_secs(1),
+            cfg.metrics_interval,
             clock,
             scrape_stop.clone(),
         ))
@@ -237,5 +349,7 @@ pub async fn run(
             .load(std::sync::atomic::Ordering::Relaxed),
         interrupted: stop.is_cancelled(),
         rows: stats.rows,
+        prompt_lengths: prompts.lengths,
+        warnings: prompts.warnings,
     })
 }

@@ -26,7 +26,14 @@ pub struct ReqStat {
     pub output_tokens: Option<i32>,
     /// Output cap asked for.
     pub max_tokens: Option<i32>,
+    /// The server's prompt count is more than [`PROMPT_TOLERANCE`] away from the workload's
+    /// length; None when either is unknown.
+    pub prompt_off: Option<bool>,
 }
+
+/// Prompts whose server count differs from the workload's length by more than this fraction
+/// are counted in [`StageSummary::prompts_off`] (the report warns at the same bound).
+pub const PROMPT_TOLERANCE: f64 = 0.05;
 
 impl ReqStat {
     /// Extracts the figures from a finished record.
@@ -41,6 +48,12 @@ impl ReqStat {
             tpot_ns: m.tpot_ns,
             output_tokens: i32::try_from(m.output_tokens).ok(),
             max_tokens: r.max_tokens,
+            prompt_off: match (r.prompt_tokens, r.expected_prompt_tokens) {
+                (Some(p), Some(e)) if e > 0 && m.completed => {
+                    Some((f64::from(p - e) / f64::from(e)).abs() > PROMPT_TOLERANCE)
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -72,6 +85,11 @@ pub struct StageSummary {
     pub lag_p99_us: Option<f64>,
     /// Successful requests whose output was shorter than their `max_tokens` (early EOS).
     pub short_outputs: u64,
+    /// Successful requests whose prompt the server counted more than 5% away from the
+    /// workload's length.
+    pub prompts_off: u64,
+    /// Successful requests where both counts were known.
+    pub prompts_checked: u64,
 }
 
 /// One stage's running totals and latency histograms. Its size does not grow with the number
@@ -86,6 +104,8 @@ pub struct StageStats {
     last_ok_end_ns: Option<i64>,
     output_tokens: i64,
     short_outputs: u64,
+    prompts_off: u64,
+    prompts_checked: u64,
     ttft_ns: Histogram<u64>,
     tpot_ns: Histogram<u64>,
     lag_ns: Histogram<u64>,
@@ -102,6 +122,8 @@ impl Default for StageStats {
             last_ok_end_ns: None,
             output_tokens: 0,
             short_outputs: 0,
+            prompts_off: 0,
+            prompts_checked: 0,
             ttft_ns: h(),
             tpot_ns: h(),
             lag_ns: h(),
@@ -132,6 +154,10 @@ impl StageStats {
         self.output_tokens += s.output_tokens.map_or(0, i64::from);
         if matches!((s.output_tokens, s.max_tokens), (Some(o), Some(m)) if o < m) {
             self.short_outputs += 1;
+        }
+        if let Some(off) = s.prompt_off {
+            self.prompts_checked += 1;
+            self.prompts_off += u64::from(off);
         }
         if let Some(t) = s.ttft_ns {
             rec(&mut self.ttft_ns, t as f64);
@@ -169,6 +195,8 @@ impl StageStats {
             lag_p50_us: q(&self.lag_ns, 50.0, 1e3),
             lag_p99_us: q(&self.lag_ns, 99.0, 1e3),
             short_outputs: self.short_outputs,
+            prompts_off: self.prompts_off,
+            prompts_checked: self.prompts_checked,
         }
     }
 }

@@ -14,6 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use trace_client::HfTokenizer;
 
+use crate::prompts::Vocab;
+
 use crate::Error;
 
 /// Tokens per `hash_ids` block when rebuilding prefix-sharing prompts (Mooncake's block size).
@@ -96,6 +98,62 @@ impl WorkloadSpec {
 enum Source {
     Random(RandomSpec),
     Items(Arc<Vec<WorkItem>>),
+    /// A trace's rows; prompts without stored text are made on demand.
+    Trace(Arc<Vec<TraceItem>>),
+}
+
+/// One row of a trace workload, before its prompt is made.
+#[derive(Debug, Clone)]
+struct TraceItem {
+    item: WorkItem,
+    /// The prompt text was stored in the trace (else it is made from the length and hashes).
+    stored: bool,
+    /// Row index, for the item's RNG stream.
+    index: u64,
+}
+
+/// How synthetic prompts are made: `tokens` long to the server.
+#[derive(Debug, Clone, Default)]
+pub struct PromptMaker {
+    /// Words calibrated to be one token each to the server; None: `w<k>` words (one token each
+    /// on a word-level vocabulary like the simulator's, several on a BPE one).
+    pub vocab: Option<Arc<Vocab>>,
+    /// A local tokenizer for random prompts (`--tokenizer`).
+    pub tokenizer: Option<Arc<HfTokenizer>>,
+    /// Tokens the server's template adds to every prompt; synthetic content is that much shorter,
+    /// so the server prefills the asked length.
+    pub template_tokens: u32,
+}
+
+impl PromptMaker {
+    fn content(&self, tokens: u32) -> u32 {
+        tokens.saturating_sub(self.template_tokens).max(1)
+    }
+
+    /// A random prompt of `tokens` tokens (template included), unique to `i`.
+    /// Calibrated words come first, so two engines with one tokenizer (one through its
+    /// `/tokenize`, one through `--tokenizer`) get the same prompts.
+    pub(crate) fn random(&self, rng: &mut ChaCha8Rng, i: u64, tokens: u32) -> String {
+        let n = self.content(tokens);
+        if let Some(v) = &self.vocab {
+            return v.random(rng, i, n);
+        }
+        if let Some(t) = &self.tokenizer
+            && let Ok((text, _)) = trace_client::random_prompt(t, n as usize, rng)
+        {
+            return text;
+        }
+        synthetic_prompt(rng, i, n)
+    }
+
+    /// A prompt of `tokens` tokens built from `hash_ids` blocks.
+    fn blocks(&self, hash_ids: &[u64], tokens: u32) -> String {
+        let n = self.content(tokens);
+        match &self.vocab {
+            Some(v) => v.blocks(hash_ids, HASH_BLOCK_TOKENS, n),
+            None => hashed_prompt(hash_ids, n),
+        }
+    }
 }
 
 /// A loaded workload. Cloning is cheap (items are shared).
@@ -105,7 +163,7 @@ pub struct Workload {
     seed: u64,
     timeline_ns: Option<Arc<Vec<i64>>>,
     spec_json: serde_json::Value,
-    tokenizer: Option<Arc<HfTokenizer>>,
+    prompts: PromptMaker,
     id_prefix: Option<String>,
 }
 
@@ -137,7 +195,7 @@ impl Workload {
             source: Source::Random(spec),
             seed,
             timeline_ns: None,
-            tokenizer: None,
+            prompts: PromptMaker::default(),
             id_prefix: None,
             spec_json: serde_json::json!({"kind": "random", "input_len": spec.input_len,
                 "output_len": spec.output_len, "range_ratio": spec.range_ratio}),
@@ -171,7 +229,7 @@ impl Workload {
             source: Source::Items(Arc::new(items)),
             seed,
             timeline_ns: None,
-            tokenizer: None,
+            prompts: PromptMaker::default(),
             id_prefix: None,
             spec_json: serde_json::json!({"kind": "sharegpt", "file": path.display().to_string()}),
         })
@@ -194,6 +252,7 @@ impl Workload {
             crate::schedule::recorded(&recs.iter().map(|r| r.scheduled_ns).collect::<Vec<_>>());
         let mut items = Vec::with_capacity(recs.len());
         for (i, r) in recs.into_iter().enumerate() {
+            let stored = r.prompt.is_some();
             // A recorded request that set no cap and produced nothing (a capture's failure, a
             // source trace's failed row) is re-sent without a cap, as it was sent.
             let max_tokens = r
@@ -208,15 +267,7 @@ impl Workload {
                         .unwrap_or_else(|| trace_import::sharegpt::words(&p));
                     (p, n)
                 }
-                (None, Some(t)) if t > 0 => {
-                    let t = t as u32;
-                    let p = if r.hash_ids.is_empty() {
-                        synthetic_prompt(&mut item_rng(seed, i as u64), i as u64, t)
-                    } else {
-                        hashed_prompt(&r.hash_ids, t)
-                    };
-                    (p, t)
-                }
+                (None, Some(t)) if t > 0 => (String::new(), t as u32),
                 _ => {
                     return Err(Error::Workload {
                         path: path.to_path_buf(),
@@ -232,28 +283,33 @@ impl Workload {
             } else {
                 r.request_id
             };
-            items.push(WorkItem {
-                request_id,
-                prompt,
-                prompt_tokens,
-                max_tokens,
-                hash_ids: r.hash_ids,
-                parent_id: r.parent_id,
+            items.push(TraceItem {
+                item: WorkItem {
+                    request_id,
+                    prompt,
+                    prompt_tokens,
+                    max_tokens,
+                    hash_ids: r.hash_ids,
+                    parent_id: r.parent_id,
+                },
+                stored,
+                index: i as u64,
             });
         }
         Ok(Self {
-            source: Source::Items(Arc::new(items)),
+            source: Source::Trace(Arc::new(items)),
             seed,
             timeline_ns: Some(Arc::new(timeline)),
-            tokenizer: None,
+            prompts: PromptMaker::default(),
             id_prefix: None,
             spec_json: serde_json::json!({"kind": "trace", "file": path.display().to_string()}),
         })
     }
 
-    /// Builds `random` prompts with this tokenizer, of exactly the asked token length.
-    pub fn set_tokenizer(&mut self, tokenizer: Arc<HfTokenizer>) {
-        self.tokenizer = Some(tokenizer);
+    /// Makes synthetic prompts (random ones, and a trace's rows without stored text) with
+    /// `prompts`: of exactly the asked length when it holds a tokenizer or a calibrated vocab.
+    pub fn set_prompts(&mut self, prompts: PromptMaker) {
+        self.prompts = prompts;
     }
 
     /// The same items with `prefix` put before every request id (warmup copies).
@@ -269,6 +325,7 @@ impl Workload {
         match &self.source {
             Source::Random(_) => None,
             Source::Items(v) => Some(v.len()),
+            Source::Trace(v) => Some(v.len()),
         }
     }
 
@@ -303,34 +360,41 @@ impl Workload {
                 let mut rng = item_rng(self.seed, i);
                 let input = sample_len(&mut rng, spec.input_len, spec.range_ratio);
                 let output = sample_len(&mut rng, spec.output_len, spec.range_ratio);
-                let tokenized = self
-                    .tokenizer
-                    .as_ref()
-                    .and_then(|t| trace_client::random_prompt(t, input as usize, &mut rng).ok());
-                let (prompt, prompt_tokens) = match tokenized {
-                    Some((text, n)) => (text, n.max(0) as u32),
-                    None => (synthetic_prompt(&mut rng, i, input), input),
-                };
                 WorkItem {
                     request_id: format!("req-{i}"),
-                    prompt,
-                    prompt_tokens,
+                    prompt: self.prompts.random(&mut rng, i, input),
+                    prompt_tokens: input,
                     max_tokens: Some(output),
                     hash_ids: Vec::new(),
                     parent_id: None,
                 }
             }
-            Source::Items(items) => {
-                let n = items.len() as u64;
-                let mut it = items[(i % n) as usize].clone();
-                let lap = i / n;
-                if lap > 0 {
-                    it.request_id = format!("{}#{lap}", it.request_id);
+            Source::Items(items) => lap(items, i, |it| it.clone()),
+            Source::Trace(items) => lap(items, i, |t| {
+                let mut it = t.item.clone();
+                if !t.stored {
+                    it.prompt = if it.hash_ids.is_empty() {
+                        let mut rng = item_rng(self.seed, t.index);
+                        self.prompts.random(&mut rng, t.index, it.prompt_tokens)
+                    } else {
+                        self.prompts.blocks(&it.hash_ids, it.prompt_tokens)
+                    };
                 }
                 it
-            }
+            }),
         }
     }
+}
+
+/// The `i`-th item of a file workload, cycling; a reused item gets `#k` appended to its id.
+fn lap<T>(items: &[T], i: u64, make: impl Fn(&T) -> WorkItem) -> WorkItem {
+    let n = items.len() as u64;
+    let mut it = make(&items[(i % n) as usize]);
+    let lap = i / n;
+    if lap > 0 {
+        it.request_id = format!("{}#{lap}", it.request_id);
+    }
+    it
 }
 
 /// One RNG stream per item: item i is the same whatever else the run draws.
@@ -418,7 +482,10 @@ mod tests {
             range_ratio: 1.0,
         };
         let mut w = Workload::random(spec, 2).unwrap();
-        w.set_tokenizer(tok.clone());
+        w.set_prompts(PromptMaker {
+            tokenizer: Some(tok.clone()),
+            ..PromptMaker::default()
+        });
         for i in 0..5 {
             let it = w.item(i);
             assert_eq!(it.prompt_tokens, 50);

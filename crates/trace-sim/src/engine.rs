@@ -8,7 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 
 /// How a step chooses between prefill and decode work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SchedulePolicy {
     /// vLLM 0.4 (V0 without chunked prefill): when a waiting prompt can be admitted, the step
     /// prefills whole prompts only and the running sequences do not decode in it.
@@ -19,7 +20,7 @@ pub enum SchedulePolicy {
 }
 
 /// Step-time coefficients: `step = a + b*prefill_tokens + c*decoding_seqs + d*kv_tokens_attended`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepCoeffs {
     /// Fixed cost of one step (weights read, launch and scheduling overhead), ns.
     pub a_ns: f64,
@@ -43,7 +44,7 @@ impl StepCoeffs {
 }
 
 /// The scheduler's limits and time model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EngineParams {
     /// Most sequences in the running batch (vLLM `--max-num-seqs`).
     pub max_num_seqs: usize,

@@ -5,7 +5,8 @@
 //!   by max running sequences and KV blocks, chunked or prefill-first steps, preemption by
 //!   recompute, a linear step-time model), runnable in virtual time ([`engine::simulate`]).
 //! - [`profile`]: named engine models fitted to published runs; [`calibrate`]: the fitting
-//!   workload and the saturation test.
+//!   workload and the saturation test; [`fit`]: an engine model fitted to a real capture,
+//!   stored as a profile file (`trace sim --fit`, `--profile FILE.json`).
 //! - [`fault`]: faults on demand; the server (axum, one scheduler task per engine) in [`serve`]
 //!   and [`spawn`] (its own OS thread and current-thread runtime);
 //! - [`truth`]: the ground-truth file, written by the server and read by [`read_truth`].
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub mod calibrate;
 pub mod engine;
 pub mod fault;
+pub mod fit;
 pub mod profile;
 mod server;
 pub mod truth;
@@ -48,6 +50,14 @@ pub enum Error {
         /// The text given.
         spec: String,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// A profile file could not be read or is not a fitted profile.
+    #[error("profile file {}: {reason}", path.display())]
+    ProfileFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
         reason: String,
     },
     /// An output-length distribution did not parse.
@@ -233,8 +243,26 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The named profile (see [`profile_names`]); `fixed` gives 50 ms TTFT and 10 ms ITL.
+    /// The named profile (see [`profile_names`]), or a profile file written by `trace sim
+    /// --fit` (a path ending in `.json`); `fixed` gives 50 ms TTFT and 10 ms ITL.
     pub fn from_profile(name: &str) -> Result<Self, Error> {
+        if name.ends_with(".json") {
+            let path = std::path::Path::new(name);
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ProfileFile {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            })?;
+            let p: fit::FittedProfile =
+                serde_json::from_str(&text).map_err(|e| Error::ProfileFile {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(Self::with_time(
+                &p.name,
+                &p.model,
+                TimeModel::Engine(p.params),
+            ));
+        }
         if name == profile::FIXED {
             return Ok(Self::fixed(
                 Duration::from_millis(50),

@@ -15,4 +15,4 @@ pub mod trend;
 
 pub use bootstrap::{Bootstrap, Ci, Stat};
 pub use percentile::{Dist, dist_f64, dist_of, p_label, percentile, percentiles_in_place};
-pub use trend::{MannKendall, Slope, mann_kendall, ols};
+pub use trend::{MannKendall, Slope, linear_fit, mann_kendall, ols};

@@ -1,6 +1,7 @@
 //! Trend tests for a series over time: an OLS slope with a Student-t confidence interval, and
 //! Mann-Kendall (rank-based, robust to outliers). The saturation rule and the simulator's
-//! calibration use them.
+//! calibration use them. Also [`linear_fit`], least squares on several regressors (the
+//! simulator's fit of step costs to a capture).
 
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
@@ -60,6 +61,45 @@ pub fn ols(x: &[f64], y: &[f64]) -> Option<Slope> {
         ci_high: b + t * se,
         intercept: a,
     })
+}
+
+/// Least squares of `y` on the columns of `x` (one row per observation, every row the same
+/// length k): the k coefficients minimising the squared error, from the normal equations by
+/// Gaussian elimination with partial pivoting. None when there are fewer rows than columns or
+/// the columns are collinear. Include a column of ones for an intercept.
+pub fn linear_fit(x: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
+    let k = x.first()?.len();
+    if k == 0 || x.len() < k || x.len() != y.len() || x.iter().any(|r| r.len() != k) {
+        return None;
+    }
+    // The augmented normal equations [X'X | X'y].
+    let mut m = vec![vec![0.0f64; k + 1]; k];
+    for (row, &yi) in x.iter().zip(y) {
+        for i in 0..k {
+            for j in 0..k {
+                m[i][j] += row[i] * row[j];
+            }
+            m[i][k] += row[i] * yi;
+        }
+    }
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        let scale = m.iter().map(|r| r[col].abs()).fold(0.0, f64::max);
+        if m[pivot][col].abs() <= 1e-12 * scale.max(f64::MIN_POSITIVE) {
+            return None;
+        }
+        m.swap(col, pivot);
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != col {
+                let f = row[col] / pivot_row[col];
+                for (v, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    Some((0..k).map(|i| m[i][k] / m[i][i]).collect())
 }
 
 /// Mann-Kendall trend test result.
@@ -153,6 +193,23 @@ mod tests {
             .map(|v| if v % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
         assert!(mann_kendall(&flat, 50).unwrap().p_value > 0.05);
+    }
+
+    #[test]
+    fn linear_fit_recovers_a_plane_and_refuses_collinear_columns() {
+        let x: Vec<Vec<f64>> = (0..20)
+            .map(|i| vec![1.0, f64::from(i), f64::from((i * 7) % 5)])
+            .collect();
+        let y: Vec<f64> = x.iter().map(|r| 2.0 + 3.0 * r[1] - 0.5 * r[2]).collect();
+        let b = linear_fit(&x, &y).unwrap();
+        for (g, w) in b.iter().zip([2.0, 3.0, -0.5]) {
+            assert!((g - w).abs() < 1e-9, "{b:?}");
+        }
+        let dup: Vec<Vec<f64>> = (0..5)
+            .map(|i| vec![f64::from(i), 2.0 * f64::from(i)])
+            .collect();
+        assert!(linear_fit(&dup, &[0.0, 1.0, 2.0, 3.0, 4.0]).is_none());
+        assert!(linear_fit(&[vec![1.0, 2.0]], &[1.0]).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{cell, csv_text, num};
 use crate::report::{METRIC_NAMES, Report};
 use crate::saturation::StageSaturation;
 
-const TABLE_METRICS: [(&str, &str); 8] = [
+const TABLE_METRICS: [(&str, &str); 9] = [
     ("ttft", "TTFT"),
     ("tpot", "TPOT"),
     ("itl", "ITL"),
@@ -17,6 +17,7 @@ const TABLE_METRICS: [(&str, &str); 8] = [
     ("ttft_from_scheduled", "TTFT from sched."),
     ("e2e_from_scheduled", "E2E from sched."),
     ("send_lag", "Send lag"),
+    ("queue_wait", "Queue wait"),
 ];
 
 /// The evidence behind a verdict, one item per series.
@@ -137,6 +138,10 @@ impl Report {
                 if key == "itl_per_token" && s.metrics.itl_per_token == s.metrics.itl {
                     continue;
                 }
+                // Queue wait needs the headers' time, which imported traces may lack.
+                if key == "queue_wait" && d.count == 0 {
+                    continue;
+                }
                 let _ = write!(o, "{name:<20}{:>10}", num(d.mean, 2));
                 for p in &self.percentiles {
                     let _ = write!(o, "{:>10}", num(d.pct(*p), 2));
@@ -201,6 +206,9 @@ impl Report {
                 let Some(d) = s.metrics.get(key) else {
                     continue;
                 };
+                if key == "queue_wait" && d.count == 0 {
+                    continue;
+                }
                 let _ = write!(o, "| {name} | {} |", num(d.mean, 2));
                 for p in &self.percentiles {
                     let _ = write!(o, " {} |", num(d.pct(*p), 2));

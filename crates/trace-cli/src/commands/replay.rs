@@ -170,6 +170,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub no_metrics: bool,
 
+    /// How often the server's /metrics queue gauges are sampled.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::parse::duration)]
+    pub metrics_interval: Duration,
+
     /// Don't ask for usage on every chunk (`stream_options.continuous_usage_stats`): for servers
     /// that refuse unknown fields with HTTP 422 (`transformers serve`). Per-event token counts
     /// then assume one token per content event.
@@ -239,6 +243,7 @@ impl ReplayArgs {
                 TimerArg::Tokio => Timer::Tokio,
             },
             scrape_metrics: !self.no_metrics,
+            metrics_interval: self.metrics_interval,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -320,7 +325,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         summary.server_samples,
         summary.max_in_flight
     );
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
     for s in &summary.stages {
+        if s.prompts_off > 0 {
+            eprintln!(
+                "WARNING: stage {}: the server counted {} of {} prompts more than 5% away from \
+                 the workload's length (prompt lengths made by: {}); run `trace report {}` for \
+                 the numbers",
+                s.stage,
+                s.prompts_off,
+                s.prompts_checked,
+                summary.prompt_lengths.as_str(),
+                summary.output.display()
+            );
+        }
         if s.short_outputs > 0 {
             eprintln!(
                 "warning: stage {}: {} of {} outputs came back shorter than max_tokens (early EOS); \

@@ -6,7 +6,7 @@
 //! JSON parser with its own opinions: it accepts a strict subset of what serde_json accepts,
 //! reads that subset exactly as the derived `Deserialize` impls do, and gives up on anything
 //! else (a control character anywhere, an escape in a key, `\u` escapes in used strings, a
-//! non-null `error`, `message`, `token`, `details` or `text_output`, a choice that is not an
+//! non-null `error`, `message`, `token`, `details`, `text_output` or `timings`, a choice that is not an
 //! object, an integer that is negative or has 19+ digits, a duplicate known field, deep
 //! nesting, invalid JSON...), in which case serde_json parses the event and decides. So a malformed or unusual event is
 //! judged by serde_json alone, and `tests::fast_path_agrees_with_serde` checks on mutated
@@ -64,14 +64,16 @@ fn read<'a>(s: &'a str, out: &mut Chunk<'a>) -> Option<()> {
                 seen.once(3)?;
                 out.model = c.opt(Cur::string)?;
             }
-            // Errors and other engines' shapes: only their absence is handled here.
-            "error" | "message" | "token" | "details" | "text_output" => {
+            // Errors, other engines' shapes and llama.cpp's timings: only their absence is
+            // handled here.
+            "error" | "message" | "token" | "details" | "text_output" | "timings" => {
                 seen.once(match key {
                     "error" => 4,
                     "message" => 5,
                     "token" => 6,
                     "details" => 7,
-                    _ => 8,
+                    "text_output" => 8,
+                    _ => 9,
                 })?;
                 c.null()?;
             }

@@ -218,6 +218,7 @@ async fn run(
         .route("/v1/chat/completions", post(request::chat))
         .route("/v1/completions", post(request::completions))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(request::tokenize))
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/metrics", get(prometheus::metrics))
         .with_state(state.clone());

@@ -71,6 +71,34 @@ fn text_tokens(tok: Option<&tokenizers::Tokenizer>, s: &str) -> u32 {
     }
 }
 
+/// `POST /tokenize` (llama.cpp's and vLLM's field names: `content` or `prompt`): the text's
+/// tokens as [`text_tokens`] counts them, so a client can calibrate exact prompt lengths.
+pub(super) async fn tokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                &format!("invalid request body: {e}"),
+            );
+        }
+    };
+    let Some(text) = ["content", "prompt"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "'content' (or 'prompt') is required",
+        );
+    };
+    let n = text_tokens(s.tokenizer.as_ref(), text);
+    let body = serde_json::json!({ "tokens": (0..n).collect::<Vec<u32>>(), "count": n });
+    super::json_response(StatusCode::OK, body.to_string())
+}
+
 /// Prompt tokens: the text's tokens (see [`text_tokens`]), or the length of token-id arrays.
 fn count_prompt(
     api: Api,

@@ -1,0 +1,139 @@
+//! What the target server is and what it offers, asked once before a run: the engine behind it
+//! (llama.cpp takes `timings_per_token`), its models, and whether it has a `/tokenize` endpoint
+//! (llama.cpp, vLLM, SGLang, the simulator) through which prompts are made exactly as long as
+//! the workload says, in the server's own tokens.
+
+use std::time::Duration;
+
+use reqwest::header::AUTHORIZATION;
+use serde_json::{Value, json};
+
+use crate::send::{bearer, http_client};
+use crate::url::ServerUrl;
+use crate::{Error, error_chain};
+
+/// The target as probed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerInfo {
+    /// Model ids listed by `/v1/models` (empty when it could not be read).
+    pub models: Vec<String>,
+    /// The engine, from `/v1/models`' `owned_by` (`llamacpp`, `vllm`, `sglang`...).
+    pub engine: Option<String>,
+    /// `POST /tokenize` answered with token ids.
+    pub tokenize: bool,
+}
+
+impl ServerInfo {
+    /// The server is llama.cpp's `llama-server`.
+    pub fn is_llamacpp(&self) -> bool {
+        self.engine.as_deref() == Some("llamacpp")
+    }
+}
+
+/// A client for the probe and `/tokenize`: bounded by `timeout`, with the API key.
+#[derive(Debug, Clone)]
+pub struct ServerApi {
+    http: reqwest::Client,
+    url: ServerUrl,
+    auth: Option<reqwest::header::HeaderValue>,
+    model: Option<String>,
+}
+
+impl ServerApi {
+    /// For the server at `base_url`; `model` is named in `/tokenize` requests (vLLM wants it).
+    pub fn new(
+        base_url: &str,
+        api_key: Option<&str>,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            http: http_client(Some(timeout))?,
+            url: ServerUrl::parse(base_url)?,
+            auth: api_key.map(bearer).transpose()?,
+            model,
+        })
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(url);
+        match &self.auth {
+            Some(a) => r.header(AUTHORIZATION, a.clone()),
+            None => r,
+        }
+    }
+
+    fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.post(url);
+        match &self.auth {
+            Some(a) => r.header(AUTHORIZATION, a.clone()),
+            None => r,
+        }
+    }
+
+    /// Asks `/v1/models` and `/tokenize`. Neither failing is an error: what could not be
+    /// learnt is left empty.
+    pub async fn probe(&self) -> ServerInfo {
+        let mut info = ServerInfo::default();
+        if let Ok(resp) = self.get(&self.url.api("models")).send().await
+            && resp.status().is_success()
+            && let Ok(v) = resp.json::<Value>().await
+        {
+            let data = v.get("data").and_then(Value::as_array);
+            for m in data.into_iter().flatten() {
+                if let Some(id) = m.get("id").and_then(Value::as_str) {
+                    info.models.push(id.to_string());
+                }
+                if info.engine.is_none() {
+                    info.engine = m
+                        .get("owned_by")
+                        .and_then(Value::as_str)
+                        .map(str::to_ascii_lowercase);
+                }
+            }
+        }
+        info.tokenize = self.count_tokens("a").await.is_ok();
+        info
+    }
+
+    /// The number of tokens `text` is to the server (no special tokens added), by its
+    /// `/tokenize` endpoint. The body carries llama.cpp's and vLLM's field names (each ignores
+    /// the other's); the answer's `count`, else its `tokens`' length, is the count.
+    pub async fn count_tokens(&self, text: &str) -> Result<usize, Error> {
+        let url = self.url.route("tokenize");
+        let mut body = json!({
+            "content": text, "prompt": text, "add_special": false, "add_special_tokens": false,
+        });
+        if let Some(m) = &self.model {
+            body["model"] = json!(m);
+        }
+        let resp = self
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Error::Http {
+                url: url.clone(),
+                msg: error_chain(&e),
+            })?;
+        if !resp.status().is_success() {
+            return Err(Error::Status {
+                url,
+                status: resp.status().as_u16(),
+            });
+        }
+        let v: Value = resp.json().await.map_err(|e| Error::Body {
+            url: url.clone(),
+            msg: error_chain(&e),
+        })?;
+        let n = v
+            .get("count")
+            .and_then(Value::as_u64)
+            .map(|c| c as usize)
+            .or_else(|| v.get("tokens").and_then(Value::as_array).map(Vec::len));
+        n.ok_or_else(|| Error::Body {
+            url,
+            msg: "neither 'count' nor 'tokens' in the answer".into(),
+        })
+    }
+}
