@@ -125,3 +125,31 @@ fn diff_pairs_the_runs_and_answers_the_ab_question() {
     assert_eq!(gate("ttft.p99>+10%"), Some(0));
     assert_eq!(gate("tpot.p50>+20%"), Some(1));
 }
+
+/// `trace sim --fit`: the simulator's engine model fitted on the lower stages of a real capture
+/// predicts the held-out highest stage: the same saturation verdict, TTFT P50 within 50%, TPOT
+/// P50 within 25% and throughput within 15% (exit 0), and serves as a profile file.
+#[test]
+fn a_simulator_fitted_on_the_lower_stages_predicts_the_highest() {
+    let d = tempfile::tempdir().unwrap();
+    let profile = d.path().join("nocb.json");
+    let p = profile.to_str().unwrap();
+    let o = run(&["sim", "--fit", NOCB, "--validate", "rate=4", "-o", p]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        !table.contains("OUTSIDE") && !table.contains("DIFFERS"),
+        "{table}"
+    );
+    assert!(table.contains("saturated   saturated"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    // Served one at a time: the fit finds one slot.
+    assert_eq!(v["params"]["max_num_seqs"], 1, "{v}");
+    // The profile is a simulator profile: a bad one is refused naming the file.
+    std::fs::write(d.path().join("bad.json"), "{}").unwrap();
+    let bad = d.path().join("bad.json");
+    let o = run(&["sim", "--port", "0", "--profile", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.json"), "{}", stderr(&o));
+}

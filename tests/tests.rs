@@ -16,4 +16,5 @@ mod llamacpp;
 mod record;
 mod replay;
 mod report;
+mod saturation;
 mod selfcheck;

@@ -7,7 +7,8 @@
 //! running sequence decodes, prompts fill the rest of the token budget, as llama.cpp, vLLM V1
 //! and TurboMind batch) and at most `slots` sequences running. From a capture:
 //! - `slots`: the most requests the server reported running (`/metrics`), else the most
-//!   requests streaming at once;
+//!   requests decoding at once (between their first token and their end: a request the engine
+//!   accepted but queued has no token yet);
 //! - `a`, `c`, `d`: least squares of each request's TPOT on the batch it decoded in (the
 //!   time-averaged number of requests decoding over its decode interval) and the context those
 //!   requests attended, coefficients kept non-negative;
@@ -107,8 +108,9 @@ pub fn fit(
         .collect();
     let slots = match max_running.filter(|&m| m > 0) {
         Some(m) => m as usize,
-        None => (0..reqs.len())
-            .map(|i| streaming_at(&reqs, reqs[i].sent_ns, usize::MAX))
+        None => reqs
+            .iter()
+            .map(|r| decoding_at(&reqs, r.first_token_ns).0 as usize)
             .max()
             .unwrap_or(1)
             .max(1),

@@ -11,4 +11,5 @@ pub mod replay;
 pub mod report;
 pub mod selfcheck;
 pub mod sim;
+mod sim_fit;
 pub mod synth;

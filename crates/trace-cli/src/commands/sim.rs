@@ -1,4 +1,7 @@
-//! `trace sim`: serve the OpenAI-compatible engine simulator until Ctrl-C.
+//! `trace sim`: serve the OpenAI-compatible engine simulator until Ctrl-C or SIGTERM; or, with
+//! `--fit CAPTURE`, fit the simulator's engine model to a real engine's capture and write it as
+//! a profile file that `--profile FILE.json` serves (validated on a held-out stage with
+//! `--validate STAGE` when the analyzer is built in).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,7 +21,13 @@ Examples:
   curl -N localhost:8000/v1/chat/completions -H 'X-Sim-Fault: multi-token:3' \\
     -d '{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":8,\"stream\":true}'
 
-Profiles: vllm-0.4.1-3090-llama3-8b (default), lmdeploy-0.4.0-3090-llama3-8b, fixed.
+  trace sim --fit llamacpp.parquet --stages rate=1,rate=2,rate=4 --validate rate=8 -o llamacpp.json
+      fit the engine model to the lower stages of a capture, check it predicts the highest
+  trace sim --port 8000 --profile llamacpp.json
+      serve the fitted model
+
+Profiles: vllm-0.4.1-3090-llama3-8b (default), lmdeploy-0.4.0-3090-llama3-8b, fixed, or a
+profile file written by --fit.
 Faults (--fault KIND=FRACTION,... or header X-Sim-Fault: KIND): http500, http429, error-event,
 reset, stall, malformed, no-done, multi-token[:K], keep-alive.";
 
@@ -75,6 +84,20 @@ pub struct SimArgs {
     /// Count prompt tokens with this Hugging Face tokenizer.json (default: whitespace words).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Fit the engine model to this capture (a `trace replay` run against a real engine) and
+    /// write the profile to -o instead of serving.
+    #[arg(long, value_name = "CAPTURE", requires = "output")]
+    pub fit: Option<PathBuf>,
+    /// With --fit: the stages to fit on (default: all but the --validate stage).
+    #[arg(long, value_name = "STAGES", value_delimiter = ',', requires = "fit")]
+    pub stages: Vec<String>,
+    /// With --fit: predict this held-out stage with the fitted model and compare with the
+    /// capture (saturation verdict, TTFT and TPOT medians, throughput).
+    #[arg(long, value_name = "STAGE", requires = "fit")]
+    pub validate: Option<String>,
+    /// With --fit: the profile file to write.
+    #[arg(short, long, value_name = "PROFILE.json")]
+    pub output: Option<PathBuf>,
 }
 
 fn parse_faults(s: &str) -> Result<FaultSpec, String> {
@@ -139,8 +162,11 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     Ok(cfg)
 }
 
-/// Runs `trace sim`: serves until Ctrl-C or SIGTERM.
+/// Runs `trace sim`: serves until Ctrl-C or SIGTERM, or fits a profile (`--fit`).
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(capture) = &args.fit {
+        return super::sim_fit::run(&args, capture);
+    }
     let cfg = config(&args)?;
     let addr = SocketAddr::new(args.host, args.port);
     // One core's worth of runtime, as the simulator is designed (one scheduler task per engine).
