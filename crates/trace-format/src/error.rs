@@ -88,6 +88,38 @@ pub enum Error {
         /// The `.partial` directory.
         path: PathBuf,
     },
+    /// A live process is writing this run now.
+    #[error("{}: a run is being written here now (by {holder}); wait for it to finish", path.display())]
+    Busy {
+        /// The `.partial` directory.
+        path: PathBuf,
+        /// Who holds the writer lock, as it recorded itself (`pid N`).
+        holder: String,
+    },
+    /// The output exists and replacing it was not asked for.
+    #[error("{}: already exists; choose another output or pass --force to replace it", path.display())]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A directory with no trace part files: not a run (or one that wrote nothing).
+    #[error("{}: no trace part files (part-NNNNN.parquet) here: not an interrupted run", path.display())]
+    NoParts {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Parts of more than one run in one `.partial` directory.
+    #[error("{}: parts of different runs ({first} and {other} disagree on {key}); refusing to merge them as one", path.display())]
+    MixedRuns {
+        /// The directory.
+        path: PathBuf,
+        /// A part of the first run.
+        first: String,
+        /// A part that disagrees.
+        other: String,
+        /// The metadata key they disagree on.
+        key: &'static str,
+    },
     /// The writer thread is gone (it failed earlier, or the handle was closed).
     #[error("trace writer for {} stopped: {reason}", path.display())]
     WriterGone {

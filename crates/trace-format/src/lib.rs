@@ -31,8 +31,8 @@ pub use reader::{TraceReader, read_all};
 pub use record::{TraceRecord, batch_to_records, conform, records_to_batch};
 pub use schema::{SCHEMA_VERSION, col, schema};
 pub use writer::{
-    RecordSender, TraceWriter, WriterHandle, WriterOptions, WriterStats, merge_parts, partial_dir,
-    spawn_writer,
+    RecordSender, Recovered, TraceWriter, WriterHandle, WriterOptions, WriterStats, live_writer,
+    partial_dir, recover, spawn_writer,
 };
 
 /// Result alias of this crate.

@@ -170,15 +170,43 @@ impl TraceReader {
             return Err(Error::Io { path, source });
         }
         let (files, interrupted) = if path.is_dir() {
-            (list_parts(&path)?, true)
+            let parts = list_parts(&path)?;
+            // A run that crashed before its first flush leaves only its lock file; any other
+            // directory without parts is not a run at all.
+            if parts.is_empty() && !path.join(crate::writer::LOCK_FILE).is_file() {
+                return Err(Error::NoParts { path });
+            }
+            (parts, true)
         } else {
             (vec![path.clone()], false)
         };
         let mut meta = TraceMeta::default();
         let mut num_rows = 0;
+        let mut first_start: Option<(String, &PathBuf)> = None;
         for (i, f) in files.iter().enumerate() {
             let (m, n) = open_one(f)?;
             num_rows += n;
+            // Every part of one run carries its start time; parts of another run do not match.
+            if let Some(start) = m.get(meta::RUN_START_UNIX_NS) {
+                match &first_start {
+                    None => first_start = Some((start.to_string(), f)),
+                    Some((s, first)) if s != start => {
+                        let name = |p: &Path| {
+                            p.file_name()
+                                .unwrap_or_default()
+                                .to_string_lossy()
+                                .into_owned()
+                        };
+                        return Err(Error::MixedRuns {
+                            path,
+                            first: name(first),
+                            other: name(f),
+                            key: meta::RUN_START_UNIX_NS,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
             // Later parts carry the most recent metadata (keys set while the run was open).
             if i + 1 == files.len() {
                 meta = m;

@@ -7,9 +7,16 @@
 //! interval and every finished part stays readable by `trace` (which accepts the directory) and
 //! by polars (`OUT.parquet.partial/*.parquet`). A clean close merges the parts, batch by batch,
 //! into `OUT.parquet` and removes the directory. `trace recover OUT.parquet.partial` does the
-//! same merge after a crash.
+//! same merge after a crash ([`recover`]).
+//!
+//! A live writer holds an exclusive `flock` on `writer.lock` inside its directory (the kernel
+//! drops it when the process dies, however it dies), so `recover` and readers can tell a live
+//! run from an interrupted one, and a second writer is refused with the first one's pid.
+//! Cleanup removes only what the writer made (its parts, torn `.tmp` parts and the lock file),
+//! then the directory if that left it empty: nothing a user put there is ever deleted.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +43,9 @@ pub struct WriterOptions {
     pub batch_rows: usize,
     /// Capacity of the channel between producers and the writer thread (backpressure beyond).
     pub channel_capacity: usize,
+    /// Replace an existing finished trace at the output path (a CLI's `--force`). Off, creating
+    /// a writer over an existing file is refused.
+    pub overwrite: bool,
 }
 
 impl Default for WriterOptions {
@@ -45,6 +55,7 @@ impl Default for WriterOptions {
             row_group_bytes: 64 << 20,
             batch_rows: 1024,
             channel_capacity: 8192,
+            overwrite: false,
         }
     }
 }
@@ -65,6 +76,58 @@ pub fn partial_dir(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
+}
+
+/// The lock file a live writer holds inside its `.partial` directory.
+pub(crate) const LOCK_FILE: &str = "writer.lock";
+
+/// Takes the directory's writer lock and records this process's pid in it.
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            return Err(Error::Busy {
+                path: dir.to_path_buf(),
+                holder: lock_holder(&mut f),
+            });
+        }
+        Err(e) => return Err(io_err(&path)(e.into())),
+    }
+    f.set_len(0).map_err(io_err(&path))?;
+    f.write_all(format!("pid {}\n", std::process::id()).as_bytes())
+        .map_err(io_err(&path))?;
+    Ok(f)
+}
+
+fn lock_holder(f: &mut File) -> String {
+    let mut s = String::new();
+    let _ = f.take(64).read_to_string(&mut s);
+    let s = s.trim();
+    if s.is_empty() {
+        "another process".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Who is writing the `.partial` directory `dir` right now (for example `pid 4242`), or `None`
+/// when no live process holds its lock (an interrupted run, or not a run at all).
+pub fn live_writer(dir: &Path) -> Option<String> {
+    let mut f = File::open(dir.join(LOCK_FILE)).ok()?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        // Got it, so nobody holds it exclusively; dropping `f` releases it.
+        Ok(()) => None,
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Some(lock_holder(&mut f)),
+        Err(_) => None,
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -98,6 +161,8 @@ fn props(meta: &TraceMeta) -> WriterProperties {
 pub struct TraceWriter {
     final_path: PathBuf,
     dir: PathBuf,
+    /// Held (flock) for the writer's lifetime; see the module docs.
+    _lock: File,
     meta: TraceMeta,
     opts: WriterOptions,
     buf: Vec<TraceRecord>,
@@ -108,21 +173,42 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Starts a trace at `path`. Refuses to start over an existing interrupted run's directory,
-    /// so recorded data is never overwritten by accident.
+    /// Starts a trace at `path`. Refuses to start over a live or interrupted run's directory,
+    /// and over an existing finished trace unless `opts.overwrite`, so recorded data is never
+    /// overwritten by accident.
     pub fn create(path: impl AsRef<Path>, meta: TraceMeta, opts: WriterOptions) -> Result<Self> {
         let final_path = path.as_ref().to_path_buf();
         let dir = partial_dir(&final_path);
+        let taken = |dir: PathBuf| match live_writer(&dir) {
+            Some(holder) => Error::Busy { path: dir, holder },
+            None => Error::Interrupted { path: dir },
+        };
         if dir.exists() {
-            return Err(Error::Interrupted { path: dir });
+            return Err(taken(dir));
+        }
+        if final_path.is_dir() || (final_path.exists() && !opts.overwrite) {
+            return Err(Error::Exists { path: final_path });
         }
         if let Some(parent) = final_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            // Another writer created it between the check and here.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(taken(dir)),
+            Err(e) => return Err(io_err(&dir)(e)),
+        }
+        let lock = match take_lock(&dir) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
         Ok(Self {
             final_path,
             dir,
+            _lock: lock,
             meta,
             opts,
             buf: Vec::new(),
@@ -228,12 +314,24 @@ impl TraceWriter {
     /// Finishes the trace: merges the parts into the final file and removes the directory.
     pub fn close(mut self) -> Result<WriterStats> {
         self.rotate()?;
-        merge_parts(&self.dir, &self.final_path, &self.meta)?;
+        let parts = list_parts(&self.dir)?;
+        merge_into(&parts, &self.final_path, &self.meta)?;
+        cleanup(&self.dir, &parts)?;
         Ok(WriterStats {
             rows: self.rows,
             parts: self.parts,
             backpressure_waits: 0,
         })
+    }
+
+    /// Throws the run away (a failed import or synthesis): removes what this writer made.
+    pub fn discard(mut self) -> Result<()> {
+        if let Some((w, tmp)) = self.part.take() {
+            drop(w);
+            let _ = std::fs::remove_file(&tmp);
+        }
+        let parts = list_parts(&self.dir)?;
+        cleanup(&self.dir, &parts)
     }
 }
 
@@ -251,15 +349,96 @@ pub(crate) fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(parts)
 }
 
-/// Merges the finished parts of `dir` into `out` with `meta`, then removes `dir`. Memory stays
-/// bounded: parts are streamed batch by batch. Used by close and by `trace recover`.
-pub fn merge_parts(dir: &Path, out: &Path, meta: &TraceMeta) -> Result<u64> {
-    let parts = list_parts(dir)?;
-    let tmp = dir.join("merged.parquet.tmp");
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut w = ArrowWriter::try_new(file, schema(), Some(props(meta))).map_err(pq_err(&tmp))?;
+/// What [`recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Rows merged into the output.
+    pub rows: u64,
+    /// Part files merged.
+    pub parts: usize,
+    /// Set when the directory was kept because it holds files the writer did not make.
+    pub kept_dir: Option<PathBuf>,
+}
+
+/// Turns an interrupted run's `.partial` directory into the finished trace `out`: refuses a
+/// live run (its writer holds the lock), a directory without part files, parts of different
+/// runs, and an existing `out`; merges with the last part's metadata (keys set while the run
+/// was open arrive late); deletes only the merged parts and the writer's own leftovers.
+pub fn recover(dir: &Path, out: &Path) -> Result<Recovered> {
+    if let Some(holder) = live_writer(dir) {
+        return Err(Error::Busy {
+            path: dir.to_path_buf(),
+            holder,
+        });
+    }
+    if out.exists() {
+        return Err(Error::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    let reader = crate::TraceReader::open(dir)?;
+    if !reader.is_interrupted() || reader.files().is_empty() {
+        return Err(Error::NoParts {
+            path: dir.to_path_buf(),
+        });
+    }
+    let parts = reader.files().to_vec();
+    let meta = reader.meta().clone();
+    drop(reader);
+    let rows = merge_into(&parts, out, &meta)?;
+    cleanup(dir, &parts)?;
+    Ok(Recovered {
+        rows,
+        parts: parts.len(),
+        kept_dir: dir.exists().then(|| dir.to_path_buf()),
+    })
+}
+
+/// Removes the merged `parts`, torn `part-*.parquet.tmp` files and the lock file from `dir`,
+/// then the directory itself if nothing else is in it.
+fn cleanup(dir: &Path, parts: &[PathBuf]) -> Result<()> {
+    for p in parts {
+        std::fs::remove_file(p).map_err(io_err(p))?;
+    }
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let p = entry.map_err(io_err(dir))?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let torn = name.starts_with("part-") && name.ends_with(".parquet.tmp");
+        if torn || name == LOCK_FILE {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        // Someone else's files are in it: leave them (and the directory) alone.
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Streams `parts` into `out` with `meta`, through a temporary file beside `out` (not inside
+/// the `.partial` directory, whose disk may be the full one), removed again on any failure.
+/// Memory stays bounded: parts are streamed batch by batch.
+fn merge_into(parts: &[PathBuf], out: &Path, meta: &TraceMeta) -> Result<u64> {
+    let mut name = out.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = out.with_file_name(name);
+    let res = write_merged(parts, &tmp, meta).and_then(|rows| {
+        std::fs::rename(&tmp, out)
+            .map(|()| rows)
+            .map_err(io_err(out))
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn write_merged(parts: &[PathBuf], tmp: &Path, meta: &TraceMeta) -> Result<u64> {
+    let file = File::create(tmp).map_err(io_err(tmp))?;
+    let mut w = ArrowWriter::try_new(file, schema(), Some(props(meta))).map_err(pq_err(tmp))?;
     let mut rows = 0u64;
-    for part in &parts {
+    for part in parts {
         let f = File::open(part).map_err(io_err(part))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(f)
             .and_then(|b| b.with_batch_size(8192).build())
@@ -273,17 +452,14 @@ pub fn merge_parts(dir: &Path, out: &Path, meta: &TraceMeta) -> Result<u64> {
             // Re-stamp with the canonical schema (field metadata may differ between parts, and a
             // part written by an older build lacks the columns added since).
             let batch = crate::record::conform(&batch)?;
-            w.write(&batch).map_err(pq_err(&tmp))?;
+            w.write(&batch).map_err(pq_err(tmp))?;
             if w.in_progress_size() >= 64 << 20 {
-                w.flush().map_err(pq_err(&tmp))?;
+                w.flush().map_err(pq_err(tmp))?;
             }
         }
     }
-    let file = w.into_inner().map_err(pq_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, out).map_err(io_err(out))?;
-    std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    let file = w.into_inner().map_err(pq_err(tmp))?;
+    file.sync_all().map_err(io_err(tmp))?;
     Ok(rows)
 }
 

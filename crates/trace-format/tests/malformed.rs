@@ -201,10 +201,10 @@ fn sigkill_loses_at_most_the_last_interval() {
         assert_eq!(r.chunk_ns, vec![i as i64; 8]);
     }
     // The recovery merge turns it into a normal trace.
-    let meta = reader.meta().clone();
     drop(reader);
-    let merged = trace_format::merge_parts(&partial, &out, &meta).unwrap();
-    assert_eq!(merged as usize, recs.len());
+    let merged = trace_format::recover(&partial, &out).unwrap();
+    assert_eq!(merged.rows as usize, recs.len());
+    assert!(!partial.exists(), "a recovered run's directory is removed");
     assert_eq!(
         TraceReader::open(&out).unwrap().num_rows() as usize,
         recs.len()

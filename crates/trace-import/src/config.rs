@@ -240,6 +240,8 @@ pub struct ImportConfig {
     pub input: PathBuf,
     /// The trace to write.
     pub output: PathBuf,
+    /// Replace an existing trace at `output` (`--force`); off, an existing file is refused.
+    pub force: bool,
     /// Keep only rows inside this window.
     pub window: Option<Window>,
     /// Stop after writing this many rows.
@@ -259,6 +261,7 @@ impl ImportConfig {
             format,
             input: input.into(),
             output: output.into(),
+            force: false,
             window: None,
             limit: None,
             filters: Vec::new(),

@@ -2,9 +2,9 @@
 //! window, filters and limit, counts skipped rows, and streams records into a
 //! [`TraceWriter`], so no importer ever holds its input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions, partial_dir};
+use trace_format::{TraceMeta, TraceRecord, TraceWriter, WriterOptions};
 
 use crate::config::{Bound, FilterKey, ImportConfig, ImportSummary, norm_log_type};
 use crate::error::{Error, Location, Result};
@@ -46,7 +46,14 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn new(cfg: &ImportConfig, meta: TraceMeta) -> Result<Self> {
-        let writer = TraceWriter::create(&cfg.output, meta, WriterOptions::default())?;
+        let writer = TraceWriter::create(
+            &cfg.output,
+            meta,
+            WriterOptions {
+                overwrite: cfg.force,
+                ..WriterOptions::default()
+            },
+        )?;
         let pick = |k: FilterKey| -> Vec<String> {
             cfg.filters
                 .iter()
@@ -240,9 +247,7 @@ impl Sink {
     /// Removes the half-written output after a failed import.
     pub(crate) fn abort(mut self) {
         if let Some(w) = self.writer.take() {
-            let dir: PathBuf = partial_dir(w.path());
-            drop(w);
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = w.discard();
         }
     }
 }

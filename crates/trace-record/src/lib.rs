@@ -91,6 +91,8 @@ pub struct RecordConfig {
     pub upstream: String,
     /// The trace file to write.
     pub output: PathBuf,
+    /// Replace an existing trace at `output` (`--force`); off, an existing file is refused.
+    pub force: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many recorded requests (later ones get 503).
@@ -121,6 +123,7 @@ impl RecordConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
             upstream: upstream.into(),
             output: output.into(),
+            force: false,
             duration: None,
             max_requests: None,
             store_prompts: false,
@@ -258,7 +261,14 @@ pub async fn run(
     let clock = RunClock::start();
     m.set(meta::RUN_START_UNIX_NS, clock.start_unix_ns().to_string());
     m.set(meta::SCHEDULE, r#"{"kind":"recorded"}"#);
-    let (sender, writer) = spawn_writer(&cfg.output, m, WriterOptions::default())?;
+    let (sender, writer) = spawn_writer(
+        &cfg.output,
+        m,
+        WriterOptions {
+            overwrite: cfg.force,
+            ..WriterOptions::default()
+        },
+    )?;
 
     let shared = Arc::new(Shared {
         upstream: upstream.clone(),

@@ -39,6 +39,8 @@ pub struct ReplayConfig {
     pub seed: u64,
     /// The trace file to write.
     pub output: PathBuf,
+    /// Replace an existing trace at `output` (`--force`); off, an existing file is refused.
+    pub force: bool,
     /// Engine label.
     pub label: Option<String>,
     /// After a stop, how long in-flight requests may finish.
@@ -69,6 +71,7 @@ impl ReplayConfig {
             max_concurrency: None,
             seed: 0,
             output: output.into(),
+            force: false,
             label: None,
             drain_timeout: Duration::from_secs(30),
             timer: Timer::Thread,

@@ -273,7 +273,14 @@ pub async fn run(
             .into(),
         ),
     });
-    let (tx, writer) = trace_format::spawn_writer(&cfg.output, m, WriterOptions::default())?;
+    let (tx, writer) = trace_format::spawn_writer(
+        &cfg.output,
+        m,
+        WriterOptions {
+            overwrite: cfg.force,
+            ..WriterOptions::default()
+        },
+    )?;
 
     let scrape_stop = CancellationToken::new();
     let scraper = cfg.scrape_metrics.then(|| {

@@ -13,7 +13,6 @@ use rand_distr::{Distribution, LogNormal, Pareto};
 use serde_json::json;
 use trace_format::{
     ScheduleMeta, TraceMeta, TraceReader, TraceRecord, TraceWriter, WriterOptions, meta,
-    partial_dir,
 };
 
 use crate::Error;
@@ -209,6 +208,8 @@ pub fn fit_lognormal(path: &Path) -> Result<FitSummary> {
 pub struct SynthConfig {
     /// The workload file to write.
     pub output: PathBuf,
+    /// Replace an existing trace at `output` (`--force`); off, an existing file is refused.
+    pub force: bool,
     /// Arrival process.
     pub arrival: Arrival,
     /// Mean rate, req/s.
@@ -306,7 +307,14 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
         })
         .to_string(),
     );
-    let mut writer = TraceWriter::create(&cfg.output, m, WriterOptions::default())?;
+    let mut writer = TraceWriter::create(
+        &cfg.output,
+        m,
+        WriterOptions {
+            overwrite: cfg.force,
+            ..WriterOptions::default()
+        },
+    )?;
     let mut len_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     // Lengths draw from their own stream, so changing the arrival process keeps the lengths.
     len_rng.set_stream(1);
@@ -336,9 +344,7 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
         Ok(())
     })();
     if let Err(e) = res {
-        let dir = partial_dir(&cfg.output);
-        drop(writer);
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = writer.discard();
         return Err(e);
     }
     writer.close()?;

@@ -71,6 +71,14 @@ pub enum WorkloadSpec {
 }
 
 impl WorkloadSpec {
+    /// The file the workload is read from, if any.
+    pub fn input_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Random(_) => None,
+            Self::ShareGpt(p) | Self::Trace(p) => Some(p),
+        }
+    }
+
     /// Parses the positional WORKLOAD argument: `random`, `sharegpt=FILE` or a `.parquet` path.
     /// Lengths of `random` come from `random` (the `--input-len`... flags).
     pub fn parse(s: &str, random: RandomSpec) -> Result<Self, Error> {

@@ -11,6 +11,7 @@ fn synth_rate_and_fitted_lengths() {
     let src = dir.path().join("src.parquet");
     let base = SynthConfig {
         output: src.clone(),
+        force: false,
         arrival: Arrival::Poisson,
         rate: 50.0,
         duration: None,
@@ -45,6 +46,7 @@ fn synth_rate_and_fitted_lengths() {
     let out = dir.path().join("fitted.parquet");
     let cfg2 = SynthConfig {
         output: out.clone(),
+        force: false,
         arrival: Arrival::Gamma { burstiness: 0.5 },
         rate: 20.0,
         duration: Some(std::time::Duration::from_secs(100)),
@@ -84,6 +86,7 @@ fn synth_rate_and_fitted_lengths() {
     let again = dir.path().join("again.parquet");
     synth(&SynthConfig {
         output: again.clone(),
+        force: false,
         ..cfg2
     })
     .unwrap();

@@ -6,16 +6,19 @@
 //!   offsets (`*_ns` columns) every time is stored as;
 //! - [`listen`] / [`listen_shared`]: listening sockets with a 4096-deep accept queue;
 //! - [`raise_nofile_limit`], [`nofile_limit`]: the open-file limit;
-//! - [`allowed_cpus`], [`pin_current`]: CPU affinity.
+//! - [`allowed_cpus`], [`pin_current`]: CPU affinity;
+//! - [`same_file`]: file identity (device and inode), so no output overwrites an input.
 //!
 //! It depends on no other trace crate.
 
 mod clock;
 mod cpu;
+mod fs;
 mod limits;
 mod net;
 
 pub use clock::RunClock;
 pub use cpu::{allowed_cpus, pin_current};
+pub use fs::same_file;
 pub use limits::{nofile_limit, raise_nofile_limit};
 pub use net::{BACKLOG, ensure_port_free, listen, listen_shared};

@@ -54,6 +54,10 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         fail_on: args.fail_on.as_deref().map(FailOn::parse).transpose()?,
         ..DiffOptions::default()
     };
+    if let Some(html) = &args.html {
+        let inputs: Vec<&std::path::Path> = args.files.iter().map(|f| f.as_path()).collect();
+        super::not_an_input(html, &inputs)?;
+    }
     let a = diff::analyze(&args.files, &opts).context("comparing runs")?;
     let text = match args.format {
         Format::Text => a.diff.to_text(),

@@ -68,6 +68,9 @@ pub struct ImportArgs {
     /// Output trace (with --export: the JSONL file).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace an existing trace at the output path (without it, an existing file is refused).
+    #[arg(long)]
+    pub force: bool,
     /// Keep rows with START <= t < END: offsets from the first row (10m..20m, 90s.., ..1h) or,
     /// for azure and aiperf, datetimes ('2024-05-10 09:00:00..2024-05-10 10:00:00').
     #[arg(long, value_name = "START..END")]
@@ -93,6 +96,7 @@ pub struct ImportArgs {
 /// Runs `trace import`.
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let format = Format::from(args.format);
+    super::not_an_input(&args.output, &[&args.input])?;
     if args.export {
         anyhow::ensure!(
             format == Format::Mooncake,
@@ -117,6 +121,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         format,
         input: args.input,
         output: args.output,
+        force: args.force,
         window: args.window,
         limit: args.limit,
         filters: args.filter,

@@ -57,6 +57,8 @@ pub struct Inspection {
     pub kind: Option<String>,
     /// True for an interrupted run's directory.
     pub interrupted: bool,
+    /// For a run still being written: its writer (`pid N`).
+    pub live_writer: Option<String>,
     /// Engine label.
     pub label: Option<String>,
     /// Target URL.
@@ -126,8 +128,13 @@ pub fn inspect(file: &std::path::Path) -> anyhow::Result<Inspection> {
         schema_version: m.schema_version(),
         kind: m.get(meta::KIND).map(str::to_string),
         interrupted: reader.is_interrupted(),
+        live_writer: reader
+            .is_interrupted()
+            .then(|| trace_format::live_writer(file))
+            .flatten(),
         label: m.get(meta::LABEL).map(str::to_string),
-        url: m.get(meta::URL).map(str::to_string),
+        // Files written before URLs were redacted may still hold credentials.
+        url: m.get(meta::URL).map(trace_client::redact),
         run_start,
         schedule: json_or_string(m.get(meta::SCHEDULE)),
         workload: json_or_string(m.get(meta::WORKLOAD)),
@@ -152,7 +159,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             use std::fmt::Write;
             let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             writeln!(out, "file            {}", i.file)?;
-            if i.interrupted {
+            if let Some(w) = &i.live_writer {
+                writeln!(
+                    out,
+                    "state           live run, being written now by {w} (flushed parts only)"
+                )?;
+            } else if i.interrupted {
                 writeln!(
                     out,
                     "state           interrupted run (flushed parts only; `trace recover` merges them)"

@@ -13,3 +13,20 @@ pub mod selfcheck;
 pub mod sim;
 mod sim_fit;
 pub mod synth;
+
+use std::path::Path;
+
+/// Refuses an output that is one of the inputs (the same file by device and inode, however it
+/// is spelled): opening it for writing would destroy what is being read.
+pub(crate) fn not_an_input(output: &Path, inputs: &[&Path]) -> anyhow::Result<()> {
+    for input in inputs {
+        if trace_sys::same_file(output, input) {
+            anyhow::bail!(
+                "{}: the output is the input {}; write somewhere else",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -44,6 +44,9 @@ pub struct RecordArgs {
     /// The trace file to write.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace an existing trace at the output path (without it, an existing file is refused).
+    #[arg(long)]
+    pub force: bool,
     /// Stop after this long (e.g. 10m, 1h30m).
     #[arg(long, value_parser = crate::parse::duration)]
     pub duration: Option<Duration>,
@@ -86,6 +89,7 @@ impl RecordArgs {
         cfg.drain_timeout = self.drain_timeout;
         cfg.idle_timeout = self.idle_timeout;
         cfg.threads = self.threads;
+        cfg.force = self.force;
         Ok(cfg)
     }
 }

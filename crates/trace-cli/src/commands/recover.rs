@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use trace_format::{TraceReader, merge_parts};
 
 /// Arguments of `trace recover`.
 #[derive(Debug, Args)]
@@ -36,20 +35,16 @@ pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
             PathBuf::from(stem)
         }
     };
-    if out.exists() {
-        anyhow::bail!("{} already exists; pass another -o", out.display());
-    }
-    let reader =
-        TraceReader::open(&args.dir).with_context(|| format!("reading {}", args.dir.display()))?;
-    anyhow::ensure!(
-        reader.is_interrupted(),
-        "{} is not a .partial directory",
-        args.dir.display()
+    let done = trace_format::recover(&args.dir, &out)
+        .with_context(|| format!("recovering {} into {}", args.dir.display(), out.display()))?;
+    eprintln!(
+        "recovered {} rows from {} part files into {}",
+        done.rows,
+        done.parts,
+        out.display()
     );
-    let meta = reader.meta().clone();
-    drop(reader);
-    let rows = merge_parts(&args.dir, &out, &meta)
-        .with_context(|| format!("merging {} into {}", args.dir.display(), out.display()))?;
-    eprintln!("recovered {rows} rows into {}", out.display());
+    if let Some(dir) = done.kept_dir {
+        eprintln!("kept {}: it holds files trace did not write", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -98,6 +98,10 @@ pub struct ReplayArgs {
     #[arg(short = 'o', long, value_name = "OUT.parquet")]
     pub output: Option<PathBuf>,
 
+    /// Replace an existing trace at the output path (without it, an existing file is refused).
+    #[arg(long)]
+    pub force: bool,
+
     /// Engine label stored in the file (`vllm`, `sglang`...).
     #[arg(long)]
     pub label: Option<String>,
@@ -236,6 +240,7 @@ impl ReplayArgs {
             max_concurrency: self.max_concurrency,
             seed: self.seed,
             output,
+            force: self.force,
             label: self.label.clone(),
             drain_timeout: self.drain_timeout,
             timer: match self.timer {
@@ -246,6 +251,13 @@ impl ReplayArgs {
             metrics_interval: self.metrics_interval,
         };
         cfg.validate()?;
+        let inputs: Vec<&std::path::Path> = cfg
+            .workload
+            .input_path()
+            .into_iter()
+            .chain(self.tokenizer.as_deref())
+            .collect();
+        super::not_an_input(&cfg.output, &inputs)?;
         Ok(cfg)
     }
 }

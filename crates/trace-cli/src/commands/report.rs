@@ -71,6 +71,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--export takes a format and a file: --export vllm-json out.jsonl")
         }
     };
+    for out in export.iter().chain(&args.html) {
+        super::not_an_input(out, &[&args.file])?;
+    }
     let mut data = load_run(&args.file, LoadOptions::default())
         .with_context(|| format!("reading trace {}", args.file.display()))?;
     let opts = ReportOptions {

@@ -25,6 +25,7 @@ pub(super) fn run(args: &SimArgs, capture: &Path) -> anyhow::Result<ExitCode> {
         .output
         .as_deref()
         .context("--fit needs -o PROFILE.json")?;
+    super::not_an_input(out, &[capture])?;
     let (meta, recs) = trace_format::read_all(capture)
         .with_context(|| format!("reading capture {}", capture.display()))?;
     let labels: Vec<String> = stage_labels(&meta, &recs);

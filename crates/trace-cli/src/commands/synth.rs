@@ -36,6 +36,9 @@ pub struct SynthArgs {
     /// Output workload file.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace an existing trace at the output path (without it, an existing file is refused).
+    #[arg(long)]
+    pub force: bool,
     /// Mean arrival rate, req/s.
     #[arg(long, value_parser = crate::parse::positive_f64)]
     pub rate: f64,
@@ -133,8 +136,12 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         args.duration.is_some() || args.count.is_some(),
         "give --duration or -n (or both)"
     );
+    if let Some(fit) = &args.fit {
+        super::not_an_input(&args.output, &[fit])?;
+    }
     let cfg = SynthConfig {
         output: args.output,
+        force: args.force,
         arrival,
         rate: args.rate,
         duration: args.duration,
