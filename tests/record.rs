@@ -420,27 +420,31 @@ fn with_no_upstream_it_fronts_the_simulator() {
 }
 
 #[test]
-fn ctrl_c_drains_and_leaves_a_valid_file() {
-    let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("int.parquet");
-    let upstream = sim();
-    let mut rec = record(Some(&format!("http://{}", upstream.addr)), &out, &[]);
-    let r = request(
-        &rec.addr,
-        "POST",
-        "/v1/completions",
-        r#"{"prompt":"a","max_tokens":2,"stream":true}"#,
-        &[],
-    );
-    assert_eq!(r.status, 200);
-    let pid = rec.child.id().to_string();
-    let k = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    assert!(k.success());
-    assert_eq!(
-        wait_exit(&mut rec),
-        130,
-        "Ctrl-C exits 130 with a valid file"
-    );
-    let (_, recs) = read_all(&out).unwrap();
-    assert_eq!(recs.len(), 1);
+fn ctrl_c_and_sigterm_drain_and_leave_a_valid_file() {
+    // SIGTERM is how systemd, docker and Kubernetes stop a service: it drains like Ctrl-C and
+    // exits 128 + 15, as a process the signal ended would.
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("int.parquet");
+        let upstream = sim();
+        let mut rec = record(Some(&format!("http://{}", upstream.addr)), &out, &[]);
+        let r = request(
+            &rec.addr,
+            "POST",
+            "/v1/completions",
+            r#"{"prompt":"a","max_tokens":2,"stream":true}"#,
+            &[],
+        );
+        assert_eq!(r.status, 200);
+        let pid = rec.child.id().to_string();
+        let k = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(k.success());
+        assert_eq!(
+            wait_exit(&mut rec),
+            code,
+            "{signal} drains and exits {code}"
+        );
+        let (_, recs) = read_all(&out).unwrap();
+        assert_eq!(recs.len(), 1, "{signal}");
+    }
 }

@@ -155,47 +155,42 @@ fn without_output_a_new_file_appears_under_runs() {
 }
 
 #[test]
-fn ctrl_c_stops_sending_and_leaves_a_valid_file() {
-    let d = tempfile::tempdir().unwrap();
-    let out = d.path().join("int.parquet");
-    let child = trace()
-        .args([
-            "replay",
-            "--rate",
-            "20",
-            "-n",
-            "1000",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(SMALL)
-        .current_dir(d.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let t0 = Instant::now();
-    let out_res = child.wait_with_output().unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "drained in bounded time"
-    );
-    assert_eq!(
-        out_res.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out_res.stderr)
-    );
-    let r = TraceReader::open(&out).unwrap();
-    let n = r.num_rows();
-    assert!(n > 0 && n < 1000, "{n} rows");
-    assert_eq!(r.meta().stages()[0].requests, n);
+fn ctrl_c_and_sigterm_stop_sending_and_leave_a_valid_file() {
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("int.parquet");
+        let child = trace()
+            .args(["replay", "--rate", "20", "-n", "1000", "-o"])
+            .arg(&out)
+            .args(SMALL)
+            .current_dir(d.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let st = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let t0 = Instant::now();
+        let out_res = child.wait_with_output().unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "drained in bounded time"
+        );
+        assert_eq!(
+            out_res.status.code(),
+            Some(code),
+            "{signal}: {}",
+            String::from_utf8_lossy(&out_res.stderr)
+        );
+        let r = TraceReader::open(&out).unwrap();
+        let n = r.num_rows();
+        assert!(n > 0 && n < 1000, "{signal}: {n} rows");
+        assert_eq!(r.meta().stages()[0].requests, n);
+    }
 }
 
 fn fails_with(args: &[&str], needle: &str) {

@@ -4,7 +4,8 @@
 //! trace-import, trace-sim, trace-selfcheck).
 //!
 //! Exit codes (grep-style): 0 success, 1 a `diff --fail-on` condition held (or a selfcheck bound
-//! was exceeded), 2 an error.
+//! was exceeded), 2 an error, 130 / 143 a replay or recording that Ctrl-C / SIGTERM stopped
+//! (after draining: the file is complete for what was sent).
 
 use std::process::ExitCode;
 

@@ -133,7 +133,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             );
         })
         .await
-        .map(|s| (s, interrupted.get()))
+        .map(|s| (s, interrupted.exit_code()))
     });
     // Idle client connections and the signal listener must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -150,9 +150,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         summary.unrecorded,
         summary.refused
     );
-    if interrupted {
+    if let Some(code) = interrupted {
         eprintln!("stopped by a signal; the file holds what was captured");
-        return Ok(ExitCode::from(130));
+        return Ok(code);
     }
     Ok(ExitCode::SUCCESS)
 }

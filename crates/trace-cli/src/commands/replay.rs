@@ -319,7 +319,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let line = crate::progress::ProgressLine::start(counters.clone());
         let r = trace_replay::run(cfg, counters.clone(), stop.clone()).await;
         line.finish();
-        r.map(|s| (s, interrupted.get()))
+        r.map(|s| (s, interrupted.exit_code()))
     });
     // Background tasks (the signal listener, idle connections) must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -363,9 +363,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", crate::table::render(&summary.stages));
-    if interrupted {
+    if let Some(code) = interrupted {
         eprintln!("stopped by a signal; the file holds what was sent");
-        return Ok(ExitCode::from(130));
+        return Ok(code);
     }
     Ok(ExitCode::SUCCESS)
 }
