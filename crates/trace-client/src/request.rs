@@ -162,6 +162,9 @@ pub(crate) fn body(
     if cfg.ignore_eos {
         b["ignore_eos"] = json!(true);
     }
+    if cfg.timings_per_token {
+        b["timings_per_token"] = json!(true);
+    }
     if let (Some(Value::Object(extra)), Value::Object(obj)) = (&cfg.extra_body, &mut b) {
         for (k, v) in extra {
             obj.insert(k.clone(), v.clone());
