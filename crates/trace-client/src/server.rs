@@ -107,15 +107,24 @@ impl ServerApi {
         if let Some(m) = &self.model {
             body["model"] = json!(m);
         }
-        let resp = self
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| Error::Http {
-                url: url.clone(),
-                msg: error_chain(&e),
-            })?;
+        // Idempotent, so a connection the server closed under us (an idle keep-alive it
+        // dropped, a full accept queue on a small host) is retried a few times.
+        let mut attempt = 0;
+        let resp = loop {
+            match self.post(&url).json(&body).send().await {
+                Ok(r) => break r,
+                Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(Error::Http {
+                        url: url.clone(),
+                        msg: error_chain(&e),
+                    });
+                }
+            }
+        };
         if !resp.status().is_success() {
             return Err(Error::Status {
                 url,

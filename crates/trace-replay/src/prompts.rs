@@ -11,6 +11,7 @@
 //! random prompt and compares. How lengths were made is stored in the run's metadata
 //! (`trace.client` `prompt_lengths`).
 
+use futures_util::StreamExt;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use trace_client::{HfTokenizer, ServerApi};
@@ -85,12 +86,12 @@ impl Vocab {
             .iter()
             .flat_map(|w| [w.to_string(), format!("{w} {w}")])
             .collect::<Vec<_>>();
-        for chunk in probes.chunks(64) {
-            let got =
-                futures_util::future::join_all(chunk.iter().map(|p| api.count_tokens(p))).await;
-            for r in got {
-                counts.push(r?);
-            }
+        // A few at a time: llama-server answers on a small thread pool and closes what it
+        // cannot take.
+        let mut got =
+            futures_util::stream::iter(probes.iter().map(|p| api.count_tokens(p))).buffered(8);
+        while let Some(r) = got.next().await {
+            counts.push(r?);
         }
         let vocab = Self::from_counts(&words, &counts)?;
         let check = vocab.check_text();
