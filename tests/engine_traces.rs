@@ -153,3 +153,90 @@ fn a_simulator_fitted_on_the_lower_stages_predicts_the_highest() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bad.json"), "{}", stderr(&o));
 }
+
+/// The H200 llama.cpp capture (traces/README.md): a simulator fitted on the stages below
+/// saturation predicts the first saturated one, and one fitted on all but the last predicts the
+/// last, within the bounds `trace sim --fit` states.
+#[test]
+fn a_simulator_fitted_on_llamacpp_h200_predicts_its_saturated_stages() {
+    let d = tempfile::tempdir().unwrap();
+    let capture = repo().join("traces/engine/llamacpp-h200.parquet");
+    let capture = capture.to_str().unwrap();
+    for (stages, held_out) in [(Some("rate=1,rate=2,rate=4"), "rate=8"), (None, "rate=16")] {
+        let profile = d.path().join(format!("{held_out}.json"));
+        let mut args = vec![
+            "sim",
+            "--fit",
+            capture,
+            "--validate",
+            held_out,
+            "-o",
+            profile.to_str().unwrap(),
+        ];
+        if let Some(s) = stages {
+            args.extend(["--stages", s]);
+        }
+        let o = run(&args);
+        let table = stdout(&o);
+        assert!(o.status.success(), "{held_out}: {table}\n{}", stderr(&o));
+        assert!(table.contains("saturated   saturated"), "{table}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+        // llama-server ran with --parallel 16: the fit sees (nearly) all of them busy.
+        let slots = v["params"]["max_num_seqs"].as_u64().unwrap();
+        assert!((12..=16).contains(&slots), "{slots} slots: {v}");
+    }
+}
+
+/// The client's TPOT in the H200 llama.cpp capture against llama-server's own per-request decode
+/// timings (its log, extracted by scripts/engine/llamacpp_timings.py): two clocks, two programs,
+/// one answer. Also every generated token is accounted for.
+#[test]
+fn the_llamacpp_h200_capture_agrees_with_the_servers_own_timings() {
+    let csv =
+        std::fs::read_to_string(repo().join("traces/engine/h200/llamacpp-server-timings.csv"))
+            .unwrap();
+    let mut server_tpot = Vec::new();
+    let mut server_tokens = 0i64;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (eval_ms, eval_n): (f64, i64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        // The one-token request is trace's chat-template probe, not a workload row.
+        if eval_n > 1 {
+            server_tpot.push(eval_ms / eval_n as f64);
+            server_tokens += eval_n;
+        }
+    }
+    let (meta, recs) =
+        trace_format::read_all(repo().join("traces/engine/llamacpp-h200.parquet")).unwrap();
+    // Its /metrics: never more running than the 16 slots it was started with, all 16 busy at
+    // saturation, and a queue the client's own backlog arithmetic also saw.
+    let samples = meta.server_samples();
+    let max = |f: fn(&trace_format::ServerSample) -> Option<f64>| {
+        samples.iter().filter_map(f).fold(0.0, f64::max)
+    };
+    assert_eq!(max(|s| s.running), 16.0);
+    assert!(max(|s| s.waiting) > 100.0, "{}", max(|s| s.waiting));
+    let mut client_tpot: Vec<f64> = recs
+        .iter()
+        .filter_map(|r| r.metrics().tpot_ns)
+        .map(|ns| ns / 1e6)
+        .collect();
+    assert_eq!(
+        client_tpot.len(),
+        server_tpot.len(),
+        "one server task per request"
+    );
+    let client_tokens: i64 = recs.iter().map(|r| r.metrics().output_tokens).sum();
+    assert_eq!(client_tokens, server_tokens);
+    for q in [10.0, 50.0, 90.0] {
+        let c = trace_stats::percentile(&mut client_tpot, q).unwrap();
+        let s = trace_stats::percentile(&mut server_tpot, q).unwrap();
+        // The client's span starts at the first token's arrival, the server's at its sampling:
+        // the two agree to a few percent (measured: within 1%).
+        assert!(
+            (c - s).abs() < 0.05 * s,
+            "TPOT p{q}: client {c:.3} ms, server {s:.3} ms"
+        );
+    }
+}

@@ -71,6 +71,8 @@ llamacpp)
   "$T" replay "${WORKLOAD[@]}" --url http://127.0.0.1:8080 --label llamacpp \
     --endpoint chat -o "$OUT/llamacpp-h200.parquet" 2>&1 | tee -a "$OUT/$phase.log"
   kill "$mon" "$server"
+  # The server's own per-request timings, to check the client's figures against.
+  python3 scripts/engine/llamacpp_timings.py "$OUT/llama-server.log" > "$OUT/llamacpp-server-timings.csv"
   ;;
 transformers)
   if [ ! -f "$W/hf/config.json" ]; then

@@ -394,7 +394,8 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
 /// Rule (documented in the crate README): under continuous usage (the event carries `usage`
 /// and so did the previous data event, or it is the stream's first data event) an event's
 /// tokens are the change in cumulative `completion_tokens`; else, under llama.cpp's
-/// `timings_per_token` (the same test on `timings.predicted_n`), the change in that count;
+/// `timings_per_token` (an event with `timings.predicted_n`, the stream's first or after an
+/// earlier one: llama.cpp leaves it off the finish event only), the change in that count;
 /// otherwise a content event counts 1 and any other event 0. So an old server that puts the
 /// total on its last content chunk does not credit that chunk with every token, a usage-only
 /// final event adds nothing, and a llama.cpp event that carries two tokens (one ended in an
@@ -404,7 +405,6 @@ pub struct TokenCounter {
     data_events: u64,
     prev_had_usage: bool,
     last_completion: Option<i64>,
-    prev_had_timings: bool,
     last_predicted: Option<i64>,
     /// How the last event was counted: `usage`, `timings` or `events`.
     pub source: Option<&'static str>,
@@ -430,7 +430,9 @@ impl TokenCounter {
             (Some(cur), _) if first || self.prev_had_usage => {
                 ((cur - self.last_completion.unwrap_or(0)).max(0), "usage")
             }
-            (_, Some(p)) if first || self.prev_had_timings => {
+            // Not reset by an event without timings: llama.cpp's finish event has none, and the
+            // usage event after it can carry the last token (one whose text never came).
+            (_, Some(p)) if first || self.total == 0 || self.last_predicted.is_some() => {
                 ((p - self.last_predicted.unwrap_or(0)).max(0), "timings")
             }
             _ => (i64::from(content), "events"),
@@ -441,7 +443,6 @@ impl TokenCounter {
         if c.predicted_n.is_some() {
             self.last_predicted = c.predicted_n;
         }
-        self.prev_had_timings = c.predicted_n.is_some();
         if let Some(u) = c.usage {
             // Merge so a later usage without prompt_tokens keeps the earlier one.
             let prev = self.last_usage.unwrap_or_default();
@@ -714,5 +715,32 @@ mod tests {
             .map(|e| tc.tokens(&classify(e.as_bytes())))
             .collect();
         assert_eq!(got, vec![0, 1, 1, 0]);
+    }
+
+    /// llama.cpp's chat stream under `timings_per_token`, as its server sends it: a role event
+    /// without timings, a first content event already two tokens in (a held-back UTF-8 piece),
+    /// a finish event without timings, and a usage event whose count is one more (the last
+    /// token's text never came). Every token lands on an event.
+    #[test]
+    fn llamacpp_timings_count_every_token() {
+        let mut tc = TokenCounter::new();
+        let t = |n: i64| format!(r#""timings":{{"prompt_n":5,"predicted_n":{n}}}"#);
+        let evs = [
+            r#"{"choices":[{"delta":{"role":"assistant","content":null}}]}"#.to_string(),
+            format!(r#"{{"choices":[{{"delta":{{"content":"éa"}}}}],{}}}"#, t(2)),
+            format!(r#"{{"choices":[{{"delta":{{"content":"b"}}}}],{}}}"#, t(3)),
+            r#"{"choices":[{"finish_reason":"length","delta":{}}]}"#.to_string(),
+            format!(
+                r#"{{"choices":[],"usage":{{"prompt_tokens":5,"completion_tokens":4}},{}}}"#,
+                t(4)
+            ),
+        ];
+        let got: Vec<i32> = evs
+            .iter()
+            .map(|e| tc.tokens(&classify(e.as_bytes())))
+            .collect();
+        assert_eq!(got, vec![0, 2, 1, 0, 1]);
+        assert_eq!(tc.total, 4);
+        assert_eq!(tc.source, Some("timings"));
     }
 }

@@ -194,36 +194,48 @@ pub fn fit(
     })
 }
 
-/// Least squares of `y` on `[1, batch, context]` with non-negative slopes: a slope that comes
-/// out negative (collinear regressors, a small sample) is dropped and the rest refitted.
+/// Least squares of `y` on `[1, batch, context]` with every coefficient non-negative (a
+/// step cost is never negative). With three coefficients, exact non-negative least squares is
+/// cheapest by enumeration: the optimum is the unconstrained fit on its own support, so fit
+/// every subset of the columns and keep the feasible one with the smallest squared error.
 fn nonnegative_fit(x: &[Vec<f64>], y: &[f64]) -> (f64, f64, f64) {
-    let full = trace_stats::linear_fit(x, y);
-    if let Some(b) = &full
-        && b[1] >= 0.0
-        && b[2] >= 0.0
-        && b[0] >= 0.0
-    {
-        return (b[0], b[1], b[2]);
-    }
-    let on = |cols: &[usize]| -> Option<Vec<f64>> {
+    let mut best: Option<(f64, [f64; 3])> = None;
+    for mask in 1u8..8 {
+        let cols: Vec<usize> = (0..3).filter(|c| mask & (1 << c) != 0).collect();
         let xs: Vec<Vec<f64>> = x
             .iter()
             .map(|r| cols.iter().map(|&c| r[c]).collect())
             .collect();
-        trace_stats::linear_fit(&xs, y)
-    };
-    if let Some(b) = on(&[0, 1])
-        && b[0] >= 0.0
-        && b[1] >= 0.0
-    {
-        return (b[0], b[1], 0.0);
+        let Some(b) = trace_stats::linear_fit(&xs, y) else {
+            continue;
+        };
+        if b.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+            continue;
+        }
+        let mut coef = [0.0; 3];
+        for (&c, v) in cols.iter().zip(&b) {
+            coef[c] = *v;
+        }
+        let sse: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(r, t)| (t - (coef[0] * r[0] + coef[1] * r[1] + coef[2] * r[2])).powi(2))
+            .sum();
+        if best.is_none_or(|(e, _)| sse < e) {
+            best = Some((sse, coef));
+        }
     }
-    let mut v = y.to_vec();
-    (
-        trace_stats::percentile(&mut v, 50.0).unwrap_or(0.0),
-        0.0,
-        0.0,
-    )
+    match best {
+        Some((_, c)) => (c[0], c[1], c[2]),
+        None => {
+            let mut v = y.to_vec();
+            (
+                trace_stats::percentile(&mut v, 50.0).unwrap_or(0.0),
+                0.0,
+                0.0,
+            )
+        }
+    }
 }
 
 #[cfg(test)]
