@@ -225,3 +225,45 @@ fn bad_workload_files_exit_2_naming_the_file() {
     let missing = d.path().join("missing.parquet");
     fails_with(&["replay", missing.to_str().unwrap()], "missing.parquet");
 }
+
+/// A server that fails every request: the run still writes every row, says so on stderr, calls
+/// the stage failing (never stable), and `--max-failure-rate` turns it into exit 1.
+#[test]
+fn a_run_where_every_request_failed_says_so_and_can_fail_the_job() {
+    let mut cfg = trace_sim::SimConfig::from_profile("fixed").unwrap();
+    cfg.faults = "http500=1.0".parse().unwrap();
+    let sim = trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap();
+    let url = sim.url();
+    let d = tempfile::tempdir().unwrap();
+    let base = [
+        "replay", "--url", &url, "--rate", "50", "-n", "20", "--model", "m",
+    ];
+    let o = run_in(&[&base[..], &["-o", "a.parquet"]].concat(), d.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ERROR: 20 of 20 requests failed; the first: http_5xx"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stage rate=50: failing: 20 of 20 requests failed"),
+        "{err}"
+    );
+    assert_eq!(
+        TraceReader::open(d.path().join("a.parquet"))
+            .unwrap()
+            .num_rows(),
+        20
+    );
+    let o = run_in(
+        &[&base[..], &["-o", "b.parquet", "--max-failure-rate", "0.5"]].concat(),
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("above --max-failure-rate 50.0%"),
+        "{}",
+        stderr(&o)
+    );
+    sim.shutdown().unwrap();
+}

@@ -62,6 +62,9 @@ pub enum Verdict {
     Saturated,
     /// Too short, or too few completed requests, to test.
     Insufficient,
+    /// More than [`FAILURE_BOUND`] of its requests failed: the engine was not serving, so its
+    /// latency and throughput are no capacity, whatever their trends.
+    Failing,
 }
 
 impl Verdict {
@@ -71,6 +74,7 @@ impl Verdict {
             Verdict::Stable => "stable",
             Verdict::Saturated => "saturated",
             Verdict::Insufficient => "insufficient data",
+            Verdict::Failing => "failing",
         }
     }
 }
@@ -213,8 +217,35 @@ fn backlog(s: &StageData, a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
     (xs, ys)
 }
 
-/// Tests one stage.
+/// A stage where more than this fraction of requests failed is `failing`.
+pub const FAILURE_BOUND: f64 = 0.10;
+
+/// Tests one stage: the latency and backlog trends, then failures (a dead server's fast errors
+/// look like a stable engine).
 pub fn stage_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation {
+    let mut out = latency_saturation(s, server);
+    let failed = s.rows.iter().filter(|r| !r.ok).count();
+    // A queue that makes clients time out is saturation, the stronger statement; failing
+    // replaces only a verdict that would call the stage serving (or leave it unjudged).
+    if out.verdict != Verdict::Saturated
+        && !s.rows.is_empty()
+        && failed as f64 > FAILURE_BOUND * s.rows.len() as f64
+    {
+        out.verdict = Verdict::Failing;
+        out.reason = format!(
+            "{failed} of {} requests failed ({:.0}%, above the {:.0}% bound): the engine was not \
+             serving this load, so its latency and throughput are no capacity",
+            s.rows.len(),
+            100.0 * failed as f64 / s.rows.len() as f64,
+            100.0 * FAILURE_BOUND
+        );
+        out.capacity_estimate = None;
+    }
+    out
+}
+
+/// The latency and backlog test of one stage.
+fn latency_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation {
     let offered_rate = s.target_rate.filter(|r| r.is_finite()).or_else(|| {
         let (lo, hi) = s.rows.iter().fold((i64::MAX, i64::MIN), |(a, b), r| {
             (a.min(r.scheduled_ns), b.max(r.scheduled_ns))
@@ -397,6 +428,8 @@ pub struct RunSaturation {
     pub capacity_estimate: Option<f64>,
     /// Stages that could not be judged.
     pub insufficient_stages: Vec<String>,
+    /// Stages where the engine failed too many requests to be judged as serving.
+    pub failing_stages: Vec<String>,
     /// Stable stages offered more than the saturation rate: the sweep is not monotone, so the
     /// saturation rate is uncertain (noise, or a stage too short to show its queue).
     pub stable_above: Vec<String>,
@@ -423,6 +456,11 @@ pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturati
     let insufficient: Vec<String> = stages
         .iter()
         .filter(|s| s.1.verdict == Verdict::Insufficient)
+        .map(|s| s.0.clone())
+        .collect();
+    let failing: Vec<String> = stages
+        .iter()
+        .filter(|s| s.1.verdict == Verdict::Failing)
         .map(|s| s.0.clone())
         .collect();
     let capacity = |l: &(String, &StageSaturation, f64)| {
@@ -460,6 +498,13 @@ pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturati
     if !insufficient.is_empty() {
         summary.push_str(&format!("; {} too short to judge", list(&insufficient)));
     }
+    if !failing.is_empty() {
+        summary.push_str(&format!(
+            "; {} failing (over {:.0}% of requests failed)",
+            list(&failing),
+            100.0 * FAILURE_BOUND
+        ));
+    }
     RunSaturation {
         saturated_stage: low.map(|l| l.0.clone()),
         saturation_rate: low.and_then(|l| l.1.offered_rate),
@@ -467,6 +512,7 @@ pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturati
         max_stable_throughput: best.map(|b| b.2),
         capacity_estimate: low.and_then(|l| l.1.capacity_estimate),
         insufficient_stages: insufficient,
+        failing_stages: failing,
         stable_above,
         summary,
     }
@@ -520,6 +566,38 @@ mod tests {
     // Deterministic jitter so slopes have residuals.
     fn jitter(i: usize) -> f64 {
         [0.0, 3.0, -2.0, 1.0, -1.5, 2.5, -3.0][i % 7]
+    }
+
+    /// A server that died mid-stage: fast errors after a stable start. Its throughput is no
+    /// capacity, whatever the latency of the few that completed.
+    #[test]
+    fn a_stage_where_most_requests_failed_is_failing_never_stable() {
+        let rows: Vec<ReqRow> = (0..200)
+            .map(|i| {
+                let mut r = row(i as f64 / 10.0, 100.0 + jitter(i), 20.0, 64);
+                r.ok = i < 44;
+                r
+            })
+            .collect();
+        let s = stage_saturation(&stage(10.0, rows.clone()), &[]);
+        assert_eq!(s.verdict, Verdict::Failing, "{s:?}");
+        assert!(
+            s.reason.starts_with("156 of 200 requests failed"),
+            "{}",
+            s.reason
+        );
+        let ok = stage_saturation(&stage(1.0, rows[..40].to_vec()), &[]);
+        let run = run_saturation(&[
+            ("rate=1".to_string(), &ok, 1.0),
+            ("rate=10".to_string(), &s, 2.2),
+        ]);
+        assert_eq!(run.failing_stages, vec!["rate=10".to_string()]);
+        assert_ne!(run.best_stable_stage.as_deref(), Some("rate=10"));
+        assert!(
+            run.summary.contains("rate=10 is failing"),
+            "{}",
+            run.summary
+        );
     }
 
     #[test]

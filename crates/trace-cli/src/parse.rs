@@ -62,6 +62,16 @@ pub fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a fraction in `[0, 1]` (`0` allowed: "no failure at all").
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid fraction '{s}': must be a number in [0, 1]"
+        )),
+    }
+}
+
 /// Parses a percentile list such as `50,90,99,99.9`: each a number in 0..=100.
 pub fn percentiles(s: &str) -> Result<Vec<f64>, String> {
     let mut out = Vec::new();

@@ -22,7 +22,7 @@ pub(crate) fn render(stages: &[StageSummary]) -> String {
     for s in stages {
         out.push_str(&format!(
             "{:<14} {:>6} {:>6} {:>8.2} {:>10.1} {:>8} ms {:>8} ms {:>8} ms {:>8} us {:>8} us\n",
-            s.stage,
+            trace_format::printable(&s.stage),
             s.ok,
             s.failed,
             s.req_per_s,
@@ -56,9 +56,13 @@ mod tests {
             short_outputs: 0,
             prompts_off: 0,
             prompts_checked: 0,
+            first_error: None,
         };
-        let t = super::render(&[s]);
-        assert_eq!(t.lines().count(), 2);
+        let mut evil = s.clone();
+        evil.stage = "x\x1b[2J".into();
+        let t = super::render(&[s, evil]);
+        assert_eq!(t.lines().count(), 3);
+        assert!(!t.contains('\x1b') && t.contains("x\\u{1b}[2J"), "{t}");
         assert!(t.contains("rate=1") && t.contains("TTFT p50") && t.contains("12.0 ms"));
         assert!(t.contains("- ms"), "{t}");
     }

@@ -16,6 +16,7 @@ pub mod derive;
 mod error;
 mod error_kind;
 mod meta_keys;
+mod printable;
 mod reader;
 mod record;
 mod schema;
@@ -27,6 +28,7 @@ pub use meta_keys::{
     Arrival, ClientMeta, DailyProfile, ScheduleMeta, ServerSample, StageInfo, TraceMeta, meta,
     to_json,
 };
+pub use printable::{printable, printable_text};
 pub use reader::{TraceReader, read_all};
 pub use record::{TraceRecord, batch_to_records, conform, records_to_batch};
 pub use schema::{SCHEMA_VERSION, col, schema};

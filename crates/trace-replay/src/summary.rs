@@ -8,7 +8,7 @@ use serde::Serialize;
 use trace_format::TraceRecord;
 
 /// The figures of one finished request that the summary needs (a few words, not the chunks).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReqStat {
     /// Completed: no error, sent and ended.
     pub ok: bool,
@@ -26,6 +26,8 @@ pub struct ReqStat {
     pub output_tokens: Option<i32>,
     /// Output cap asked for.
     pub max_tokens: Option<i32>,
+    /// For a failed request: `kind: message`, for the summary's first-error line.
+    pub error: Option<String>,
     /// The server's prompt count is more than [`PROMPT_TOLERANCE`] away from the workload's
     /// length; None when either is unknown.
     pub prompt_off: Option<bool>,
@@ -48,6 +50,11 @@ impl ReqStat {
             tpot_ns: m.tpot_ns,
             output_tokens: i32::try_from(m.output_tokens).ok(),
             max_tokens: r.max_tokens,
+            error: (!m.completed).then(|| match (&r.error_kind, &r.error_msg) {
+                (Some(k), Some(msg)) => format!("{}: {msg}", k.as_str()),
+                (Some(k), None) => k.as_str().to_string(),
+                (None, _) => "not completed".to_string(),
+            }),
             prompt_off: match (r.prompt_tokens, r.expected_prompt_tokens) {
                 (Some(p), Some(e)) if e > 0 && m.completed => {
                     Some((f64::from(p - e) / f64::from(e)).abs() > PROMPT_TOLERANCE)
@@ -90,6 +97,8 @@ pub struct StageSummary {
     pub prompts_off: u64,
     /// Successful requests where both counts were known.
     pub prompts_checked: u64,
+    /// The first failed request's error (`kind: message`), when any failed.
+    pub first_error: Option<String>,
 }
 
 /// One stage's running totals and latency histograms. Its size does not grow with the number
@@ -106,6 +115,7 @@ pub struct StageStats {
     short_outputs: u64,
     prompts_off: u64,
     prompts_checked: u64,
+    first_error: Option<String>,
     ttft_ns: Histogram<u64>,
     tpot_ns: Histogram<u64>,
     lag_ns: Histogram<u64>,
@@ -124,6 +134,7 @@ impl Default for StageStats {
             short_outputs: 0,
             prompts_off: 0,
             prompts_checked: 0,
+            first_error: None,
             ttft_ns: h(),
             tpot_ns: h(),
             lag_ns: h(),
@@ -145,6 +156,9 @@ impl StageStats {
         }
         if !s.ok {
             self.failed += 1;
+            if self.first_error.is_none() {
+                self.first_error.clone_from(&s.error);
+            }
             return;
         }
         self.ok += 1;
@@ -197,6 +211,7 @@ impl StageStats {
             short_outputs: self.short_outputs,
             prompts_off: self.prompts_off,
             prompts_checked: self.prompts_checked,
+            first_error: self.first_error.clone(),
         }
     }
 }

@@ -22,6 +22,34 @@ fn pct_span(a: f64, b: f64) -> String {
     }
 }
 
+/// Every stage of the run got a serving verdict (none too short to judge, none failing).
+fn fully_judged(s: &RunSaturation) -> bool {
+    s.insufficient_stages.is_empty() && s.failing_stages.is_empty()
+}
+
+/// What can be said of a run with no saturated stage: "does not saturate" only as far as its
+/// stages were judged; a run whose stages were all too short says nothing about saturation.
+fn unsaturated(name: &str, s: &RunSaturation) -> String {
+    let unjudged = match (&s.insufficient_stages[..], &s.failing_stages[..]) {
+        ([], f) => format!("{} failing", f.join(", ")),
+        (i, []) => format!("{} too short to judge", i.join(", ")),
+        (i, f) => format!(
+            "{} too short to judge, {} failing",
+            i.join(", "),
+            f.join(", ")
+        ),
+    };
+    if s.best_stable_stage.is_none() && s.insufficient_stages.is_empty() {
+        format!("{name} was not judged for saturation ({unjudged})")
+    } else if s.best_stable_stage.is_none() {
+        format!("{name} was not judged for saturation (its stages are too short)")
+    } else if fully_judged(s) {
+        format!("{name} does not saturate in the tested range")
+    } else {
+        format!("{name} does not saturate in the stages judged ({unjudged})")
+    }
+}
+
 /// The one-line answer: saturation first, then P99 TTFT over the stages both runs hold.
 pub fn headline(
     an: &str,
@@ -46,15 +74,29 @@ pub fn headline(
                 format!("both saturate at rate {rs_a}")
             }
         }
-        (Some(_), None) => format!(
-            "{bn} does not saturate in the tested range ({an} saturates at rate {})",
+        (Some(_), None) if fully_judged(sb) => format!(
+            "{} ({an} saturates at rate {})",
+            unsaturated(bn, sb),
             rate_str(ra, &sa.saturated_stage)
         ),
-        (None, Some(_)) => format!(
+        (Some(_), None) => format!(
+            "{an} saturates at rate {}, {}",
+            rate_str(ra, &sa.saturated_stage),
+            unsaturated(bn, sb)
+        ),
+        (None, Some(_)) if fully_judged(sa) => format!(
             "{bn} saturates at rate {} ({an} does not)",
             rate_str(rb, &sb.saturated_stage)
         ),
-        (None, None) => "neither run saturates in the tested range".to_string(),
+        (None, Some(_)) => format!(
+            "{bn} saturates at rate {}; {}",
+            rate_str(rb, &sb.saturated_stage),
+            unsaturated(an, sa)
+        ),
+        (None, None) if fully_judged(sa) && fully_judged(sb) => {
+            "neither run saturates in the tested range".to_string()
+        }
+        (None, None) => format!("{}; {}", unsaturated(an, sa), unsaturated(bn, sb)),
     };
     // Latency is meaningful where both runs are stable; fall back to every stage when none is.
     let stable: Vec<&StageDiff> = stages
@@ -139,5 +181,43 @@ pub fn headline(
         format!("{sat} and {lat}{trade}")
     } else {
         format!("{sat}; {bn} {lat}{trade}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(saturated: Option<f64>, stable: bool, short: &[&str]) -> RunSaturation {
+        RunSaturation {
+            saturated_stage: saturated.map(|r| format!("rate={r}")),
+            saturation_rate: saturated,
+            best_stable_stage: stable.then(|| "rate=1".to_string()),
+            max_stable_throughput: stable.then_some(1.0),
+            capacity_estimate: None,
+            insufficient_stages: short.iter().map(|s| s.to_string()).collect(),
+            failing_stages: Vec::new(),
+            stable_above: Vec::new(),
+            summary: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_too_short_to_judge_is_never_said_not_to_saturate() {
+        let a = run(Some(8.0), true, &[]);
+        let all_short = run(None, false, &["rate=1", "rate=2"]);
+        let h = headline("a", "b", &a, &all_short, &[]);
+        assert!(!h.contains("does not saturate"), "{h}");
+        assert!(h.contains("b was not judged for saturation"), "{h}");
+        let some_short = run(None, true, &["rate=16"]);
+        let h = headline("a", "b", &a, &some_short, &[]);
+        assert!(h.contains("in the stages judged (rate=16 too short"), "{h}");
+        let h = headline("a", "b", &run(None, true, &[]), &all_short, &[]);
+        assert!(!h.contains("neither"), "{h}");
+        let h = headline("a", "b", &run(None, true, &[]), &run(None, true, &[]), &[]);
+        assert!(
+            h.starts_with("neither run saturates in the tested range"),
+            "{h}"
+        );
     }
 }

@@ -68,7 +68,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.html {
         write_file(path, &html::diff_html(&a.diff, &a.runs, &a.reports))?;
     }
-    print(&text)?;
+    print(&text, args.format == Format::Json)?;
     let hits = a.failed_conditions(&opts);
     if !hits.is_empty() {
         for h in &hits {

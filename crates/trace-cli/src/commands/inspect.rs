@@ -211,6 +211,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     use std::io::Write;
+    // Labels, URLs and stage names come from the file: never raw control characters (JSON
+    // escapes its own).
+    let out = match args.format {
+        InspectFormat::Text => trace_format::printable_text(&out),
+        InspectFormat::Json => std::borrow::Cow::Borrowed(out.as_str()),
+    };
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -174,6 +174,10 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub no_metrics: bool,
 
+    /// Exit 1 when more than this fraction of the run's requests failed (0: any failure).
+    #[arg(long, value_name = "FRACTION", value_parser = crate::parse::fraction)]
+    pub max_failure_rate: Option<f64>,
+
     /// How often the server's /metrics queue gauges are sampled.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = crate::parse::duration)]
     pub metrics_interval: Duration,
@@ -363,9 +367,62 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", crate::table::render(&summary.stages));
+    let failed: u64 = summary.stages.iter().map(|s| s.failed).sum();
+    let total: u64 = failed + summary.stages.iter().map(|s| s.ok).sum::<u64>();
+    if failed > 0 {
+        let first = summary.stages.iter().find_map(|s| s.first_error.as_deref());
+        eprintln!(
+            "{}: {failed} of {total} requests failed{}",
+            if failed == total { "ERROR" } else { "warning" },
+            first.map_or(String::new(), |e| format!(
+                "; the first: {}",
+                trace_format::printable(e)
+            ))
+        );
+    }
+    #[cfg(feature = "analyze")]
+    print_verdicts(&summary.output);
+    eprintln!("read more: trace report {}", summary.output.display());
     if let Some(code) = interrupted {
         eprintln!("stopped by a signal; the file holds what was sent");
         return Ok(code);
     }
+    if let Some(max) = args.max_failure_rate
+        && total > 0
+        && failed as f64 > max * total as f64
+    {
+        eprintln!(
+            "failure rate {:.1}% is above --max-failure-rate {:.1}%",
+            100.0 * failed as f64 / total as f64,
+            100.0 * max
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The saturation verdict of each stage and of the run, from the file just written (the same
+/// analysis as `trace report`), so a saturated or failing run never looks healthy here.
+#[cfg(feature = "analyze")]
+fn print_verdicts(path: &std::path::Path) {
+    use trace_analyze::report::{self, ReportOptions};
+    use trace_analyze::{LoadOptions, load_run};
+    let rep = match load_run(path, LoadOptions::default()) {
+        Ok(mut data) => report::build(&mut data, &ReportOptions::default()),
+        Err(e) => {
+            eprintln!("warning: cannot analyse {}: {e:#}", path.display());
+            return;
+        }
+    };
+    for s in &rep.stages {
+        eprintln!(
+            "stage {}: {}: {}",
+            trace_format::printable(&s.stage),
+            s.saturation.verdict.as_str(),
+            s.saturation.reason
+        );
+    }
+    if rep.stages.len() > 1 {
+        eprintln!("run: {}", rep.saturation.summary);
+    }
 }

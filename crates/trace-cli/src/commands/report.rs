@@ -52,8 +52,17 @@ pub(crate) fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+/// Writes `text` to stdout; on a terminal, unless it is JSON (which escapes its own), with
+/// control characters from the trace's strings (stage labels, models) escaped, so a crafted
+/// file cannot drive the terminal.
+pub(crate) fn print(text: &str, json: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let mut out = std::io::stdout().lock();
+    let text = if out.is_terminal() && !json {
+        trace_format::printable_text(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
@@ -93,7 +102,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.html {
         write_file(path, &html::report_html(&rep, &data))?;
     }
-    print(&text)?;
+    print(&text, args.format == Format::Json)?;
     if args.format != Format::Text {
         for w in &rep.warnings {
             eprintln!("trace: warning: {w}");
