@@ -448,3 +448,68 @@ fn ctrl_c_and_sigterm_drain_and_leave_a_valid_file() {
         assert_eq!(recs.len(), 1, "{signal}");
     }
 }
+
+/// Credentials in the upstream URL are used and never stored, printed or shown by inspect.
+#[test]
+fn credentials_in_the_upstream_url_are_never_stored_or_printed() {
+    const PASS: &str = "sk-URL-PASSWORD-9191";
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("cred.parquet");
+    let upstream = sim();
+    let url = format!("http://admin:{PASS}@{}", upstream.addr);
+    let child = trace()
+        .args([
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-requests",
+            "1",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["--upstream", &url])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut p = Proc {
+        child,
+        addr: String::new(),
+    };
+    let mut err = BufReader::new(p.child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if let Some(i) = line.find("recording on http://") {
+            p.addr = line[i + "recording on http://".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            break;
+        }
+        line.clear();
+    }
+    assert!(!p.addr.is_empty(), "{seen}");
+    let r = request(
+        &p.addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat("hi", 2, true),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(wait_exit(&mut p), 0);
+    err.read_to_string(&mut seen).unwrap();
+    assert!(!seen.contains(PASS), "stderr: {seen}");
+    let raw = std::fs::read(&out).unwrap();
+    assert!(!raw.windows(PASS.len()).any(|w| w == PASS.as_bytes()));
+    let o = run(&["inspect", out.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("http://***@127.0.0.1"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains(PASS));
+}

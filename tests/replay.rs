@@ -267,3 +267,36 @@ fn a_run_where_every_request_failed_says_so_and_can_fail_the_job() {
     );
     sim.shutdown().unwrap();
 }
+
+/// Credentials in `--url` reach neither stderr nor the file, on success or failure paths.
+#[test]
+fn credentials_in_the_url_are_never_printed_or_stored() {
+    const PASS: &str = "sk-REPLAY-URL-7373";
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("http://u:{PASS}@127.0.0.1:1");
+    let o = run_in(
+        &["replay", "--url", &url, "--rate", "1", "-n", "1"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains(PASS), "{}", stderr(&o));
+    let o = run_in(
+        &[
+            "replay",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--rate",
+            "1",
+            "-n",
+            "1",
+            "-o",
+            "x.parquet",
+        ],
+        d.path(),
+    );
+    assert!(!stderr(&o).contains(PASS), "{}", stderr(&o));
+    let raw = std::fs::read(d.path().join("x.parquet")).unwrap();
+    assert!(!raw.windows(PASS.len()).any(|w| w == PASS.as_bytes()));
+}

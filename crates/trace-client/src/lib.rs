@@ -60,7 +60,7 @@ pub enum Error {
     #[error("no model: give --model, or ask the server's /v1/models first")]
     NoModel,
     /// A base URL that cannot be used.
-    #[error("invalid base url '{url}': {msg}")]
+    #[error("invalid base url '{}': {msg}", url::redact(url))]
     Url {
         /// The URL.
         url: String,
@@ -76,7 +76,7 @@ pub enum Error {
         msg: String,
     },
     /// A transport error talking to a URL.
-    #[error("request to {url} failed: {msg}")]
+    #[error("request to {} failed: {msg}", url::redact(url))]
     Http {
         /// The URL.
         url: String,
@@ -84,7 +84,7 @@ pub enum Error {
         msg: String,
     },
     /// An unexpected HTTP status from a URL.
-    #[error("{url} answered HTTP {status}")]
+    #[error("{} answered HTTP {status}", url::redact(url))]
     Status {
         /// The URL.
         url: String,
@@ -92,13 +92,16 @@ pub enum Error {
         status: u16,
     },
     /// The server answered `GET /metrics` with 404: it exposes no Prometheus metrics.
-    #[error("no /metrics at {url} (HTTP 404): the server exposes no Prometheus metrics")]
+    #[error(
+        "no /metrics at {} (HTTP 404): the server exposes no Prometheus metrics",
+        url::redact(url)
+    )]
     NoMetrics {
         /// The metrics URL.
         url: String,
     },
     /// A response body that is not what the route promises.
-    #[error("unexpected response from {url}: {msg}")]
+    #[error("unexpected response from {}: {msg}", url::redact(url))]
     Body {
         /// The URL.
         url: String,

@@ -237,7 +237,7 @@ pub async fn run(
     };
     let upstream = cfg.upstream.trim_end_matches('/').to_string();
     if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
-        return Err(Error::Upstream(cfg.upstream.clone()));
+        return Err(Error::Upstream(trace_client::redact(&cfg.upstream)));
     }
     let cannot_listen = |source| Error::Listen {
         addr: cfg.listen,
@@ -254,7 +254,8 @@ pub async fn run(
     let mut m = TraceMeta::new();
     m.set(meta::KIND, "run");
     m.set(meta::SOURCE, "record");
-    m.set(meta::URL, upstream.clone());
+    // Credentials in the URL (`http://user:key@host`) are used, never stored or printed.
+    m.set(meta::URL, trace_client::redact(&upstream));
     if let Some(l) = &cfg.label {
         m.set(meta::LABEL, l.clone());
     }
@@ -307,7 +308,7 @@ pub async fn run(
     }
     on_listen(&Listening {
         addr: local,
-        upstream: upstream.clone(),
+        upstream: trace_client::redact(&upstream),
         clock,
     });
 
@@ -344,7 +345,7 @@ pub async fn run(
         errors: shared.errors.load(Ordering::SeqCst),
         unrecorded: shared.unrecorded.load(Ordering::SeqCst),
         refused: shared.refused.load(Ordering::SeqCst),
-        upstream,
+        upstream: trace_client::redact(&upstream),
         output: cfg.output.clone(),
     };
     writer.set_meta(
