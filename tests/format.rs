@@ -173,3 +173,77 @@ fn help_lists_every_verb_with_examples() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("yaml"));
 }
+
+/// pandas/pyarrow, DuckDB and Python polars read a run `trace replay` just wrote: the same rows
+/// and tokens, and the `trace.*` metadata both in pyarrow's `schema.metadata` (the Arrow schema)
+/// and in DuckDB's footer view. Skipped without those modules, unless `TRACE_REQUIRE_PYTHON=1`
+/// (CI, which installs them from notebooks/requirements.txt).
+#[test]
+fn pyarrow_duckdb_and_polars_read_the_rows_and_the_metadata() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import pyarrow, duckdb, polars"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("TRACE_REQUIRE_PYTHON").is_none(),
+            "TRACE_REQUIRE_PYTHON is set but python3 lacks pyarrow, duckdb or polars"
+        );
+        eprintln!("skipped: python3 with pyarrow, duckdb and polars not found");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run.parquet");
+    run_ok_in(
+        &[
+            "replay",
+            "--rate",
+            "50",
+            "-n",
+            "30",
+            "--input-len",
+            "16",
+            "--output-len",
+            "6",
+            "-o",
+        ]
+        .iter()
+        .copied()
+        .chain([out.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        d.path(),
+    );
+    let (meta, recs) = trace_format::read_all(&out).unwrap();
+    let o = std::process::Command::new("python3")
+        .arg(repo().join("tests/python/readback.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tokens: i64 = recs
+        .iter()
+        .flat_map(|r| &r.chunk_tokens)
+        .map(|&t| i64::from(t))
+        .sum();
+    for k in ["pyarrow_rows", "duckdb_rows", "polars_rows"] {
+        assert_eq!(v[k], recs.len(), "{k}: {v}");
+    }
+    assert_eq!(v["duckdb_tokens"], tokens, "{v}");
+    assert_eq!(v["polars_tokens"], tokens, "{v}");
+    let keys: Vec<String> = meta
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .filter(|k| k.starts_with("trace."))
+        .collect();
+    assert!(keys.len() >= 10, "{keys:?}");
+    for k in ["pyarrow_keys", "duckdb_keys"] {
+        let got: Vec<String> = serde_json::from_value(v[k].clone()).unwrap();
+        for want in &keys {
+            assert!(got.contains(want), "{k} lacks {want}: {v}");
+        }
+    }
+    assert_eq!(
+        v["pyarrow_schema_version"],
+        trace_format::SCHEMA_VERSION.to_string()
+    );
+}

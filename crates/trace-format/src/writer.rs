@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -144,6 +145,27 @@ fn pq_err(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> Error + 
     }
 }
 
+/// The schema with the run's metadata in it: the Parquet footer's key-value pairs are what
+/// `trace` and DuckDB read, but pyarrow and pandas read `schema.metadata`, which comes from the
+/// Arrow schema the writer embeds; so both carry the `trace.*` keys.
+fn schema_with(meta: &TraceMeta) -> arrow_schema::SchemaRef {
+    let map: std::collections::HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Arc::new(schema().as_ref().clone().with_metadata(map))
+}
+
+/// `batch` under `schema` (the same fields, plus the run's metadata).
+fn restamp(batch: RecordBatch, schema: &arrow_schema::SchemaRef) -> Result<RecordBatch> {
+    batch
+        .with_schema(schema.clone())
+        .map_err(|source| Error::Arrow {
+            context: "stamping the run's metadata on a batch".into(),
+            source,
+        })
+}
+
 fn props(meta: &TraceMeta) -> WriterProperties {
     let kv = meta
         .iter()
@@ -166,7 +188,8 @@ pub struct TraceWriter {
     meta: TraceMeta,
     opts: WriterOptions,
     buf: Vec<TraceRecord>,
-    part: Option<(ArrowWriter<File>, PathBuf)>,
+    /// The open part: its writer, its temporary path, and the schema it was opened with.
+    part: Option<(ArrowWriter<File>, PathBuf, arrow_schema::SchemaRef)>,
     parts: u32,
     rows: u64,
     last_rotate: Instant,
@@ -264,11 +287,13 @@ impl TraceWriter {
             self.parts += 1;
             let tmp = self.dir.join(format!("part-{:05}.parquet.tmp", self.parts));
             let file = File::create(&tmp).map_err(io_err(&tmp))?;
-            let w = ArrowWriter::try_new(file, schema(), Some(props(&self.meta)))
+            let full = schema_with(&self.meta);
+            let w = ArrowWriter::try_new(file, full.clone(), Some(props(&self.meta)))
                 .map_err(pq_err(&tmp))?;
-            self.part = Some((w, tmp));
+            self.part = Some((w, tmp, full));
         }
-        if let Some((w, tmp)) = self.part.as_mut() {
+        if let Some((w, tmp, full)) = self.part.as_mut() {
+            let batch = restamp(batch, full)?;
             w.write(&batch).map_err(pq_err(tmp))?;
             if w.in_progress_size() >= self.opts.row_group_bytes {
                 w.flush().map_err(pq_err(tmp))?;
@@ -296,7 +321,7 @@ impl TraceWriter {
     pub fn rotate(&mut self) -> Result<()> {
         self.last_rotate = Instant::now();
         self.encode_buffer()?;
-        if let Some((w, tmp)) = self.part.take() {
+        if let Some((w, tmp, _)) = self.part.take() {
             w.close().map_err(pq_err(&tmp))?;
             let done = tmp.with_extension("");
             std::fs::rename(&tmp, &done).map_err(io_err(&done))?;
@@ -326,7 +351,7 @@ impl TraceWriter {
 
     /// Throws the run away (a failed import or synthesis): removes what this writer made.
     pub fn discard(mut self) -> Result<()> {
-        if let Some((w, tmp)) = self.part.take() {
+        if let Some((w, tmp, _)) = self.part.take() {
             drop(w);
             let _ = std::fs::remove_file(&tmp);
         }
@@ -436,7 +461,8 @@ fn merge_into(parts: &[PathBuf], out: &Path, meta: &TraceMeta) -> Result<u64> {
 
 fn write_merged(parts: &[PathBuf], tmp: &Path, meta: &TraceMeta) -> Result<u64> {
     let file = File::create(tmp).map_err(io_err(tmp))?;
-    let mut w = ArrowWriter::try_new(file, schema(), Some(props(meta))).map_err(pq_err(tmp))?;
+    let full = schema_with(meta);
+    let mut w = ArrowWriter::try_new(file, full.clone(), Some(props(meta))).map_err(pq_err(tmp))?;
     let mut rows = 0u64;
     for part in parts {
         let f = File::open(part).map_err(io_err(part))?;
@@ -451,7 +477,7 @@ fn write_merged(parts: &[PathBuf], tmp: &Path, meta: &TraceMeta) -> Result<u64> 
             rows += batch.num_rows() as u64;
             // Re-stamp with the canonical schema (field metadata may differ between parts, and a
             // part written by an older build lacks the columns added since).
-            let batch = crate::record::conform(&batch)?;
+            let batch = restamp(crate::record::conform(&batch)?, &full)?;
             w.write(&batch).map_err(pq_err(tmp))?;
             if w.in_progress_size() >= 64 << 20 {
                 w.flush().map_err(pq_err(tmp))?;
