@@ -300,3 +300,35 @@ fn credentials_in_the_url_are_never_printed_or_stored() {
     let raw = std::fs::read(d.path().join("x.parquet")).unwrap();
     assert!(!raw.windows(PASS.len()).any(|w| w == PASS.as_bytes()));
 }
+
+/// The writer dies mid-run (its `.partial` directory is removed, as a full disk or a cleanup
+/// job would): replay stops sending at once, drains, and exits 2 with the writer's error, not
+/// one line per dropped record.
+#[test]
+fn when_the_writer_dies_the_run_stops_with_one_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("w.parquet");
+    let partial = trace_format::partial_dir(&out);
+    let child = trace()
+        .args(["replay", "--rate", "50", "-n", "2000", "-o"])
+        .arg(&out)
+        .args(SMALL)
+        .current_dir(d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !partial.join("part-00001.parquet").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no part written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&partial).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    // 2000 requests at 50 req/s take 40 s; the run stops within a few flush intervals.
+    assert!(t0.elapsed() < Duration::from_secs(25), "{:?}", t0.elapsed());
+    assert!(err.lines().count() < 10, "{err}");
+    assert!(err.contains("w.parquet.partial"), "{err}");
+}

@@ -48,8 +48,15 @@ pub trait RequestSender: Send + Sync + 'static {
 /// Where finished records go.
 #[derive(Clone)]
 pub enum Sink {
-    /// The Parquet writer thread (backpressure applies).
-    Parquet(RecordSender),
+    /// The Parquet writer thread (backpressure applies). When it is gone (its file failed:
+    /// a full disk, a removed directory), the first record it refuses cancels `stop`, so the run
+    /// sends nothing more and drains; the writer's own error ends the run.
+    Parquet {
+        /// To the writer thread.
+        tx: RecordSender,
+        /// The run's stop token.
+        stop: CancellationToken,
+    },
     /// Kept in memory (tests).
     Memory(Arc<Mutex<Vec<TraceRecord>>>),
 }
@@ -57,9 +64,12 @@ pub enum Sink {
 impl Sink {
     async fn put(&self, rec: TraceRecord) {
         match self {
-            Sink::Parquet(tx) => {
-                if let Err(e) = tx.send_async(rec).await {
-                    tracing::error!("dropping a record: {e}");
+            Sink::Parquet { tx, stop } => {
+                if tx.send_async(rec).await.is_err() && !stop.is_cancelled() {
+                    tracing::error!(
+                        "the trace writer stopped; sending no more requests (its error follows)"
+                    );
+                    stop.cancel();
                 }
             }
             Sink::Memory(v) => {

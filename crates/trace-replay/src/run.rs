@@ -292,20 +292,25 @@ pub async fn run(
         ))
     });
 
+    // Cancelled by the caller's `stop`, or by the sink when the writer dies.
+    let run_stop = stop.child_token();
     let d = Dispatcher {
         sender: Arc::new(ClientSender { client }),
-        sink: Sink::Parquet(tx),
+        sink: Sink::Parquet {
+            tx,
+            stop: run_stop.clone(),
+        },
         max_concurrency: cfg.max_concurrency,
         timer: cfg.timer,
         counters: counters.clone(),
-        stop: stop.clone(),
+        stop: run_stop.clone(),
         cancel: CancellationToken::new(),
         drain_timeout: cfg.drain_timeout,
     };
     let mut infos = Vec::new();
     let mut summaries = Vec::new();
     for plan in &plans {
-        if stop.is_cancelled() {
+        if run_stop.is_cancelled() {
             break;
         }
         let wl = if plan.label == "warmup" {
