@@ -332,3 +332,33 @@ fn when_the_writer_dies_the_run_stops_with_one_error() {
     assert!(err.lines().count() < 10, "{err}");
     assert!(err.contains("w.parquet.partial"), "{err}");
 }
+
+/// Under a hard open-file limit of 1024, 1500 requests all due at once: replay keeps its
+/// in-flight requests under the limit (with a warning) so the writer can always open its files,
+/// and every request is a row.
+#[test]
+fn a_low_open_file_limit_caps_in_flight_requests_and_loses_no_row() {
+    let sim = trace_sim::spawn(
+        trace_sim::SimConfig::from_profile("fixed").unwrap(),
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trace");
+    let script = format!(
+        "ulimit -n 1024 && exec '{bin}' replay --url {} --model m --rate inf -n 1500 \
+         --max-concurrency 1500 --input-len 8 --output-len 2 --no-metrics -o fd.parquet",
+        sim.url()
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("open-file limit (1024)"), "{err}");
+    let r = TraceReader::open(d.path().join("fd.parquet")).unwrap();
+    assert_eq!(r.num_rows(), 1500);
+    sim.shutdown().unwrap();
+}

@@ -35,6 +35,10 @@ pub struct ReplayConfig {
     pub warmup: u64,
     /// Concurrency cap.
     pub max_concurrency: Option<usize>,
+    /// Open files each in-flight request holds in this process: 1 (its socket), 2 when the
+    /// target is the embedded simulator (the server's end too). Sizes the cap that keeps the
+    /// open-file limit from starving the trace writer.
+    pub fds_per_request: usize,
     /// Seed of schedules and synthetic prompts.
     pub seed: u64,
     /// The trace file to write.
@@ -69,6 +73,7 @@ impl ReplayConfig {
             stage_duration: None,
             warmup: 0,
             max_concurrency: None,
+            fds_per_request: 1,
             seed: 0,
             output: output.into(),
             force: false,

@@ -178,6 +178,22 @@ async fn template_tokens(client: &Client, maker: &PromptMaker) -> u32 {
     }
 }
 
+/// Open files kept free of in-flight requests: the writer's part and merge files, the
+/// runtime, stdio, the tokenizer, /metrics, the embedded simulator's listener.
+const FD_RESERVE: u64 = 128;
+
+/// Raises the open-file limit as far as allowed and returns the most requests that can be in
+/// flight under it, `None` when it is no real bound. Without this cap, a run under `ulimit -n
+/// 1024` opened sockets until the writer could not open its part file and lost every row.
+fn fd_cap(fds_per_request: usize) -> Option<usize> {
+    let limit = trace_sys::raise_nofile_limit()?;
+    // Half of what is left: a finished request's connection returns to the pool a moment
+    // after its slot frees, so a new one may open meanwhile (measured: 896 in flight under
+    // `ulimit -n 1024` still ran out of files).
+    let room = limit.saturating_sub(FD_RESERVE) / (2 * fds_per_request.max(1) as u64);
+    (room < 1 << 20).then_some(room.max(1) as usize)
+}
+
 /// Runs a replay to its end (or until `stop` is cancelled and the drain is over), writing one
 /// trace file.
 pub async fn run(
@@ -186,7 +202,13 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<Summary, Error> {
     cfg.validate()?;
-    trace_sys::raise_nofile_limit();
+    let fd_cap = fd_cap(cfg.fds_per_request);
+    let asked = cfg.max_concurrency;
+    if let Some(cap) = fd_cap
+        && cfg.max_concurrency.is_none_or(|m| m > cap)
+    {
+        cfg.max_concurrency = Some(cap);
+    }
     let target = ServerUrl::parse(&cfg.client.base_url)?;
     // Bad input fails before anything is sent: the tokenizer and the workload file first.
     if let Some(p) = &cfg.client.tokenizer {
@@ -362,6 +384,24 @@ pub async fn run(
         interrupted: stop.is_cancelled(),
         rows: stats.rows,
         prompt_lengths: prompts.lengths,
-        warnings: prompts.warnings,
+        warnings: {
+            let mut w = prompts.warnings;
+            let most = counters
+                .max_in_flight
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(cap) = fd_cap
+                && most >= cap as i64
+                && asked.is_none_or(|a| a > cap)
+            {
+                let (soft, _) = trace_sys::nofile_limit();
+                w.push(format!(
+                    "the open-file limit ({}) allowed at most {cap} requests in flight, and the \
+                     schedule wanted more at once: those waited for a free slot (their send lag \
+                     shows it); raise the limit (ulimit -n) to send them on time",
+                    soft.map_or("unlimited".into(), |s| s.to_string())
+                ));
+            }
+            w
+        },
     })
 }

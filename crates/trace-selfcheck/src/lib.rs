@@ -495,6 +495,8 @@ pub fn run(cfg: &SelfcheckConfig) -> Result<SelfcheckReport, Error> {
         seed: cfg.seed,
         label: Some("selfcheck".into()),
         scrape_metrics: false,
+        // The simulator serves from this process: two open files per request.
+        fds_per_request: 2,
         ..ReplayConfig::new(sim.url(), run_path.clone())
     };
     let client_cpus = pinning.as_ref().map(|p| p.client_cpus.clone());

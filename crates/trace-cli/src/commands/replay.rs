@@ -242,6 +242,7 @@ impl ReplayArgs {
             stage_duration: self.stage_duration,
             warmup: self.warmup,
             max_concurrency: self.max_concurrency,
+            fds_per_request: 1,
             seed: self.seed,
             output,
             force: self.force,
@@ -305,6 +306,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| default_output(label.as_deref().unwrap_or("run")));
     let mut cfg = args.to_config(url, output.clone())?;
     cfg.label = label;
+    if sim.is_some() {
+        // The simulator's end of every connection lives in this process too.
+        cfg.fds_per_request = 2;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
