@@ -212,3 +212,51 @@ fn errors_exit_2_and_name_the_problem() {
     let o = run(&["report", "x.parquet", "--slo", "ttft=fast"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Impossible rows (end before send, unsorted chunks, chunk lists of different lengths, a time
+/// of i64::MAX) are counted, named, and kept out of every figure: no negative latency.
+#[test]
+fn impossible_rows_are_named_and_left_out() {
+    let d = tempfile::tempdir().unwrap();
+    let mut recs: Vec<_> = (0..20)
+        .map(|i| {
+            let t = i64::from(i) * 100;
+            ok(
+                &format!("r{i}"),
+                "s",
+                Some(10.0),
+                t,
+                t,
+                &[(t + 50, 1), (t + 60, 1)],
+                t + 70,
+                Some(2),
+            )
+        })
+        .collect();
+    let mut end_before_send = recs[3].clone();
+    end_before_send.end_ns = Some(end_before_send.sent_ns.unwrap() - 1_000_000_000);
+    end_before_send.chunk_ns.clear();
+    end_before_send.chunk_tokens.clear();
+    let mut unsorted = recs[4].clone();
+    unsorted.chunk_ns.reverse();
+    let mut mismatched = recs[5].clone();
+    mismatched.chunk_tokens.push(1);
+    let mut forever = recs[6].clone();
+    forever.end_ns = Some(i64::MAX);
+    recs.splice(3..7, [end_before_send, unsorted, mismatched, forever]);
+    let f = write(&d.path().join("bad.parquet"), "bad", &recs);
+    let o = run(&["report", f.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("4 rows of") && warnings.contains("the first: row 3, column end_ns"),
+        "{warnings}"
+    );
+    let stage = &v["stages"][0];
+    assert_eq!(stage["requests"], 16, "{stage}");
+    for m in ["ttft", "e2e", "tpot", "itl"] {
+        let min = stage["metrics"][m]["min"].as_f64().unwrap();
+        assert!(min >= 0.0, "{m} min {min}");
+    }
+}

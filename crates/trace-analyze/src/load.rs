@@ -130,6 +130,10 @@ pub struct RunData {
     pub stages: Vec<StageData>,
     /// Server queue samples, when scraped.
     pub server: Vec<ServerPoint>,
+    /// Impossible rows left out of every figure (see `RowRef::problem`).
+    pub bad_rows: u64,
+    /// The first of them: `row N (0-based, in file order), column C: problem`.
+    pub first_bad: Option<String>,
 }
 
 impl RunData {
@@ -182,6 +186,8 @@ pub fn load_run(path: &Path, opts: LoadOptions) -> Result<RunData> {
         interrupted: reader.is_interrupted(),
         stages: Vec::new(),
         server,
+        bad_rows: 0,
+        first_bad: None,
     };
     if reader.files().is_empty() {
         return Ok(run);
@@ -242,13 +248,15 @@ pub fn load_run(path: &Path, opts: LoadOptions) -> Result<RunData> {
             .collect()
             .map_err(pe(path))?;
         let n = df.height() as u64;
-        reduce(path, &df, opts, &mut acc)?;
+        reduce(path, &df, opts, offset, &mut acc)?;
         offset += n;
         if n < slice as u64 || offset >= total {
             break;
         }
     }
     run.stages = acc.stages;
+    run.bad_rows = acc.bad_rows;
+    run.first_bad = acc.first_bad;
     order_stages(&mut run);
     Ok(run)
 }
@@ -303,9 +311,17 @@ pub const SLICE_ROWS: usize = 131_072;
 struct Accumulator {
     stages: Vec<StageData>,
     index: HashMap<String, usize>,
+    bad_rows: u64,
+    first_bad: Option<String>,
 }
 
-fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator) -> Result<()> {
+fn reduce(
+    path: &Path,
+    df: &DataFrame,
+    opts: LoadOptions,
+    offset: u64,
+    acc: &mut Accumulator,
+) -> Result<()> {
     let stage = series(path, df, col::STAGE)?
         .str()
         .map_err(|e| bad(path, col::STAGE, e.to_string()))?;
@@ -396,7 +412,12 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
     };
     let mut id_iter = ids.as_ref().map(|(r, h)| r.iter().zip(h.iter()));
 
-    let Accumulator { stages, index } = acc;
+    let Accumulator {
+        stages,
+        index,
+        bad_rows,
+        first_bad,
+    } = acc;
     let mut cols = stage
         .iter()
         .zip(target_rate.iter())
@@ -408,9 +429,35 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
         .zip(error_kind.iter())
         .zip(ns_list.rows().zip(tok_list.rows()))
         .zip(headers.iter().zip(expected.iter()).zip(gap.iter()));
-    for row in cols.by_ref() {
+    for (i, row) in cols.by_ref().enumerate() {
         let ((((((((st, rate), sched), sent), end), pt), ot), err), (times, toks)) = row.0;
         let ((hdr, exp), gap) = row.1;
+        // The id columns advance with every row, kept or not.
+        let ids = id_iter.as_mut().and_then(|it| it.next());
+        let raw = RowRef {
+            scheduled_ns: sched.unwrap_or(-1),
+            sent_ns: sent,
+            end_ns: end,
+            chunk_ns: times,
+            chunk_tokens: toks,
+            output_tokens: ot,
+            failed: err.is_some(),
+        };
+        let problem = match (st, sched) {
+            (None, _) => Some((col::STAGE, "is null".to_string())),
+            (_, None) => Some((col::SCHEDULED_NS, "is null".to_string())),
+            _ => raw.problem(),
+        };
+        if let Some((column, what)) = problem {
+            *bad_rows += 1;
+            if first_bad.is_none() {
+                *first_bad = Some(format!(
+                    "row {}, column {column}: {what}",
+                    offset + i as u64
+                ));
+            }
+            continue;
+        }
         let label = st.unwrap_or("");
         let si = match index.get(label) {
             Some(&i) => i,
@@ -428,18 +475,7 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
         if s.target_rate.is_none() {
             s.target_rate = rate;
         }
-        let mut row = req_row(
-            RowRef {
-                scheduled_ns: sched.unwrap_or(0),
-                sent_ns: sent,
-                end_ns: end,
-                chunk_ns: times,
-                chunk_tokens: toks,
-                output_tokens: ot,
-                failed: err.is_some(),
-            },
-            pt,
-        );
+        let mut row = req_row(raw, pt);
         if let (Some(h), Some(s)) = (hdr, sent) {
             row.queue_wait_ms = (h - s) as f64 / NS_PER_MS;
         }
@@ -451,9 +487,7 @@ fn reduce(path: &Path, df: &DataFrame, opts: LoadOptions, acc: &mut Accumulator)
             push_gaps(s, times, toks);
         }
         s.rows.push(row);
-        if let Some(it) = id_iter.as_mut()
-            && let Some((rid, h)) = it.next()
-        {
+        if let Some((rid, h)) = ids {
             s.request_ids.push(rid.map(str::to_string));
             s.prompt_hashes.push(h);
         }

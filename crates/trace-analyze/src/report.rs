@@ -240,6 +240,14 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
     if stages.is_empty() {
         warnings.push("the trace has no rows".into());
     }
+    if run.bad_rows > 0 {
+        warnings.push(format!(
+            "{} rows of {} are impossible and were left out of every figure; the first: {}",
+            run.bad_rows,
+            run.path.display(),
+            run.first_bad.as_deref().unwrap_or("?")
+        ));
+    }
     warnings.extend(token_count_warnings(run));
     for s in &stages {
         if let Some(w) = send_lag_warning(s) {

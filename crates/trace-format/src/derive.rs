@@ -29,6 +29,69 @@ pub struct RowRef<'a> {
     pub failed: bool,
 }
 
+/// Offsets past this (a year, in ns) are impossible for one run: a corrupt or forged time.
+pub const MAX_OFFSET_NS: i64 = 366 * 24 * 3600 * 1_000_000_000;
+
+impl RowRef<'_> {
+    /// What makes this row impossible, as `(column, problem)`, or `None` for a row metrics can
+    /// be computed from. Such rows (end before send, unsorted or mismatched chunk lists, times
+    /// past a year) come from corrupt or hand-edited files; computing from them yields negative
+    /// latencies that a diff would happily call "better".
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        use crate::schema::col;
+        let far = |t: i64| !(0..=MAX_OFFSET_NS).contains(&t);
+        if far(self.scheduled_ns) {
+            return Some((
+                col::SCHEDULED_NS,
+                format!("is {}, outside 0..1 year", self.scheduled_ns),
+            ));
+        }
+        for (c, v) in [(col::SENT_NS, self.sent_ns), (col::END_NS, self.end_ns)] {
+            if let Some(t) = v.filter(|&t| far(t)) {
+                return Some((c, format!("is {t}, outside 0..1 year")));
+            }
+        }
+        if self.chunk_ns.len() != self.chunk_tokens.len() {
+            return Some((
+                col::CHUNK_TOKENS,
+                format!(
+                    "has {} entries for {} chunk_ns",
+                    self.chunk_tokens.len(),
+                    self.chunk_ns.len()
+                ),
+            ));
+        }
+        if let (Some(s), Some(e)) = (self.sent_ns, self.end_ns)
+            && e < s
+        {
+            return Some((col::END_NS, format!("{e} is before sent_ns {s}")));
+        }
+        if let Some(i) = self.chunk_ns.windows(2).position(|w| w[1] < w[0]) {
+            return Some((col::CHUNK_NS, format!("is not sorted (entry {})", i + 1)));
+        }
+        if let Some(&t) = self.chunk_ns.iter().find(|&&t| far(t)) {
+            return Some((col::CHUNK_NS, format!("holds {t}, outside 0..1 year")));
+        }
+        if let (Some(&first), Some(s)) = (self.chunk_ns.first(), self.sent_ns)
+            && first < s
+        {
+            return Some((
+                col::CHUNK_NS,
+                format!("starts at {first}, before sent_ns {s}"),
+            ));
+        }
+        if let (Some(&last), Some(e)) = (self.chunk_ns.last(), self.end_ns)
+            && last > e
+        {
+            return Some((col::CHUNK_NS, format!("ends at {last}, after end_ns {e}")));
+        }
+        if let Some(&k) = self.chunk_tokens.iter().find(|&&k| k < 0) {
+            return Some((col::CHUNK_TOKENS, format!("holds {k}, a negative count")));
+        }
+        None
+    }
+}
+
 /// One request's metrics, in ns. `None` where undefined.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Metrics {
