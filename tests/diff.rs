@@ -134,3 +134,46 @@ fn json_matches_the_documented_schema_and_html_renders() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.matches("<svg").count() >= 7);
 }
+
+/// Two replays of the same workload against the same simulator differ only by noise: with the
+/// false discovery rate controlled across the diff and a 5% minimum effect, nothing is called
+/// better or worse (without that control, ~20 tests per stage at 5% each called about one).
+#[test]
+fn two_replays_of_the_same_run_show_no_change() {
+    let d = tempfile::tempdir().unwrap();
+    for name in ["a.parquet", "b.parquet"] {
+        run_ok_in(
+            &[
+                "replay",
+                "--rate",
+                "10,20",
+                "-n",
+                "80",
+                "--seed",
+                "3",
+                "--input-len",
+                "64",
+                "--output-len",
+                "16",
+                "-o",
+                name,
+            ],
+            d.path(),
+        );
+    }
+    let o = run_in(
+        &["diff", "a.parquet", "b.parquet", "--format", "json"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut tested = 0;
+    for s in v["comparisons"][0]["stages"].as_array().unwrap() {
+        for m in s["metrics"].as_array().unwrap() {
+            let verdict = m["verdict"].as_str().unwrap();
+            assert!(verdict != "better" && verdict != "worse", "{m}");
+            tested += usize::from(!m["q_value"].is_null());
+        }
+    }
+    assert!(tested >= 30, "{tested} tests");
+}

@@ -62,6 +62,20 @@ pub fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a relative size: `5%` or `0.05`, in `[0, 1]`.
+pub fn relative(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid relative size '{s}': give a percentage (5%) or a fraction (0.05) in [0, 1]"
+        )),
+    }
+}
+
 /// Parses a fraction in `[0, 1]` (`0` allowed: "no failure at all").
 pub fn fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {

@@ -18,6 +18,29 @@ pub struct Ci {
     pub low: f64,
     /// Upper end (97.5th percentile).
     pub high: f64,
+    /// Two-sided bootstrap p-value of "no difference": twice the smaller share of the
+    /// (recentred, scaled) resampled deltas on either side of zero, add-one smoothed so it is
+    /// never 0. What [`benjamini_hochberg`] adjusts across a diff's many tests.
+    pub p_value: f64,
+}
+
+/// Benjamini-Hochberg q-values of `p`, in the same order: the smallest false discovery rate at
+/// which each test would be called a discovery. Calling every test with `q <= alpha` keeps the
+/// expected share of false discoveries among them at most `alpha` (for independent or
+/// positively dependent tests, as a diff's metrics of one stage are).
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let mut q = vec![1.0; m];
+    let mut running = 1.0f64;
+    for (k, &i) in order.iter().enumerate() {
+        // Rank from the top: the largest p has rank m.
+        let rank = m - k;
+        running = running.min(p[i] * m as f64 / rank as f64);
+        q[i] = running.min(1.0);
+    }
+    q
 }
 
 /// The statistic a bootstrap computes on each resample: a percentile rank, or the mean.
@@ -168,9 +191,14 @@ fn intervals(draws: Vec<Vec<f64>>, point: &[f64], scale: f64) -> Vec<Option<Ci>>
             let q = percentiles_in_place(&mut d, &[2.5, 97.5]);
             let (lo, hi) = (q[0]?, q[1]?);
             let p = point.get(k).copied().unwrap_or(center);
+            let at = |x: f64| p + (x - center) * scale;
+            let below = d.iter().filter(|&&x| at(x) <= 0.0).count();
+            let above = d.iter().filter(|&&x| at(x) >= 0.0).count();
+            let p_value = (2.0 * (below.min(above) + 1) as f64 / (d.len() + 1) as f64).min(1.0);
             Some(Ci {
-                low: p + (lo - center) * scale,
-                high: p + (hi - center) * scale,
+                low: at(lo),
+                high: at(hi),
+                p_value,
             })
         })
         .collect()
@@ -203,5 +231,28 @@ mod tests {
             Bootstrap::new(100, 50, 3).paired(&[1.0], &[2.0], &[Stat::Mean], &[1.0]),
             vec![None]
         );
+    }
+
+    #[test]
+    fn benjamini_hochberg_matches_the_textbook_example() {
+        // Step-up: p(k) * m / k, made monotone from the top.
+        let p = [0.01, 0.04, 0.03, 0.005, 0.5];
+        let q = benjamini_hochberg(&p);
+        let want = [0.025, 0.05, 0.05, 0.025, 0.5];
+        for (g, w) in q.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{q:?}");
+        }
+        assert!(benjamini_hochberg(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_clear_shift_has_a_small_p_value_and_no_shift_a_large_one() {
+        let mut boot = Bootstrap::new(500, 1000, 3);
+        let a: Vec<f64> = (0..200).map(|i| f64::from(i % 17)).collect();
+        let b: Vec<f64> = a.iter().map(|x| x + 5.0).collect();
+        let ci = boot.paired(&a, &b, &[Stat::Mean], &[5.0])[0].unwrap();
+        assert!(ci.p_value < 0.01, "{ci:?}");
+        let same = boot.unpaired(&a, &a, (200, 200), &[Stat::Mean], &[0.0])[0].unwrap();
+        assert!(same.p_value > 0.5, "{same:?}");
     }
 }

@@ -13,6 +13,6 @@ pub mod bootstrap;
 pub mod percentile;
 pub mod trend;
 
-pub use bootstrap::{Bootstrap, Ci, Stat};
+pub use bootstrap::{Bootstrap, Ci, Stat, benjamini_hochberg};
 pub use percentile::{Dist, dist_f64, dist_of, p_label, percentile, percentiles_in_place};
 pub use trend::{MannKendall, Slope, linear_fit, mann_kendall, ols};

@@ -1,5 +1,6 @@
-//! The one-line answer of a comparison: who saturates first, then the largest P99 TTFT change
-//! over the stages both runs hold, with the P50 TPOT trade-off when it moves the other way.
+//! The one-line answer of a comparison: who saturates first, then the largest TTFT change at
+//! the highest percentile the stages can test (P99, else P90, else P50) over the stages both
+//! runs hold, with the P50 TPOT trade-off when it moves the other way.
 
 use super::{MetricDiff, StageDiff};
 use crate::saturation::{RunSaturation, Verdict as SatVerdict};
@@ -50,7 +51,8 @@ fn unsaturated(name: &str, s: &RunSaturation) -> String {
     }
 }
 
-/// The one-line answer: saturation first, then P99 TTFT over the stages both runs hold.
+/// The one-line answer: saturation first, then TTFT (see the module docs) over the stages both
+/// runs hold.
 pub fn headline(
     an: &str,
     bn: &str,
@@ -110,13 +112,23 @@ pub fn headline(
     } else {
         (stable, " up to ")
     };
+    // The highest TTFT percentile the stages hold enough requests to test (a P99 needs
+    // hundreds; a short capture's answer is then at P90 or the median).
+    let stat = ["p99", "p90", "p50"]
+        .into_iter()
+        .find(|st| {
+            pool.iter()
+                .any(|s| s.get("ttft", st).is_some_and(|m| m.ci.is_some()))
+        })
+        .unwrap_or("p99");
+    let label = stat.to_uppercase();
     let rows: Vec<(&str, &MetricDiff)> = pool
         .iter()
-        .filter_map(|s| Some((s.stage.as_str(), s.get("ttft", "p99")?)))
+        .filter_map(|s| Some((s.stage.as_str(), s.get("ttft", stat)?)))
         .collect();
     let rels: Vec<f64> = rows.iter().filter_map(|(_, m)| m.rel_delta).collect();
     let lat = if rels.is_empty() {
-        "P99 TTFT could not be compared".to_string()
+        format!("{label} TTFT could not be compared")
     } else {
         let last = rows.last().map_or("", |r| r.0);
         let at = if rows.len() == 1 {
@@ -135,14 +147,14 @@ pub fn headline(
                 (l.min(*r), h.max(*r))
             });
         if !any_sig {
-            format!("shows no significant change in P99 TTFT{at}")
+            format!("shows no significant change in {label} TTFT{at}")
         } else if hi < 0.0 {
-            format!("is {} faster at P99 TTFT{at}", pct_span(hi, lo))
+            format!("is {} faster at {label} TTFT{at}", pct_span(hi, lo))
         } else if lo > 0.0 {
-            format!("is {} slower at P99 TTFT{at}", pct_span(lo, hi))
+            format!("is {} slower at {label} TTFT{at}", pct_span(lo, hi))
         } else {
             format!(
-                "changes P99 TTFT by {:+.0}% to {:+.0}% across stages",
+                "changes {label} TTFT by {:+.0}% to {:+.0}% across stages",
                 100.0 * lo,
                 100.0 * hi
             )

@@ -59,7 +59,15 @@ pub struct DiffOptions {
     pub slo: Slo,
     /// `--fail-on` conditions; their percentile ranks are compared too.
     pub fail_on: Option<FailOn>,
+    /// Smallest relative change called better or worse (practical significance): a change
+    /// the statistics are sure of but smaller than this is `negligible`.
+    pub min_effect: f64,
+    /// False discovery rate across one comparison's latency tests (Benjamini-Hochberg).
+    pub fdr: f64,
 }
+
+/// Default [`DiffOptions::min_effect`]: 5%, below run-to-run noise of real engines.
+pub const MIN_EFFECT: f64 = 0.05;
 
 impl Default for DiffOptions {
     fn default() -> Self {
@@ -70,6 +78,8 @@ impl Default for DiffOptions {
             seed: 0,
             slo: Slo::default(),
             fail_on: None,
+            min_effect: MIN_EFFECT,
+            fdr: 0.05,
         }
     }
 }
@@ -104,7 +114,12 @@ pub struct MetricDiff {
     pub rel_delta: Option<f64>,
     /// Bootstrap 95% CI of the delta, when computed.
     pub ci: Option<Ci>,
-    /// `better`, `worse`, `no significant change`, or `n/a` (no test for this number).
+    /// Benjamini-Hochberg q-value of the delta's test among all the comparison's latency
+    /// tests; None without a test.
+    pub q_value: Option<f64>,
+    /// `better`, `worse` (q <= the FDR and |rel_delta| >= the minimum effect), `negligible`
+    /// (sure, but smaller than the minimum effect), `no significant change`, or `n/a` (no test
+    /// for this number).
     pub verdict: &'static str,
 }
 
@@ -307,6 +322,7 @@ fn compare_two(
             &mut boot,
         ));
     }
+    control_fdr(&mut stages, opts);
     let headline = headline(
         &a.name(),
         &b.name(),
@@ -325,4 +341,39 @@ fn compare_two(
         saturation_a: ra.saturation.clone(),
         saturation_b: rb.saturation.clone(),
     })
+}
+
+/// Turns the latency CIs' p-values into verdicts for the whole comparison at once: with ~20
+/// tests a stage, testing each at 5% calls about one change per stage out of pure noise. The
+/// q-values control the false discovery rate across every stage; a discovery is then called
+/// better or worse only if it is also at least the minimum effect.
+fn control_fdr(stages: &mut [StageDiff], opts: &DiffOptions) {
+    let tested: Vec<(usize, usize)> = stages
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.ci.is_some())
+                .map(move |(j, _)| (i, j))
+        })
+        .collect();
+    let p: Vec<f64> = tested
+        .iter()
+        .map(|&(i, j)| stages[i].metrics[j].ci.map_or(1.0, |c| c.p_value))
+        .collect();
+    let q = trace_stats::benjamini_hochberg(&p);
+    for (&(i, j), q) in tested.iter().zip(q) {
+        let m = &mut stages[i].metrics[j];
+        m.q_value = Some(q);
+        let sure = q <= opts.fdr && m.ci.is_some_and(|c| c.low > 0.0 || c.high < 0.0);
+        let big = m.rel_delta.is_some_and(|r| r.abs() >= opts.min_effect);
+        m.verdict = match (sure, big, m.delta.unwrap_or(0.0) < 0.0) {
+            (false, _, _) => "no significant change",
+            (true, false, _) => "negligible",
+            (true, true, true) => "better",
+            (true, true, false) => "worse",
+        };
+    }
 }

@@ -30,9 +30,13 @@ pub struct DiffArgs {
     /// Exit 1 when a condition holds in any stage: METRIC[.STAT](>|<)[+|-]N[%|ms|s], comma-separated.
     #[arg(long, value_name = "CONDITIONS")]
     pub fail_on: Option<String>,
-    /// Bootstrap resamples per metric and stage.
-    #[arg(long, default_value_t = 1000)]
-    pub resamples: usize,
+    /// Bootstrap resamples per metric and stage (100 to 100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    pub resamples: u32,
+    /// Smallest relative change called better or worse; a sure but smaller change is
+    /// `negligible`. The false discovery rate across the diff's tests is held at 5%.
+    #[arg(long, default_value = "5%", value_parser = crate::parse::relative, value_name = "PCT")]
+    pub min_effect: f64,
     /// Seed of the bootstrap (same inputs and seed, same intervals).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -48,7 +52,8 @@ pub struct DiffArgs {
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let opts = DiffOptions {
         percentiles: args.percentiles.clone(),
-        resamples: args.resamples.max(1),
+        resamples: args.resamples as usize,
+        min_effect: args.min_effect,
         seed: args.seed,
         slo: args.slo.unwrap_or_default(),
         fail_on: args.fail_on.as_deref().map(FailOn::parse).transpose()?,
