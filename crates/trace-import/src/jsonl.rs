@@ -192,6 +192,9 @@ struct AiperfMeta {
     #[serde(default)]
     session_num: Option<u64>,
     request_start_ns: i64,
+    /// When AIPerf's scheduler issued the request (its intended send time).
+    #[serde(default)]
+    credit_issued_ns: Option<i64>,
     #[serde(default)]
     request_ack_ns: Option<i64>,
     #[serde(default)]
@@ -205,6 +208,28 @@ struct AiperfMeta {
 #[derive(Deserialize)]
 struct AiperfMetric {
     value: serde_json::Value,
+    #[serde(default)]
+    unit: Option<String>,
+}
+
+impl AiperfMetric {
+    /// Nanoseconds per one of this metric's units, for a time metric.
+    fn ns_per_unit(&self) -> std::result::Result<f64, String> {
+        match self.unit.as_deref() {
+            Some("ns") => Ok(1.0),
+            Some("us") => Ok(1e3),
+            Some("ms") | None => Ok(1e6),
+            Some("s" | "sec") => Ok(1e9),
+            Some(u) => Err(format!("unknown time unit '{u}'")),
+        }
+    }
+}
+
+impl AiperfMeta {
+    /// The scheduler's intended send time, else the actual start.
+    fn scheduled_ns(&self) -> i64 {
+        self.credit_issued_ns.unwrap_or(self.request_start_ns)
+    }
 }
 
 #[derive(Deserialize)]
@@ -235,9 +260,8 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
     // First pass: only the earliest start; bad lines are reported by the second pass.
     each_line(sink, |sink, l, line| {
         if let Ok(m) = parse_line::<AiperfLine>(sink, l, line) {
-            min_start = Some(min_start.map_or(m.metadata.request_start_ns, |s| {
-                s.min(m.metadata.request_start_ns)
-            }));
+            let t = m.metadata.scheduled_ns().min(m.metadata.request_start_ns);
+            min_start = Some(min_start.map_or(t, |s| s.min(t)));
         }
         Ok(Flow::Continue)
     })?;
@@ -259,7 +283,34 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
         }
         let metrics = m.metrics.unwrap_or_default();
         let num = |k: &str| metrics.get(k).and_then(|v| v.value.as_f64());
+        // A time metric in ns, by its own unit; an unknown unit makes the line bad.
+        let time_ns = |k: &str| -> std::result::Result<Option<f64>, String> {
+            match metrics.get(k) {
+                None => Ok(None),
+                Some(v) => {
+                    let per = v.ns_per_unit().map_err(|e| format!("metric '{k}': {e}"))?;
+                    Ok(v.value.as_f64().map(|x| x * per))
+                }
+            }
+        };
+        let (ttft, latency, per_gap) = match (
+            time_ns("time_to_first_token"),
+            time_ns("request_latency"),
+            metrics
+                .get("inter_chunk_latency")
+                .map_or(Ok(1e6), AiperfMetric::ns_per_unit),
+        ) {
+            (Ok(t), Ok(l), Ok(g)) => (t, l, g),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                let err = Error::BadRow {
+                    at: sink.at(line, None, None),
+                    problem: e,
+                };
+                return sink.bad(err).map(|()| Flow::Continue);
+            }
+        };
         let start = m.metadata.request_start_ns;
+        let scheduled = m.metadata.scheduled_ns();
         let mut rec = TraceRecord {
             request_id: m
                 .metadata
@@ -269,19 +320,32 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
             stage: WORKLOAD_STAGE.into(),
             sent_ns: Some(start),
             headers_ns: m.metadata.request_ack_ns,
-            end_ns: m.metadata.request_end_ns,
-            prompt_tokens: num("input_sequence_length")
+            // AIPerf's own latency, not the wall-clock end it logged after processing.
+            end_ns: latency
+                .map(|l| start + l.round() as i64)
+                .or(m.metadata.request_end_ns),
+            // The server's counts (usage) when AIPerf kept them; else AIPerf's client-side
+            // tokenizer's, labelled as such.
+            prompt_tokens: num("usage_prompt_tokens")
+                .or(num("input_sequence_length"))
                 .or(num("error_isl"))
-                .map(|v| v as i32),
-            output_tokens: num("output_sequence_length")
-                .or(num("output_token_count"))
                 .map(|v| v as i32),
             ..TraceRecord::default()
         };
-        rec.max_tokens = rec.output_tokens;
-        if rec.output_tokens.is_some() {
-            rec.token_source = Some("usage".into());
-        }
+        let (out, source) = match (
+            num("usage_completion_tokens"),
+            num("output_sequence_length").or(num("output_token_count")),
+        ) {
+            (Some(u), _) => (Some(u), Some("usage")),
+            (None, Some(t)) => (Some(t), Some("tokenizer")),
+            (None, None) => (None, None),
+        };
+        rec.output_tokens = out.map(|v| v as i32);
+        rec.token_source = source.map(Into::into);
+        rec.max_tokens = num("output_sequence_length")
+            .or(num("output_token_count"))
+            .or(out)
+            .map(|v| v as i32);
         if let Some(err) = m.error {
             let cancelled = m.metadata.was_cancelled.unwrap_or(false);
             rec.status = err.code.and_then(|c| i16::try_from(c).ok());
@@ -295,9 +359,9 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
                 .trim_matches([':', ' '])
                 .to_string(),
             );
-        } else if let Some(ttft_ms) = num("time_to_first_token") {
+        } else if let Some(ttft) = ttft {
             rec.status = Some(200);
-            let mut t = start + (ttft_ms * 1e6).round() as i64;
+            let mut t = start + ttft.round() as i64;
             rec.first_byte_ns = Some(t);
             rec.chunk_ns.push(t);
             if let Some(gaps) = metrics
@@ -305,17 +369,28 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
                 .and_then(|v| v.value.as_array())
             {
                 for g in gaps.iter().filter_map(serde_json::Value::as_f64) {
-                    t += (g * 1e6).round() as i64;
+                    t += (g * per_gap).round() as i64;
                     rec.chunk_ns.push(t);
                 }
             }
-            // AIPerf does not say how many tokens each chunk carried.
+            // AIPerf does not say how many tokens each chunk carried: one each, and the
+            // difference from the output count is the row's unreconciled gap.
             rec.chunk_tokens = vec![1; rec.chunk_ns.len()];
+            let gap = rec
+                .output_tokens
+                .map_or(0, |o| o - rec.chunk_ns.len() as i32);
+            rec.event_tokens_gap = (gap != 0).then_some(gap);
+            // The chunks cannot outlast the request.
+            if let (Some(&last), Some(e)) = (rec.chunk_ns.last(), rec.end_ns)
+                && last > e
+            {
+                rec.end_ns = Some(last);
+            }
         }
         sink.push(
             line,
             Row {
-                time_ns: Some(start),
+                time_ns: Some(scheduled),
                 rec,
                 log_type: None,
             },

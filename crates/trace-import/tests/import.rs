@@ -300,6 +300,70 @@ fn aiperf_records_sorted_by_send_and_failures_kept() {
     assert_eq!(m.run_start_unix_ns(), Some(1_759_813_207_000_000_000));
 }
 
+/// AIPerf 0.13's shape: the scheduler's `credit_issued_ns`, the server's usage beside AIPerf's
+/// own tokenizer count, and every time metric with its unit.
+#[test]
+fn aiperf_keeps_scheduler_time_server_counts_latency_and_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let gaps: Vec<String> = (0..15).map(|_| "10.0".to_string()).collect();
+    let line = |id: &str, credit: i64, ttft: &str, unit: &str| {
+        format!(
+            r#"{{"metadata":{{"x_request_id":"{id}","credit_issued_ns":{credit},"request_start_ns":{},"request_ack_ns":{},"request_end_ns":{},"benchmark_phase":"profiling","was_cancelled":false}},"metrics":{{"output_sequence_length":{{"value":33,"unit":"tokens"}},"input_sequence_length":{{"value":128,"unit":"tokens"}},"usage_prompt_tokens":{{"value":67,"unit":"tokens"}},"usage_completion_tokens":{{"value":16,"unit":"tokens"}},"time_to_first_token":{{"value":{ttft},"unit":"{unit}"}},"request_latency":{{"value":204.5,"unit":"ms"}},"inter_chunk_latency":{{"value":[{}],"unit":"ms"}}}}}}"#,
+            credit + 1_200_000,
+            credit + 4_000_000,
+            // Logged after processing: later than start + latency.
+            credit + 1_200_000 + 260_000_000,
+            gaps.join(",")
+        )
+    };
+    let t0 = 1_796_134_448_733_821_462i64;
+    let text = [
+        line("a", t0, "54.5", "ms"),
+        line("b", t0 + 100_000_000, "0.0545", "s"),
+    ]
+    .join("\n");
+    let input = write(&dir, "aiperf13.jsonl", &text);
+    let (s, _, recs) = run(&cfg(Format::Aiperf, &input, &dir));
+    assert_eq!(s.rows_written, 2);
+    for r in &recs {
+        assert_eq!(r.token_source.as_deref(), Some("usage"), "{r:?}");
+        assert_eq!(r.output_tokens, Some(16));
+        assert_eq!(r.prompt_tokens, Some(67));
+        assert_eq!(r.max_tokens, Some(33));
+        assert_eq!(r.chunk_tokens.iter().sum::<i32>(), 16);
+        assert_eq!(r.event_tokens_gap, None);
+        // Send lag: the scheduler's credit to the actual start.
+        assert_eq!(r.sent_ns.unwrap() - r.scheduled_ns, 1_200_000);
+        // E2E is AIPerf's request latency, not the logged end.
+        assert_eq!(r.end_ns.unwrap() - r.sent_ns.unwrap(), 204_500_000);
+        // 54.5 ms, whether given in ms or in s.
+        assert_eq!(r.chunk_ns[0] - r.sent_ns.unwrap(), 54_500_000);
+    }
+    // Without usage, the count is AIPerf's tokenizer's, and labelled so.
+    let no_usage = line("c", t0, "50", "ms").replace(
+        r#""usage_completion_tokens":{"value":16,"unit":"tokens"},"#,
+        "",
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let input = write(&dir2, "aiperf-nousage.jsonl", &no_usage);
+    let (_, _, recs) = run(&cfg(Format::Aiperf, &input, &dir2));
+    assert_eq!(recs[0].token_source.as_deref(), Some("tokenizer"));
+    assert_eq!(recs[0].output_tokens, Some(33));
+    assert_eq!(recs[0].event_tokens_gap, Some(33 - 16));
+    // An unknown unit is a bad line, named.
+    let dir3 = tempfile::tempdir().unwrap();
+    let input = write(
+        &dir3,
+        "aiperf-unit.jsonl",
+        &line("d", t0, "5", "fortnights"),
+    );
+    let msg = err_of(&cfg(Format::Aiperf, &input, &dir3));
+    assert!(
+        msg.contains("aiperf-unit.jsonl:1") && msg.contains("'fortnights'"),
+        "{msg}"
+    );
+}
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();

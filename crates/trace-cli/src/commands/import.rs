@@ -25,7 +25,9 @@ pub enum FormatArg {
     VllmJson,
     /// SGLang bench_serving JSONL results.
     SglangJsonl,
-    /// AIPerf profile_export.jsonl per-request records.
+    /// AIPerf profile_export.jsonl per-request records: scheduled at `credit_issued_ns`, E2E from
+    /// its `request_latency`, the server's usage counts when kept (else AIPerf's tokenizer's,
+    /// `token_source = tokenizer`), every time metric by its unit.
     Aiperf,
 }
 
