@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::BufReader;
 
+use crate::input::LineCap;
+
 use csv::ByteRecord;
 use trace_format::{ErrorKind, TraceRecord};
 
@@ -19,22 +21,19 @@ struct Col {
     idx: Option<usize>,
 }
 
-fn open_csv(sink: &Sink) -> Result<csv::Reader<BufReader<File>>> {
-    let path = sink.path();
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+type Input = BufReader<LineCap<File>>;
+
+fn open_csv(sink: &Sink) -> Result<csv::Reader<Input>> {
     Ok(csv::ReaderBuilder::new()
         .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 20, file)))
+        .from_reader(crate::input::open_lines(sink.path())?))
 }
 
 /// Finds the columns by name (case- and space-insensitive). Missing required ones are an error
 /// naming line 1 and what the header has instead.
 fn header(
     sink: &Sink,
-    rdr: &mut csv::Reader<BufReader<File>>,
+    rdr: &mut csv::Reader<Input>,
     required: &[&'static str],
     optional: &[&'static str],
 ) -> Result<Vec<Col>> {
@@ -60,10 +59,13 @@ fn header(
                 path,
                 problem: format!(
                     "line 1, column '{name}': the header has no such column (found: {}); is this the right format?",
-                    h.iter()
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::input::excerpt(
+                        &h.iter()
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        200
+                    )
                 ),
             });
         }
@@ -147,7 +149,7 @@ fn seconds_ns(sink: &Sink, rec: &ByteRecord, line: u64, col: &Col) -> Result<i64
 /// Drives the read loop: parse each record with `parse`, hand it to the sink.
 fn each_record(
     sink: &mut Sink,
-    rdr: &mut csv::Reader<BufReader<File>>,
+    rdr: &mut csv::Reader<Input>,
     mut parse: impl FnMut(&Sink, &ByteRecord, u64) -> Result<Row>,
 ) -> Result<()> {
     let mut rec = ByteRecord::new();

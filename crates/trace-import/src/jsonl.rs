@@ -2,8 +2,7 @@
 //! Read line by line through one reused buffer.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -35,11 +34,7 @@ pub(crate) fn each_line(
     mut f: impl FnMut(&mut Sink, &[u8], u64) -> Result<Flow>,
 ) -> Result<()> {
     let path = sink.path().to_path_buf();
-    let file = File::open(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let mut rdr = BufReader::with_capacity(1 << 20, file);
+    let mut rdr = crate::input::open_lines(&path)?;
     let mut buf = Vec::with_capacity(4096);
     let mut line = 0u64;
     loop {

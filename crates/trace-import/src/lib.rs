@@ -19,6 +19,7 @@ mod config;
 mod csv_formats;
 mod error;
 mod export;
+mod input;
 mod jsonl;
 mod results;
 pub mod sharegpt;

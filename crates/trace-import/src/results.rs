@@ -64,13 +64,39 @@ fn stage_of(obj: &Map<String, Value>) -> (String, Option<f64>) {
     }
 }
 
+/// Results files are read whole (one JSON document, or a few lines of them); bounded so that
+/// a wrong file fails with a message instead of filling memory. Per-request arrays of a
+/// million-request vLLM run take about 100 MB.
+const MAX_RESULTS_BYTES: u64 = 1 << 30;
+
+fn read_results(path: &std::path::Path) -> Result<String> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_RESULTS_BYTES {
+        return Err(Error::BadInput {
+            path: path.to_path_buf(),
+            problem: format!(
+                "{} MiB is larger than any results file (at most {} MiB): is this the right format?",
+                len >> 20,
+                MAX_RESULTS_BYTES >> 20
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    // Editors on Windows start a UTF-8 file with a byte-order mark; JSON does not allow it.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// Imports a vLLM or SGLang results file. Returns the per-stage summaries for the metadata.
 pub(crate) fn import_results(sink: &mut Sink, format: Format) -> Result<Vec<Value>> {
     let path = sink.path().to_path_buf();
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_results(&path)?;
     let mut summaries = Vec::new();
     let mut stage_start_ns: i64 = 0;
     sink.set_origin(0);

@@ -7,8 +7,6 @@
 //! held whole.
 
 use std::fmt;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -158,11 +156,7 @@ pub fn read_sharegpt(
     path: &Path,
     mut each: impl FnMut(ShareGptItem) -> Result<Next>,
 ) -> Result<ShareGptStats> {
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 20, file));
+    let mut de = serde_json::Deserializer::from_reader(crate::input::open_document(path)?);
     let mut el = Elements {
         each: &mut each,
         stats: ShareGptStats::default(),

@@ -502,3 +502,53 @@ fn export_mooncake_round_trips() {
     // Ids survive the round trip.
     assert_eq!(first[3].request_id, again[3].request_id);
 }
+
+/// Every importer reads a file a Windows editor saved (a UTF-8 byte-order mark first) exactly
+/// as the same file without it.
+#[test]
+fn a_byte_order_mark_changes_nothing() {
+    for (format, name) in [
+        (Format::Mooncake, "mooncake.jsonl"),
+        (Format::Bailian, "bailian.jsonl"),
+        (Format::Aiperf, "aiperf.jsonl"),
+        (Format::Azure, "azure_2023.csv"),
+        (Format::BurstGpt, "burstgpt.csv"),
+        (Format::ShareGpt, "sharegpt.json"),
+        (Format::VllmJson, "vllm_detailed.json"),
+        (Format::SglangJsonl, "sglang.jsonl"),
+    ] {
+        let plain = tempfile::tempdir().unwrap();
+        let (_, _, want) = run(&cfg(format, fixture(name), &plain));
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend(std::fs::read(fixture(name)).unwrap());
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let (_, _, got) = run(&cfg(format, &p, &dir));
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// A file with no line breaks where lines are expected (a binary, a 20 MB blob) fails at once
+/// with a short message naming the line, instead of being buffered whole.
+#[test]
+fn a_line_past_the_cap_is_refused_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("blob.csv");
+    std::fs::write(&p, vec![b'a'; 20 << 20]).unwrap();
+    for format in [Format::Azure, Format::BurstGpt, Format::Mooncake] {
+        let e = import(&cfg(format, &p, &dir)).expect_err("must fail");
+        // The message as `trace` prints it: the error and its causes.
+        let mut msg = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(
+            msg.contains("line 1 is longer than 16 MiB"),
+            "{format}: {msg}"
+        );
+        assert!(msg.len() < 400, "{format}: {} bytes", msg.len());
+    }
+}
