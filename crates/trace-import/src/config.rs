@@ -69,6 +69,15 @@ impl Format {
         matches!(self, Format::Azure | Format::Aiperf)
     }
 
+    /// Whether the format's rows come in time order (arrival logs); AIPerf writes records as
+    /// they finish, and results files are ordered by the importer.
+    pub fn sorted_by_time(self) -> bool {
+        matches!(
+            self,
+            Format::Azure | Format::BurstGpt | Format::Mooncake | Format::Bailian
+        )
+    }
+
     /// Whether rows carry arrival times at all (ShareGPT does not).
     pub fn has_time(self) -> bool {
         !matches!(self, Format::ShareGpt)

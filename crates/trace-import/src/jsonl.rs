@@ -62,8 +62,15 @@ pub(crate) fn each_line(
     }
 }
 
-/// Parses one JSON line, or reports it as a bad row at its line and column.
+/// Parses one JSON line, or reports it as a bad row at its line and column. A line must be a
+/// JSON object: serde would also fill a struct from an array (`[0, 10, 5]`), by position.
 fn parse_line<T: DeserializeOwned>(sink: &Sink, l: &[u8], line: u64) -> Result<T> {
+    if l.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::BadRow {
+            at: sink.at(line, Some(1), None),
+            problem: "expected a JSON object ({...}) on every line".into(),
+        });
+    }
     serde_json::from_slice(l).map_err(|e| {
         let (problem, col) = json_problem(&e);
         Error::BadRow {
@@ -84,8 +91,12 @@ fn non_negative_ns(sink: &Sink, line: u64, field: &str, v: f64, ns_per_unit: f64
     }
 }
 
-fn count(v: u64) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
+/// A token count as stored (int32): a larger one is a bad row, never silently clamped.
+fn count(sink: &Sink, line: u64, field: &str, v: u64) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::BadRow {
+        at: sink.at(line, None, Some(field)),
+        problem: format!("{v} tokens is more than any model takes (at most 2^31-1)"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -106,6 +117,8 @@ pub(crate) fn import_mooncake(sink: &mut Sink) -> Result<()> {
     each_line(sink, |sink, l, line| {
         let row = parse_line::<MooncakeLine>(sink, l, line).and_then(|m| {
             let t = non_negative_ns(sink, line, "timestamp", m.timestamp, 1e6)?;
+            let prompt = count(sink, line, "input_length", m.input_length)?;
+            let out = count(sink, line, "output_length", m.output_length)?;
             let request_id = match m.request_id {
                 Some(serde_json::Value::String(s)) => s,
                 Some(v) if !v.is_null() => v.to_string(),
@@ -116,8 +129,8 @@ pub(crate) fn import_mooncake(sink: &mut Sink) -> Result<()> {
                 rec: TraceRecord {
                     request_id,
                     stage: WORKLOAD_STAGE.into(),
-                    prompt_tokens: Some(count(m.input_length)),
-                    max_tokens: Some(count(m.output_length)),
+                    prompt_tokens: Some(prompt),
+                    max_tokens: Some(out),
                     hash_ids: m.hash_ids,
                     model: m.model,
                     ..TraceRecord::default()
@@ -150,14 +163,16 @@ pub(crate) fn import_bailian(sink: &mut Sink) -> Result<()> {
     each_line(sink, |sink, l, line| {
         let row = parse_line::<BailianLine>(sink, l, line).and_then(|m| {
             let t = non_negative_ns(sink, line, "timestamp", m.timestamp, 1e9)?;
+            let prompt = count(sink, line, "input_length", m.input_length)?;
+            let out = count(sink, line, "output_length", m.output_length)?;
             Ok(Row {
                 time_ns: Some(t),
                 rec: TraceRecord {
                     request_id: m.chat_id.to_string(),
                     parent_id: m.parent_chat_id.filter(|&p| p >= 0).map(|p| p.to_string()),
                     stage: WORKLOAD_STAGE.into(),
-                    prompt_tokens: Some(count(m.input_length)),
-                    max_tokens: Some(count(m.output_length)),
+                    prompt_tokens: Some(prompt),
+                    max_tokens: Some(out),
                     hash_ids: m.hash_ids,
                     ..TraceRecord::default()
                 },

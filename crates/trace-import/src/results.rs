@@ -146,10 +146,41 @@ pub(crate) fn import_results(sink: &mut Sink, format: Format) -> Result<Vec<Valu
             continue;
         };
         let n = ttfts.len();
+        // Per-request arrays describe the same requests, in the same order: one of another
+        // length (a truncated or hand-merged file) would pair each time with another request's.
+        for key in [
+            "input_lens",
+            "output_lens",
+            "latencies",
+            "start_times",
+            "itls",
+            "errors",
+        ] {
+            if let Some(len) = obj.get(key).and_then(Value::as_array).map(Vec::len)
+                && len != n
+            {
+                return Err(Error::BadInput {
+                    path,
+                    problem: format!(
+                        "object {}: '{key}' has {len} entries for {n} 'ttfts'; the per-request arrays must describe the same requests",
+                        k + 1
+                    ),
+                });
+            }
+        }
         let input = f64s(&obj, "input_lens");
         let output = f64s(&obj, "output_lens");
-        let latencies = f64s(&obj, "latencies").filter(|v| v.len() == n);
-        let starts = f64s(&obj, "start_times").filter(|v| v.len() == n);
+        let latencies = f64s(&obj, "latencies");
+        let starts = f64s(&obj, "start_times");
+        let negative = [("ttfts", Some(&ttfts)), ("latencies", latencies.as_ref())]
+            .into_iter()
+            .find_map(|(key, v)| Some((key, v?.iter().position(|x| *x < 0.0)?)));
+        if let Some((key, i)) = negative {
+            return Err(Error::BadInput {
+                path,
+                problem: format!("object {}: '{key}' entry {i} is negative", k + 1),
+            });
+        }
         let itls: Vec<Vec<f64>> = obj
             .get("itls")
             .and_then(Value::as_array)

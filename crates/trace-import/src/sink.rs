@@ -37,6 +37,8 @@ pub(crate) struct Sink {
     writer: Option<TraceWriter>,
     /// The first row's time: offsets in the window are measured from it.
     origin: Option<i64>,
+    /// The previous row's time, for formats whose rows must come in time order.
+    last_time: Option<i64>,
     /// Where `scheduled_ns` 0 lies on the source clock.
     zero: Option<i64>,
     models: Vec<String>,
@@ -69,6 +71,7 @@ impl Sink {
             cfg: cfg.clone(),
             writer: Some(writer),
             origin: None,
+            last_time: None,
             zero: None,
             models: pick(FilterKey::Model),
             log_types,
@@ -128,6 +131,20 @@ impl Sink {
                 };
                 self.bad(err)?;
                 return Ok(Flow::Continue);
+            }
+            if self.cfg.format.sorted_by_time() {
+                if let Some(last) = self.last_time.filter(|&l| t < l) {
+                    let err = Error::BadRow {
+                        at: self.at(line, None, None),
+                        problem: format!(
+                            "timestamp is {:.3} s before the previous row's: the input must be sorted by time",
+                            (last - t) as f64 / 1e9
+                        ),
+                    };
+                    self.bad(err)?;
+                    return Ok(Flow::Continue);
+                }
+                self.last_time = Some(t);
             }
         }
         self.summary.rows_read += 1;

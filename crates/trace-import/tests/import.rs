@@ -552,3 +552,54 @@ fn a_line_past_the_cap_is_refused_briefly() {
         assert!(msg.len() < 400, "{format}: {} bytes", msg.len());
     }
 }
+
+/// What importers used to accept silently: a Mooncake line that is an array, rows going back in
+/// time after the first, a token count past int32 (clamped), per-request arrays of different
+/// lengths, negative times. Each is now an error naming the line (or object) and the problem.
+#[test]
+fn malformed_inputs_importers_used_to_accept_are_named() {
+    let cases: [(Format, &str, &str, &str); 6] = [
+        (
+            Format::Mooncake,
+            "m.jsonl",
+            "{\"timestamp\":0,\"input_length\":5,\"output_length\":2}\n[10,5,2]\n",
+            "m.jsonl:2:1",
+        ),
+        (
+            Format::Mooncake,
+            "u.jsonl",
+            "{\"timestamp\":0,\"input_length\":5,\"output_length\":2}\n{\"timestamp\":900,\"input_length\":5,\"output_length\":2}\n{\"timestamp\":500,\"input_length\":5,\"output_length\":2}\n",
+            "before the previous row's",
+        ),
+        (
+            Format::Mooncake,
+            "big.jsonl",
+            "{\"timestamp\":0,\"input_length\":3000000000,\"output_length\":2}\n",
+            "more than any model takes",
+        ),
+        (
+            Format::Azure,
+            "u.csv",
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.0,10,2\n2023-11-16 18:17:09.0,10,2\n2023-11-16 18:17:05.0,10,2\n",
+            "u.csv:4",
+        ),
+        (
+            Format::VllmJson,
+            "v.json",
+            r#"{"request_rate": 1, "ttfts": [0.1, 0.2], "latencies": [1.0], "input_lens": [5, 5], "output_lens": [2, 2]}"#,
+            "'latencies' has 1 entries for 2 'ttfts'",
+        ),
+        (
+            Format::VllmJson,
+            "n.json",
+            r#"{"request_rate": 1, "ttfts": [0.1, -0.2], "input_lens": [5, 5], "output_lens": [2, 2]}"#,
+            "'ttfts' entry 1 is negative",
+        ),
+    ];
+    for (format, name, text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = write(&dir, name, text);
+        let msg = err_of(&cfg(format, &input, &dir));
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+}
