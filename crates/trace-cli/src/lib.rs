@@ -175,6 +175,23 @@ mod tests {
                 &["trace", "record", "-o", "a", "--store", "secrets"],
                 "'secrets'",
             ),
+            (
+                &["trace", "replay", "--rate", "1", "--timeout", "0s"],
+                "'0s'",
+            ),
+            (
+                &["trace", "record", "-o", "a", "--idle-timeout", "0s"],
+                "'0s'",
+            ),
+            (
+                &["trace", "record", "-o", "a", "--duration", "40y"],
+                "a year",
+            ),
+            (&["trace", "diff", "a", "b", "--resamples", "4e9"], "'4e9'"),
+            (
+                &["trace", "diff", "a", "b", "--min-effect", "150%"],
+                "'150%'",
+            ),
         ] {
             let e = refused(args);
             assert!(e.contains(needle), "{args:?}: expected '{needle}' in: {e}");
@@ -205,5 +222,7 @@ mod tests {
             "2",
         ]);
         assert!(e.contains("--burstiness"), "{e}");
+        let e = cfg(&["trace", "replay", "--rate", "0.00001", "-n", "1000"]);
+        assert!(e.contains("1157 days"), "{e}");
     }
 }

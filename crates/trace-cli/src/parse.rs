@@ -27,7 +27,22 @@ pub fn rate(s: &str) -> Result<f64, String> {
 
 /// Parses a humantime duration (`500ms`, `10m`).
 pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
+    match duration_or_zero(s)? {
+        d if d.is_zero() => Err(format!("invalid duration '{s}': must be more than zero")),
+        d => Ok(d),
+    }
+}
+
+/// The longest duration any flag takes: a year (a run planned for decades is a typo).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a duration where zero means "none" (`--drain-timeout 0s`: do not wait).
+pub fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("invalid duration '{s}': longer than a year"));
+    }
+    Ok(d)
 }
 
 /// Parses a positive integer count (`-n 100`).

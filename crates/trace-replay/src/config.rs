@@ -12,6 +12,9 @@ use crate::dispatch::Timer;
 use crate::schedule::Arrival;
 use crate::workload::{RandomSpec, WorkloadSpec};
 
+/// The longest schedule a replay plans: a month of arrivals. Longer is a typo (`--rate 0.0001`).
+pub const MAX_PLANNED: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// A validated replay configuration.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
@@ -128,6 +131,30 @@ impl ReplayConfig {
             return Err(Error::Config(
                 "invalid metrics interval '0s': must be > 0".into(),
             ));
+        }
+        if self.client.timeout.is_zero() {
+            return Err(Error::Config(
+                "invalid request timeout '0s': must be > 0".into(),
+            ));
+        }
+        let planned_s: f64 = match (self.stage_duration, self.requests, &self.workload) {
+            (Some(d), _, _) => d.as_secs_f64() * self.rates.len() as f64,
+            (None, n, WorkloadSpec::Random(_) | WorkloadSpec::ShareGpt(_)) => self
+                .rates
+                .iter()
+                .filter(|r| r.is_finite())
+                .map(|r| n.unwrap_or(crate::DEFAULT_REQUESTS) as f64 / r)
+                .sum(),
+            // A trace's span is known once it is loaded.
+            (None, _, WorkloadSpec::Trace(_)) => 0.0,
+        };
+        if planned_s > MAX_PLANNED.as_secs_f64() {
+            return Err(Error::Config(format!(
+                "the schedule would run for {:.0} days (requests / rate, summed over the stages); \
+                 at most {} days: check --rate and -n",
+                planned_s / 86_400.0,
+                MAX_PLANNED.as_secs() / 86_400
+            )));
         }
         if self.max_concurrency == Some(0) {
             return Err(Error::Config(

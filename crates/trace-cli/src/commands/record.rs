@@ -60,7 +60,7 @@ pub struct RecordArgs {
     #[arg(long)]
     pub label: Option<String>,
     /// How long in-flight streams may finish after a stop.
-    #[arg(long, default_value = "30s", value_parser = crate::parse::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse::duration_or_zero)]
     pub drain_timeout: Duration,
     /// Upstream silence (no headers or no bytes) after which a request is a timeout.
     #[arg(long, default_value = "300s", value_parser = crate::parse::duration)]

@@ -167,7 +167,7 @@ pub struct ReplayArgs {
     pub tokenizer: Option<PathBuf>,
 
     /// After Ctrl-C, how long in-flight requests may finish before they are cancelled.
-    #[arg(long, default_value = "30s", value_parser = crate::parse::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse::duration_or_zero)]
     pub drain_timeout: Duration,
 
     /// Do not sample the server's /metrics.

@@ -50,10 +50,10 @@ pub struct SelfcheckArgs {
     #[arg(long, value_parser = crate::parse::positive_f64)]
     pub rate: Option<f64>,
     /// Simulated time to first token.
-    #[arg(long, default_value = "50ms", value_parser = crate::parse::duration)]
+    #[arg(long, default_value = "50ms", value_parser = crate::parse::duration_or_zero)]
     pub ttft: Duration,
     /// Simulated time between tokens.
-    #[arg(long, default_value = "10ms", value_parser = crate::parse::duration)]
+    #[arg(long, default_value = "10ms", value_parser = crate::parse::duration_or_zero)]
     pub itl: Duration,
     /// Output tokens per request.
     #[arg(long, default_value = "100", value_parser = crate::parse::positive_u64)]

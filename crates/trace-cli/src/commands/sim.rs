@@ -45,10 +45,10 @@ pub struct SimArgs {
     #[arg(long, default_value = trace_sim::DEFAULT_PROFILE, conflicts_with_all = ["ttft", "itl"])]
     pub profile: String,
     /// Fixed time model: constant time to first token per request (no batching effects).
-    #[arg(long, value_parser = crate::parse::duration)]
+    #[arg(long, value_parser = crate::parse::duration_or_zero)]
     pub ttft: Option<Duration>,
     /// Fixed time model: constant time between tokens (default 10ms when only --ttft is given).
-    #[arg(long, value_parser = crate::parse::duration)]
+    #[arg(long, value_parser = crate::parse::duration_or_zero)]
     pub itl: Option<Duration>,
     /// Override the profile's maximum running sequences.
     #[arg(long)]

@@ -70,7 +70,7 @@ pub struct SynthArgs {
     #[arg(long, default_value = "24h", value_parser = crate::parse::duration)]
     pub period: Duration,
     /// Daily cycle: when the peak falls, as an offset from the start.
-    #[arg(long, default_value = "14h", value_parser = crate::parse::duration)]
+    #[arg(long, default_value = "14h", value_parser = crate::parse::duration_or_zero)]
     pub peak: Duration,
     /// Daily cycle: 24 comma-separated relative weights, one per hour (replaces the sinusoid).
     #[arg(long, value_name = "W0,...,W23", value_parser = hourly_profile)]
