@@ -68,7 +68,9 @@ fn spawn(args: &[&str], marker: &str) -> Proc {
 
 fn sim() -> Proc {
     spawn(
-        &["sim", "--port", "0", "--ttft", "50ms", "--itl", "10ms"],
+        &[
+            "sim", "--port", "0", "--ttft", "50ms", "--itl", "10ms", "--model", "m",
+        ],
         "serving model",
     )
 }

@@ -231,6 +231,7 @@ fn bad_workload_files_exit_2_naming_the_file() {
 #[test]
 fn a_run_where_every_request_failed_says_so_and_can_fail_the_job() {
     let mut cfg = trace_sim::SimConfig::from_profile("fixed").unwrap();
+    cfg.model = "m".into();
     cfg.faults = "http500=1.0".parse().unwrap();
     let sim = trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap();
     let url = sim.url();
@@ -338,11 +339,9 @@ fn when_the_writer_dies_the_run_stops_with_one_error() {
 /// and every request is a row.
 #[test]
 fn a_low_open_file_limit_caps_in_flight_requests_and_loses_no_row() {
-    let sim = trace_sim::spawn(
-        trace_sim::SimConfig::from_profile("fixed").unwrap(),
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .unwrap();
+    let mut cfg = trace_sim::SimConfig::from_profile("fixed").unwrap();
+    cfg.model = "m".into();
+    let sim = trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap();
     let d = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_trace");
     let script = format!(
@@ -360,5 +359,47 @@ fn a_low_open_file_limit_caps_in_flight_requests_and_loses_no_row() {
     assert!(err.contains("open-file limit (1024)"), "{err}");
     let r = TraceReader::open(d.path().join("fd.parquet")).unwrap();
     assert_eq!(r.num_rows(), 1500);
+    sim.shutdown().unwrap();
+}
+
+/// The simulator answers as vLLM does: 404 for a model it does not serve, 400 for a request past
+/// its context; both are rows with their status, never an aborted run.
+#[test]
+fn the_simulator_refuses_unknown_models_and_overlong_requests_as_engines_do() {
+    let sim = trace_sim::spawn(
+        trace_sim::SimConfig::from_profile("fixed").unwrap(),
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let url = sim.url();
+    let statuses = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "replay", "--url", &url, "--rate", "50", "-n", "3", "-o", out,
+        ];
+        args.extend_from_slice(extra);
+        let o = run_in(&args, d.path());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (_, recs) = trace_format::read_all(d.path().join(out)).unwrap();
+        recs.iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        statuses(
+            &[
+                "--model",
+                "no-such-model",
+                "--input-len",
+                "8",
+                "--output-len",
+                "2"
+            ],
+            "a.parquet"
+        ),
+        vec![Some(404); 3]
+    );
+    assert_eq!(
+        statuses(&["--input-len", "8000", "--output-len", "500"], "b.parquet"),
+        vec![Some(400); 3]
+    );
     sim.shutdown().unwrap();
 }

@@ -11,6 +11,7 @@ mod diff;
 mod engine_traces;
 mod errors;
 mod format;
+mod fuzz;
 mod import;
 mod llamacpp;
 mod record;

@@ -46,7 +46,11 @@ pub(crate) fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, 
         .no_proxy()
         .retry(reqwest::retry::never())
         .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below the 5 s keep-alive of uvicorn (vLLM, SGLang) and llama.cpp's HTTP server: a
+        // connection idle longer may be closed by the server just as it is reused, and the
+        // request then fails without reaching it ("connection closed before message
+        // completed", seen against llama-server after the prompt calibration's pause).
+        .pool_idle_timeout(Duration::from_secs(4))
         .tcp_nodelay(true);
     if let Some(t) = timeout {
         b = b.timeout(t);

@@ -14,6 +14,7 @@ fn sim(ttft_ms: u64, itl_ms: u64, faults: &str) -> SimHandle {
         Duration::from_millis(ttft_ms),
         Duration::from_millis(itl_ms),
     );
+    cfg.model = "m".into();
     if !faults.is_empty() {
         cfg.faults = faults.parse().unwrap();
     }

@@ -48,6 +48,9 @@ struct Gauges {
 }
 
 /// What every handler and the scheduler share.
+/// The context length the simulator serves (as `/v1/models` says, and enforces).
+pub(crate) const MAX_MODEL_LEN: u32 = 8192;
+
 struct AppState {
     pub(super) model: String,
     pub(super) tokenizer: Option<tokenizers::Tokenizer>,
@@ -240,7 +243,7 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
         "object": "list",
         "data": [{
             "id": s.model, "object": "model", "created": s.clock.now_unix_ns() / 1_000_000_000, "owned_by": "vllm",
-            "root": s.model, "parent": null, "max_model_len": 8192,
+            "root": s.model, "parent": null, "max_model_len": MAX_MODEL_LEN,
         }],
     });
     json_response(StatusCode::OK, body.to_string())

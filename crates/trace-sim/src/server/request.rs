@@ -193,6 +193,31 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         Ok(p) => p,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "BadRequestError", &e),
     };
+    // As vLLM answers: a model it does not serve is 404, a request past the context is 400.
+    if let Some(m) = req.model.as_deref().filter(|m| *m != s.model) {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            &format!("The model `{m}` does not exist."),
+        );
+    }
+    let asked = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(s.default_max_tokens)
+        .max(1);
+    if u64::from(prompt_tokens) + u64::from(asked) > u64::from(super::MAX_MODEL_LEN) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            &format!(
+                "This model's maximum context length is {} tokens. However, you requested {} \
+                 tokens ({prompt_tokens} in the messages, {asked} in the completion).",
+                super::MAX_MODEL_LEN,
+                u64::from(prompt_tokens) + u64::from(asked)
+            ),
+        );
+    }
     let truth_error = |status: StatusCode| {
         if let Some(t) = &s.truth {
             let _ = t.send(TruthRecord {
@@ -224,11 +249,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         }
         _ => {}
     }
-    let max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(s.default_max_tokens)
-        .max(1);
+    let max_tokens = asked;
     let output_tokens = match (&s.output_dist, req.ignore_eos) {
         (Some(d), false) => d
             .sample(unit(s.seed ^ 0x0D15, n), unit(s.seed ^ 0x0D16, n))
