@@ -1,7 +1,7 @@
 //! Property-based fuzzing (proptest, stable Rust) of everything that reads bytes from outside:
 //! the SSE parser and stream state, the event classifier, the Prometheus parser, every
-//! importer, and the trace reader. Each target must return (an event, a row, an error) and
-//! never panic or hang; the SSE target also checks that any split of the input into reads gives
+//! importer, and the trace readers (trace-format's and the analyzer's polars scan). Each target
+//! must return (an event, a row, an error) and never panic or hang; the SSE target also checks that any split of the input into reads gives
 //! the same result. `TRACE_FUZZ_CASES` sets the cases per target (CI: the default, 64; the
 //! long run in docs/benchmarks.md used 20,000).
 
@@ -160,6 +160,8 @@ proptest! {
                 }
             }
         }
+        // And as `trace report` reads it (polars).
+        let _ = trace_analyze::load_run(&p, trace_analyze::LoadOptions::default());
     }
 }
 

@@ -96,6 +96,11 @@ impl SseParser {
 
     /// Feeds one read, stamped `t_ns`, and calls `on_event` for every event it completes.
     pub fn feed(&mut self, input: &[u8], t_ns: i64, mut on_event: impl FnMut(SseEvent<'_>)) {
+        // An empty read carries nothing, and must not drop a pending `\r` (found by
+        // tests/fuzz.rs: reads "data:\r", "", "\n" dispatched an event the whole stream has not).
+        if input.is_empty() {
+            return;
+        }
         let mut at = 0;
         if self.pending_cr {
             self.pending_cr = false;

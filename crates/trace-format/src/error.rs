@@ -88,6 +88,14 @@ pub enum Error {
         /// The `.partial` directory.
         path: PathBuf,
     },
+    /// The file's contents are damaged: a decoder gave up on them.
+    #[error("{}: corrupt ({reason})", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        reason: String,
+    },
     /// A live process is writing this run now.
     #[error("{}: a run is being written here now (by {holder}); wait for it to finish", path.display())]
     Busy {

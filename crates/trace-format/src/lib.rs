@@ -15,6 +15,7 @@ pub mod arrow_util;
 pub mod derive;
 mod error;
 mod error_kind;
+mod guard;
 mod meta_keys;
 mod printable;
 mod reader;
@@ -24,6 +25,7 @@ mod writer;
 
 pub use error::Error;
 pub use error_kind::ErrorKind;
+pub use guard::guarded;
 pub use meta_keys::{
     Arrival, ClientMeta, DailyProfile, ScheduleMeta, ServerSample, StageInfo, TraceMeta, meta,
     to_json,

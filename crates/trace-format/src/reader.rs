@@ -85,9 +85,11 @@ fn open_one(path: &Path) -> Result<(TraceMeta, u64)> {
         path: path.into(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| Error::NotParquet {
-        path: path.into(),
-        reason: e.to_string(),
+    let builder = crate::guarded(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| Error::NotParquet {
+            path: path.into(),
+            reason: e.to_string(),
+        })
     })?;
     let md = builder.metadata().file_metadata();
     let map = md
@@ -265,7 +267,7 @@ impl TraceReader {
         columns: Option<Vec<String>>,
     ) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         self.files.iter().flat_map(move |path| {
-            let opened = (|| -> Result<_> {
+            let opened = crate::guarded(path, || -> Result<_> {
                 let f = File::open(path).map_err(|source| Error::Io {
                     path: path.clone(),
                     source,
@@ -287,25 +289,55 @@ impl TraceReader {
                     path: path.clone(),
                     source,
                 })
-            })();
+            });
             let iter: Box<dyn Iterator<Item = Result<RecordBatch>>> = match opened {
-                Ok(r) => Box::new(r.map(move |b| {
-                    b.map_err(|source| Error::Arrow {
-                        context: format!("reading {}", path.display()),
-                        source,
-                    })
-                })),
+                Ok(mut r) => {
+                    let mut failed = false;
+                    // Each batch decoded under `guarded`; after an error, nothing more.
+                    Box::new(std::iter::from_fn(move || {
+                        if failed {
+                            return None;
+                        }
+                        let next = crate::guarded(path, || Ok(r.next()))
+                            .and_then(|b| {
+                                b.transpose().map_err(|source| Error::Arrow {
+                                    context: format!("reading {}", path.display()),
+                                    source,
+                                })
+                            })
+                            .transpose();
+                        failed = matches!(next, Some(Err(_)));
+                        next
+                    }))
+                }
                 Err(e) => Box::new(std::iter::once(Err(e))),
             };
             iter
         })
     }
 
+    /// Decodes every page of the named columns and drops the data: a damaged file fails here,
+    /// with an error, before a reader without this crate's guards (polars) sees it. Returns the
+    /// rows decoded.
+    pub fn verify(&self, columns: &[&str]) -> Result<u64> {
+        let mut rows = 0u64;
+        for b in self.batches_with(columns) {
+            rows += b?.num_rows() as u64;
+        }
+        if rows != self.num_rows {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!("{rows} rows decoded, the footer says {}", self.num_rows),
+            });
+        }
+        Ok(rows)
+    }
+
     /// Streams the rows as [`TraceRecord`]s.
     pub fn records(&self) -> impl Iterator<Item = Result<TraceRecord>> + '_ {
         self.batches().flat_map(|b| {
             let rows: Box<dyn Iterator<Item = Result<TraceRecord>>> =
-                match b.and_then(|b| batch_to_records(&b)) {
+                match b.and_then(|b| crate::guarded(&self.path, || batch_to_records(&b))) {
                     Ok(v) => Box::new(v.into_iter().map(Ok)),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
