@@ -5,11 +5,20 @@
 //! as it is decoded from a socket read, with no buffering in between, so stamping the clock when
 //! `chunk()` returns is as close to the read as hyper's own frame would be (sub-microsecond
 //! apart); reqwest adds the connection pool, connect errors with causes and URL handling. It is
-//! built with no proxy, no retries and an unbounded idle pool so thousands of concurrent streams
-//! each keep their own HTTP/1.1 connection.
+//! built with no proxy and an unbounded idle pool so thousands of concurrent streams each keep
+//! their own HTTP/1.1 connection.
+//!
+//! One retry, of one kind: a request whose connection closed before any response byte
+//! (hyper's "connection closed before message completed") is sent once more on a new
+//! connection. llama-server closes every connection right after a streamed response's last
+//! byte, so the pool can hand that connection to the next request in the instant before the
+//! close arrives; the request never reached a handler (CI saw one such row in twelve). Each
+//! resend is counted ([`Client::resends`]) and reported in the run's metadata; a server that
+//! drops the resend too gives a failed row.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -39,12 +48,51 @@ pub struct Client {
     cfg: Arc<ClientConfig>,
     model: Arc<str>,
     tokenizer: Option<Arc<HfTokenizer>>,
+    resends: Arc<AtomicU64>,
 }
 
-pub(crate) fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, Error> {
+/// Every host: the retry below is about the connection, not the server.
+struct AnyHost;
+
+impl PartialEq<&str> for AnyHost {
+    fn eq(&self, _: &&str) -> bool {
+        true
+    }
+}
+
+/// The connection closed before a response began: the request was written into a closing
+/// connection (see the module header).
+fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+pub(crate) fn http_client(
+    timeout: Option<Duration>,
+    resends: Arc<AtomicU64>,
+) -> Result<reqwest::Client, Error> {
+    let retry = reqwest::retry::for_host(AnyHost)
+        .max_retries_per_request(1)
+        .no_budget()
+        .classify_fn(move |rr| {
+            if rr.status().is_none() && rr.error().is_some_and(closed_before_response) {
+                resends.fetch_add(1, Ordering::Relaxed);
+                rr.retryable()
+            } else {
+                rr.success()
+            }
+        });
     let mut b = reqwest::Client::builder()
         .no_proxy()
-        .retry(reqwest::retry::never())
+        .retry(retry)
         .pool_max_idle_per_host(usize::MAX)
         // Below the 5 s keep-alive of uvicorn (vLLM, SGLang) and llama.cpp's HTTP server: a
         // connection idle longer may be closed by the server just as it is reused, and the
@@ -72,7 +120,7 @@ pub async fn list_models(
     timeout: Duration,
 ) -> Result<Vec<String>, Error> {
     let url = ServerUrl::parse(base_url)?.api("models");
-    let http = http_client(Some(timeout))?;
+    let http = http_client(Some(timeout), Arc::default())?;
     let mut req = http.get(&url);
     if let Some(k) = api_key {
         req = req.header(AUTHORIZATION, bearer(k)?);
@@ -139,14 +187,22 @@ impl Client {
         {
             return Err(Error::Build("extra_body must be a JSON object".into()));
         }
+        let resends = Arc::new(AtomicU64::new(0));
         Ok(Self {
-            http: http_client(None)?,
+            http: http_client(None, resends.clone())?,
             url: url.into(),
             auth,
             cfg: Arc::new(cfg),
             model,
             tokenizer,
+            resends,
         })
+    }
+
+    /// Requests sent a second time because their connection closed before any response byte
+    /// (see the module header); shared by clones.
+    pub fn resends(&self) -> Arc<AtomicU64> {
+        self.resends.clone()
     }
 
     /// The full request URL.

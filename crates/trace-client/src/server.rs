@@ -48,7 +48,7 @@ impl ServerApi {
         timeout: Duration,
     ) -> Result<Self, Error> {
         Ok(Self {
-            http: http_client(Some(timeout))?,
+            http: http_client(Some(timeout), Default::default())?,
             url: ServerUrl::parse(base_url)?,
             auth: api_key.map(bearer).transpose()?,
             model,

@@ -776,3 +776,76 @@ async fn done_then_open_body_is_complete_at_done() {
     assert_eq!(rec.chunk_tokens, vec![1, 0]);
     assert!(rec.end_ns.unwrap() >= *rec.chunk_ns.last().unwrap());
 }
+
+/// A server that reads each request and then, for the first `drop_first` connections, closes
+/// without a byte of response (as llama-server's closing connection looks to a request written
+/// into it); later connections get a one-token stream.
+async fn dropping_server(
+    drop_first: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let n = seen2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                // The whole request: its head and a JSON body ending in '}'.
+                while !buf.ends_with(b"}") {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                    }
+                }
+                if n < drop_first {
+                    return;
+                }
+                let mut out = sse_head().into_bytes();
+                out.extend(data(&content("hi")));
+                out.extend(data(FINISH));
+                out.extend(DONE);
+                let _ = s.write_all(&out).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_any_response_byte_is_resent_once_and_counted() {
+    let (url, seen) = dropping_server(1).await;
+    let client = Client::new(cfg(&url)).unwrap();
+    let clock = trace_sys::RunClock::start();
+    let mut rec = TraceRecord::default();
+    client.send(&spec(), &clock, &mut rec).await;
+    assert_eq!(rec.error_kind, None, "{rec:?}");
+    assert!(!rec.chunk_ns.is_empty(), "{rec:?}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        client.resends().load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // Never twice: a server that drops every request gives a failed row after one resend.
+    let (url, seen) = dropping_server(usize::MAX).await;
+    let client = Client::new(cfg(&url)).unwrap();
+    let mut rec = TraceRecord::default();
+    client.send(&spec(), &clock, &mut rec).await;
+    assert_eq!(
+        rec.error_kind,
+        Some(trace_format::ErrorKind::Connect),
+        "{rec:?}"
+    );
+    assert!(
+        rec.error_msg
+            .as_deref()
+            .unwrap()
+            .contains("closed before message completed")
+    );
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -43,6 +43,9 @@ pub mod meta {
     pub const CLIENT: &str = "trace.client";
     /// Free-form notes (warnings raised while recording).
     pub const NOTES: &str = "trace.notes";
+    /// Requests sent twice because their connection closed before any response byte (a
+    /// kept-alive connection the server was closing); absent when none.
+    pub const RESENDS: &str = "trace.client_resends";
 }
 
 /// One sweep stage's bounds, stored under [`meta::STAGES`].

@@ -244,6 +244,7 @@ pub async fn run(
     // llama.cpp ignores continuous usage; its timings give exact per-event counts.
     cfg.client.timings_per_token |= info.is_llamacpp();
     let client = Client::new(cfg.client.clone())?;
+    let resends = client.resends();
     let model = client.model().to_string();
     let api = ServerApi::new(
         &cfg.client.base_url,
@@ -354,6 +355,10 @@ pub async fn run(
         }
     }
     drop(d);
+    let resent = resends.load(std::sync::atomic::Ordering::Relaxed);
+    if resent > 0 {
+        writer.set_meta(meta::RESENDS, resent.to_string());
+    }
 
     scrape_stop.cancel();
     let mut n_samples = 0;
@@ -386,6 +391,13 @@ pub async fn run(
         prompt_lengths: prompts.lengths,
         warnings: {
             let mut w = prompts.warnings;
+            if resent > 0 {
+                w.push(format!(
+                    "{resent} request(s) were sent a second time: the server closed their \
+                     kept-alive connection before answering (llama-server closes each one after \
+                     a streamed response); the resend is part of their TTFT"
+                ));
+            }
             let most = counters
                 .max_in_flight
                 .load(std::sync::atomic::Ordering::Relaxed);
