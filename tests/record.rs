@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trace_format::{TraceRecord, read_all};
@@ -14,57 +14,6 @@ use trace_format::{TraceRecord, read_all};
 use crate::util::*;
 
 const SECRET: &str = "sk-PLANTED-SECRET-4242";
-
-/// A child `trace` process, killed on drop if still running.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawns `trace ARGS` and waits for the stderr line holding `marker` followed by `http://ADDR`.
-fn spawn(args: &[&str], marker: &str) -> Proc {
-    let child = trace()
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Owned by a Proc at once, so every path (a panic included) kills and waits for it.
-    let mut p = Proc {
-        child,
-        addr: String::new(),
-    };
-    let mut err = BufReader::new(p.child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "trace {args:?} exited before listening"
-        );
-        if let Some(i) = line.find(marker) {
-            let rest = &line[i + marker.len()..];
-            let start = rest.find("http://").unwrap() + "http://".len();
-            p.addr = rest[start..]
-                .chars()
-                .take_while(|c| !c.is_whitespace())
-                .collect();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = err.read_to_string(&mut sink);
-            });
-            return p;
-        }
-    }
-}
 
 fn sim() -> Proc {
     spawn(

@@ -20,3 +20,4 @@ mod report;
 mod safety;
 mod saturation;
 mod selfcheck;
+mod tls;

@@ -1,10 +1,12 @@
 //! Helpers every module of the end-to-end tests shares: the real `trace` binary, run with or
-//! without a working directory, and the repository root (for committed fixtures).
+//! without a working directory or as a long-lived child ([`spawn`]), and the repository root
+//! (for committed fixtures).
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The real `trace` binary, without a key in the environment (no test may depend on one) and
 /// with default logging.
@@ -53,4 +55,56 @@ pub fn stderr(o: &Output) -> String {
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A child `trace` process, killed on drop if still running.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `trace ARGS` and waits for the stderr line holding `marker` followed by
+/// `http://ADDR` or `https://ADDR`.
+pub fn spawn(args: &[&str], marker: &str) -> Proc {
+    let child = trace()
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Owned by a Proc at once, so every path (a panic included) kills and waits for it.
+    let mut p = Proc {
+        child,
+        addr: String::new(),
+    };
+    let mut err = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "trace {args:?} exited before listening"
+        );
+        if let Some(i) = line.find(marker) {
+            let rest = &line[i + marker.len()..];
+            let start = rest.find("://").unwrap() + "://".len();
+            p.addr = rest[start..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = err.read_to_string(&mut sink);
+            });
+            return p;
+        }
+    }
 }

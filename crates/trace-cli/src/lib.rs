@@ -115,7 +115,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TRACE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("TRACE_LOG")
+        // The certificate verifier logs each failure at ERROR; the request's own error (a row,
+        // or the probe's message) already says it, once.
+        .unwrap_or_else(|_| EnvFilter::new("warn,rustls_platform_verifier=off"));
     use std::io::IsTerminal;
     // Colour codes only for a terminal: a log file or CI output gets plain text.
     let _ = tracing_subscriber::fmt()

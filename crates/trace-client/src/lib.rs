@@ -7,7 +7,8 @@
 //! parser, byte-arrival timestamps taken before parsing), [`classify`] (what one event carries),
 //! `tokenizer` (Hugging Face tokenizers: [`HfTokenizer`], [`random_prompt`]) and [`metrics`]
 //! (the `/metrics` scraper and its sampling loop), [`server`] (what the target is and offers:
-//! its engine, models, `/tokenize`).
+//! its engine, models, `/tokenize`), [`transport`] (TLS, extra headers, HTTP version: one
+//! builder for every client).
 //!
 //! It depends on trace-format and trace-sys; it must not depend on polars, clap or axum:
 //! trace-replay and trace-record drive it, trace-cli renders.
@@ -37,6 +38,7 @@ pub mod server;
 pub mod sse;
 pub mod stream;
 mod tokenizer;
+pub mod transport;
 pub mod url;
 
 pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
@@ -46,6 +48,7 @@ pub use send::{Client, list_models};
 pub use server::{ServerApi, ServerInfo};
 pub use stream::StreamState;
 pub use tokenizer::{HfTokenizer, random_prompt, word_level_tokenizer_json};
+pub use transport::Transport;
 pub use url::{ServerUrl, redact};
 
 use std::path::PathBuf;
@@ -99,6 +102,14 @@ pub enum Error {
     NoMetrics {
         /// The metrics URL.
         url: String,
+    },
+    /// A certificate or key file that cannot be used.
+    #[error("{}: {msg}", path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        msg: String,
     },
     /// A response body that is not what the route promises.
     #[error("unexpected response from {}: {msg}", url::redact(url))]

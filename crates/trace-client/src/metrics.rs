@@ -164,9 +164,9 @@ pub struct MetricsScraper {
 impl MetricsScraper {
     /// A scraper of `url` (the full metrics URL, e.g. `http://host:8000/metrics`), each scrape
     /// bounded by `timeout`.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+    pub fn new(url: &str, transport: &crate::Transport, timeout: Duration) -> Result<Self, Error> {
+        let http = transport
+            .builder()?
             .timeout(timeout)
             .retry(reqwest::retry::never())
             .build()
@@ -213,7 +213,7 @@ impl MetricsScraper {
 
 /// Scrapes `url` once (5 s timeout); `t_ns` is 0. For periodic sampling use [`sample_every`].
 pub async fn scrape(url: &str) -> Result<Scrape, Error> {
-    let s = MetricsScraper::new(url, Duration::from_secs(5))?;
+    let s = MetricsScraper::new(url, &crate::Transport::default(), Duration::from_secs(5))?;
     let mut q = s.scrape(&RunClock::start()).await?;
     q.sample.t_ns = 0;
     Ok(q)
@@ -233,12 +233,13 @@ pub struct Samples {
 /// scrapes.
 pub async fn sample_every(
     url: String,
+    transport: crate::Transport,
     period: Duration,
     clock: RunClock,
     stop: CancellationToken,
 ) -> Samples {
     let mut out = Samples::default();
-    let Ok(scraper) = MetricsScraper::new(&url, Duration::from_secs(2)) else {
+    let Ok(scraper) = MetricsScraper::new(&url, &transport, Duration::from_secs(2)) else {
         return out;
     };
     let mut tick = tokio::time::interval(period);
@@ -354,6 +355,7 @@ vllm:time_to_first_token_seconds_bucket{le="0.001"} 0
             Duration::from_secs(5),
             sample_every(
                 url,
+                crate::Transport::default(),
                 Duration::from_millis(10),
                 RunClock::start(),
                 CancellationToken::new(),

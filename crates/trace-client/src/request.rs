@@ -67,6 +67,8 @@ pub struct ClientConfig {
     /// chunk gives exact per-event token counts (it ignores `continuous_usage_stats`). Only for
     /// llama.cpp: other servers may refuse the field.
     pub timings_per_token: bool,
+    /// TLS, extra headers, HTTP version.
+    pub transport: crate::Transport,
 }
 
 impl ClientConfig {
@@ -86,6 +88,7 @@ impl ClientConfig {
             extra_body: None,
             tokenizer: None,
             timings_per_token: false,
+            transport: crate::Transport::default(),
         }
     }
 }

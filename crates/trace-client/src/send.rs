@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use trace_sys::RunClock;
 use crate::request::{ClientConfig, Prompt, RequestSpec, body, prompt_hash};
 use crate::stream::{StreamState, http_error_msg};
 use crate::tokenizer::HfTokenizer;
+use crate::transport::Transport;
 use crate::url::ServerUrl;
 use crate::{Error, error_chain};
 
@@ -49,6 +51,7 @@ pub struct Client {
     model: Arc<str>,
     tokenizer: Option<Arc<HfTokenizer>>,
     resends: Arc<AtomicU64>,
+    version: Arc<OnceLock<&'static str>>,
 }
 
 /// Every host: the retry below is about the connection, not the server.
@@ -76,6 +79,7 @@ fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 pub(crate) fn http_client(
+    transport: &Transport,
     timeout: Option<Duration>,
     resends: Arc<AtomicU64>,
 ) -> Result<reqwest::Client, Error> {
@@ -90,16 +94,15 @@ pub(crate) fn http_client(
                 rr.success()
             }
         });
-    let mut b = reqwest::Client::builder()
-        .no_proxy()
+    let mut b = transport
+        .builder()?
         .retry(retry)
         .pool_max_idle_per_host(usize::MAX)
         // Below the 5 s keep-alive of uvicorn (vLLM, SGLang) and llama.cpp's HTTP server: a
         // connection idle longer may be closed by the server just as it is reused, and the
         // request then fails without reaching it ("connection closed before message
         // completed", seen against llama-server after the prompt calibration's pause).
-        .pool_idle_timeout(Duration::from_secs(4))
-        .tcp_nodelay(true);
+        .pool_idle_timeout(Duration::from_secs(4));
     if let Some(t) = timeout {
         b = b.timeout(t);
     }
@@ -117,10 +120,11 @@ pub(crate) fn bearer(key: &str) -> Result<HeaderValue, Error> {
 pub async fn list_models(
     base_url: &str,
     api_key: Option<&str>,
+    transport: &Transport,
     timeout: Duration,
 ) -> Result<Vec<String>, Error> {
     let url = ServerUrl::parse(base_url)?.api("models");
-    let http = http_client(Some(timeout), Arc::default())?;
+    let http = http_client(transport, Some(timeout), Arc::default())?;
     let mut req = http.get(&url);
     if let Some(k) = api_key {
         req = req.header(AUTHORIZATION, bearer(k)?);
@@ -189,14 +193,20 @@ impl Client {
         }
         let resends = Arc::new(AtomicU64::new(0));
         Ok(Self {
-            http: http_client(None, resends.clone())?,
+            http: http_client(&cfg.transport, None, resends.clone())?,
             url: url.into(),
             auth,
             cfg: Arc::new(cfg),
             model,
             tokenizer,
             resends,
+            version: Arc::default(),
         })
+    }
+
+    /// The HTTP version of the first response (`HTTP/1.1`, `HTTP/2`), once one came.
+    pub fn http_version(&self) -> Option<&'static str> {
+        self.version.get().copied()
     }
 
     /// Requests sent a second time because their connection closed before any response byte
@@ -318,6 +328,12 @@ impl Client {
         };
         let headers_at = Instant::now();
         rec.headers_ns = Some(clock.offset_ns(headers_at.into_std()));
+        self.version.get_or_init(|| match resp.version() {
+            reqwest::Version::HTTP_2 => "HTTP/2",
+            reqwest::Version::HTTP_3 => "HTTP/3",
+            reqwest::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        });
         let status = resp.status();
         rec.status = i16::try_from(status.as_u16()).ok();
         let is_json = resp

@@ -9,6 +9,7 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
 use crate::send::{bearer, http_client};
+use crate::transport::{Transport, tls_failure};
 use crate::url::ServerUrl;
 use crate::{Error, error_chain};
 
@@ -44,11 +45,21 @@ impl ServerApi {
     pub fn new(
         base_url: &str,
         api_key: Option<&str>,
+        transport: &Transport,
         model: Option<String>,
         timeout: Duration,
     ) -> Result<Self, Error> {
         Ok(Self {
-            http: http_client(Some(timeout), Default::default())?,
+            // HTTP/1.1: a server refusing a client certificate says so in an alert that h1
+            // reads back as the probe's error, where h2 reports only a broken pipe.
+            http: http_client(
+                &Transport {
+                    http1_only: true,
+                    ..transport.clone()
+                },
+                Some(timeout),
+                Default::default(),
+            )?,
             url: ServerUrl::parse(base_url)?,
             auth: api_key.map(bearer).transpose()?,
             model,
@@ -73,9 +84,22 @@ impl ServerApi {
 
     /// Asks `/v1/models` and `/tokenize`. Neither failing is an error: what could not be
     /// learnt is left empty.
-    pub async fn probe(&self) -> ServerInfo {
+    ///
+    /// A TLS failure is an error (an untrusted certificate, a name mismatch, a refused client
+    /// certificate): every request would fail the same way, so nothing is sent.
+    pub async fn probe(&self) -> Result<ServerInfo, Error> {
         let mut info = ServerInfo::default();
-        if let Ok(resp) = self.get(&self.url.api("models")).send().await
+        let url = self.url.api("models");
+        let got = self.get(&url).send().await;
+        if let Err(e) = &got
+            && let Some(why) = tls_failure(e)
+        {
+            return Err(Error::Http {
+                url,
+                msg: format!("TLS: {why}"),
+            });
+        }
+        if let Ok(resp) = got
             && resp.status().is_success()
             && let Ok(v) = resp.json::<Value>().await
         {
@@ -93,7 +117,7 @@ impl ServerApi {
             }
         }
         info.tokenize = self.count_tokens("a").await.is_ok();
-        info
+        Ok(info)
     }
 
     /// The number of tokens `text` is to the server (no special tokens added), by its

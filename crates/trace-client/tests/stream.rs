@@ -170,6 +170,9 @@ async fn completions_route_ignore_eos_extra_body_and_text() {
     c.continuous_usage = false;
     c.store_output = true;
     c.store_prompt = true;
+    c.transport
+        .headers
+        .push(trace_client::Transport::parse_header("X-Gateway-Key: gw-1").unwrap());
     c.api_key = Some("sk-test".into());
     c.extra_body = Some(serde_json::json!({"temperature": 0.0, "max_tokens": 99}));
     let rec = run_cfg(c).await;
@@ -194,6 +197,7 @@ async fn completions_route_ignore_eos_extra_body_and_text() {
     let head = s.head(0).to_ascii_lowercase();
     assert!(head.starts_with("post /v1/completions "), "{head}");
     assert!(head.contains("authorization: bearer sk-test"), "{head}");
+    assert!(head.contains("x-gateway-key: gw-1"), "{head}");
 }
 
 #[tokio::test]
@@ -685,9 +689,10 @@ async fn list_models_and_metrics() {
         vec![],
     )
     .await;
-    let models = trace_client::list_models(&s.url(), None, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let models =
+        trace_client::list_models(&s.url(), None, &Default::default(), Duration::from_secs(2))
+            .await
+            .unwrap();
     assert_eq!(models, vec!["qwen".to_string()]);
 
     let s = serve(

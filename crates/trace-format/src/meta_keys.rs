@@ -46,6 +46,8 @@ pub mod meta {
     /// Requests sent twice because their connection closed before any response byte (a
     /// kept-alive connection the server was closing); absent when none.
     pub const RESENDS: &str = "trace.client_resends";
+    /// The HTTP version the server answered in (`HTTP/1.1`, `HTTP/2`).
+    pub const HTTP_VERSION: &str = "trace.http_version";
 }
 
 /// One sweep stage's bounds, stored under [`meta::STAGES`].
@@ -312,6 +314,12 @@ pub struct ClientMeta {
     /// How per-event token counts were obtained: `usage` (continuous usage), `timings`
     /// (llama.cpp's `timings_per_token`), `events` (one per content event).
     pub event_tokens: Option<String>,
+    /// Names of the extra headers sent (`--header`); their values are never stored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// The server's certificate was not verified (`--insecure`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_insecure: bool,
 }
 
 /// The key-value metadata of one trace file.

@@ -71,6 +71,9 @@ pub enum Error {
     /// A serving thread could not be started.
     #[error("cannot start a serving thread")]
     Thread(#[source] std::io::Error),
+    /// A certificate or key (listening or upstream) that cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The upstream URL is not an http(s) URL.
     #[error("invalid upstream url '{0}': must start with http:// or https://")]
     Upstream(String),
@@ -110,6 +113,10 @@ pub struct RecordConfig {
     /// Serving threads, each with its own listener on the same port (SO_REUSEPORT), runtime and
     /// upstream connections; 0: one per CPU, at most [`MAX_AUTO_THREADS`].
     pub threads: usize,
+    /// How the upstream is reached (its CA, `--insecure`, client certificate, extra headers).
+    pub upstream_transport: trace_client::Transport,
+    /// Listen with TLS: certificate chain and key (PEM). None: plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The most serving threads `threads: 0` picks.
@@ -132,6 +139,8 @@ impl RecordConfig {
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             threads: 0,
+            upstream_transport: trace_client::Transport::default(),
+            tls: None,
         }
     }
 }
@@ -243,6 +252,16 @@ pub async fn run(
         addr: cfg.listen,
         source,
     };
+    // Certificates are checked before anything listens, naming the file.
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|(c, k)| trace_sys::tls::acceptor(c, k, None, false))
+        .transpose()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    cfg.upstream_transport
+        .check()
+        .map_err(|e| Error::Tls(e.to_string()))?;
     trace_sys::ensure_port_free(cfg.listen).map_err(cannot_listen)?;
     let first = trace_sys::listen_shared(cfg.listen).map_err(cannot_listen)?;
     let local = first.local_addr().map_err(cannot_listen)?;
@@ -294,9 +313,10 @@ pub async fn run(
     let mut workers = Vec::with_capacity(threads);
     for (i, l) in listeners.into_iter().enumerate() {
         let (sh, fin, idle_timeout) = (shared.clone(), finished.clone(), cfg.idle_timeout);
+        let (tls, upstream_client) = (tls.clone(), cfg.upstream_transport.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("trace-record-{i}"))
-            .spawn(move || serve_thread(sh, l, fin, idle_timeout));
+            .spawn(move || serve_thread(sh, l, fin, idle_timeout, tls, upstream_client));
         match spawned {
             Ok(h) => workers.push(h),
             Err(e) => {
@@ -367,6 +387,8 @@ fn serve_thread(
     listener: std::net::TcpListener,
     finished: CancellationToken,
     idle_timeout: Duration,
+    tls: Option<trace_sys::tls::TlsAcceptor>,
+    upstream: trace_client::Transport,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,13 +408,11 @@ fn serve_thread(
                 return;
             }
         };
-        let http = match reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .http1_only()
-            .connect_timeout(idle_timeout)
-            .build()
-        {
+        let http = match upstream.builder().map(|b| b.http1_only()).and_then(|b| {
+            b.connect_timeout(idle_timeout)
+                .build()
+                .map_err(|e| trace_client::Error::Build(e.to_string()))
+        }) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("cannot build the upstream client: {e}");
@@ -405,7 +425,27 @@ fn serve_thread(
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(shared.clone(), http.clone(), stream));
+                        let (shared, http) = (shared.clone(), http.clone());
+                        match &tls {
+                            None => {
+                                tokio::spawn(serve_connection(shared, http, stream));
+                            }
+                            Some(acceptor) => {
+                                let acceptor = acceptor.clone();
+                                tokio::spawn(async move {
+                                    // A client that never finishes its hello is dropped.
+                                    let hs = tokio::time::timeout(
+                                        Duration::from_secs(10),
+                                        acceptor.accept(stream),
+                                    );
+                                    match hs.await {
+                                        Ok(Ok(s)) => serve_connection(shared, http, s).await,
+                                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                                    }
+                                });
+                            }
+                        }
                     }
                     // Out of file descriptors and the like: keep serving the open connections.
                     Err(e) => {
@@ -421,11 +461,10 @@ fn serve_thread(
     });
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
-    http: reqwest::Client,
-    stream: tokio::net::TcpStream,
-) {
+async fn serve_connection<S>(shared: Arc<Shared>, http: reqwest::Client, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_shared = shared.clone();
     let svc =
         hyper::service::service_fn(move |req| proxy::handle(svc_shared.clone(), http.clone(), req));

@@ -61,7 +61,7 @@ async fn drain_timeout_cuts_a_stalled_stream_into_a_cancelled_row() {
     let mut cfg = loopback_config(&out, &s.url());
     cfg.drain_timeout = Duration::from_millis(200);
     let (l, stop, h) = start(cfg).await;
-    let client = reqwest::Client::new();
+    let client = http();
     let mut resp = client
         .post(format!("http://{}/v1/completions", l.addr))
         .body(body(20))
@@ -91,7 +91,7 @@ async fn silent_upstream_is_a_timeout_row_and_a_cut_stream() {
     cfg.idle_timeout = Duration::from_millis(300);
     cfg.max_requests = Some(1);
     let (l, _stop, h) = start(cfg).await;
-    let mut resp = reqwest::Client::new()
+    let mut resp = http()
         .post(format!("http://{}/v1/completions", l.addr))
         .body(body(20))
         .send()
@@ -133,7 +133,7 @@ async fn several_serving_threads_share_the_port_and_record_every_request() {
         let url = format!("http://{}/v1/completions", l.addr);
         set.spawn(async move {
             // A client per request: a connection each, spread over the listeners by the kernel.
-            let resp = reqwest::Client::new()
+            let resp = http()
                 .post(url)
                 .header("x-request-id", format!("t-{i}"))
                 .body(body(5))
@@ -175,4 +175,13 @@ async fn a_port_in_use_is_refused_not_shared() {
     .expect("refused at once, not served")
     .unwrap_err();
     assert!(e.to_string().contains("cannot listen on 127.0.0.1:"), "{e}");
+}
+
+/// A plain client, built as the tool builds its own (reqwest has no TLS provider of its own).
+fn http() -> reqwest::Client {
+    trace_client::Transport::default()
+        .builder()
+        .unwrap()
+        .build()
+        .unwrap()
 }

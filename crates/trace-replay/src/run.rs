@@ -220,15 +220,17 @@ pub async fn run(
     let api = ServerApi::new(
         &cfg.client.base_url,
         cfg.client.api_key.as_deref(),
+        &cfg.client.transport,
         cfg.client.model.clone(),
         Duration::from_secs(10),
     )?;
-    let info = api.probe().await;
+    let info = api.probe().await?;
     if cfg.client.model.is_none() {
         let models = if info.models.is_empty() {
             trace_client::list_models(
                 &cfg.client.base_url,
                 cfg.client.api_key.as_deref(),
+                &cfg.client.transport,
                 Duration::from_secs(10),
             )
             .await
@@ -245,10 +247,12 @@ pub async fn run(
     cfg.client.timings_per_token |= info.is_llamacpp();
     let client = Client::new(cfg.client.clone())?;
     let resends = client.resends();
+    let client_meta = client.clone();
     let model = client.model().to_string();
     let api = ServerApi::new(
         &cfg.client.base_url,
         cfg.client.api_key.as_deref(),
+        &cfg.client.transport,
         Some(model.clone()),
         Duration::from_secs(10),
     )?;
@@ -295,6 +299,8 @@ pub async fn run(
             }
             .into(),
         ),
+        headers: cfg.client.transport.header_names(),
+        tls_insecure: cfg.client.transport.insecure,
     });
     let (tx, writer) = trace_format::spawn_writer(
         &cfg.output,
@@ -309,6 +315,7 @@ pub async fn run(
     let scraper = cfg.scrape_metrics.then(|| {
         tokio::spawn(trace_client::sample_every(
             target.metrics(),
+            cfg.client.transport.clone(),
             cfg.metrics_interval,
             clock,
             scrape_stop.clone(),
@@ -358,6 +365,9 @@ pub async fn run(
     let resent = resends.load(std::sync::atomic::Ordering::Relaxed);
     if resent > 0 {
         writer.set_meta(meta::RESENDS, resent.to_string());
+    }
+    if let Some(v) = client_meta.http_version() {
+        writer.set_meta(meta::HTTP_VERSION, v);
     }
 
     scrape_stop.cancel();

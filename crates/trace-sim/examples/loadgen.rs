@@ -36,6 +36,7 @@ fn main() {
         .build()
         .unwrap();
     let (events, gaps, wall) = rt.block_on(async move {
+        trace_sys::tls::install_provider();
         let client = reqwest::Client::builder().pool_max_idle_per_host(streams).build().unwrap();
         let start = Instant::now();
         let tasks: Vec<_> = (0..streams)

@@ -36,6 +36,9 @@ pub use truth::{TruthRecord, read_truth};
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A TLS certificate or key that cannot be served.
+    #[error("TLS: {0}")]
+    Tls(#[from] trace_sys::tls::TlsFileError),
     /// No profile has this name.
     #[error("unknown simulator profile '{name}' (known: {known}, or 'fixed')")]
     UnknownProfile {
@@ -240,6 +243,19 @@ pub struct SimConfig {
     pub default_max_tokens: u32,
     /// Hugging Face tokenizer.json that counts prompt tokens; None counts whitespace words.
     pub tokenizer: Option<PathBuf>,
+    /// Serve HTTPS with these files; None: plain HTTP.
+    pub tls: Option<SimTls>,
+}
+
+/// The simulator's HTTPS settings (PEM files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate this CA signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -300,11 +316,15 @@ impl SimConfig {
             output_dist: None,
             default_max_tokens: 256,
             tokenizer: None,
+            tls: None,
         }
     }
 
     /// Checks limits that would stall the engine (zero seqs, blocks, block size or budget).
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(t) = &self.tls {
+            trace_sys::tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref(), true)?;
+        }
         if let TimeModel::Engine(p) = &self.time {
             let checks: [(&'static str, bool); 4] = [
                 ("max_num_seqs", p.max_num_seqs == 0),

@@ -17,6 +17,8 @@ fn fast() -> SimConfig {
 }
 
 fn client() -> reqwest::Client {
+    // reqwest is built without a TLS provider of its own (the workspace's is ring).
+    trace_sys::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -489,6 +491,7 @@ async fn stream_faults() {
     check_chat_stream(&data_only, 8, 4);
 
     // Stall past the client's timeout.
+    trace_sys::tls::install_provider();
     let short = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()

@@ -7,7 +7,8 @@
 //! - [`listen`] / [`listen_shared`]: listening sockets with a 4096-deep accept queue;
 //! - [`raise_nofile_limit`], [`nofile_limit`]: the open-file limit;
 //! - [`allowed_cpus`], [`pin_current`]: CPU affinity;
-//! - [`same_file`]: file identity (device and inode), so no output overwrites an input.
+//! - [`same_file`]: file identity (device and inode), so no output overwrites an input;
+//! - [`tls`]: the rustls provider, PEM files, and the server side's TLS acceptor.
 //!
 //! It depends on no other trace crate.
 
@@ -16,6 +17,7 @@ mod cpu;
 mod fs;
 mod limits;
 mod net;
+pub mod tls;
 
 pub use clock::RunClock;
 pub use cpu::{allowed_cpus, pin_current};

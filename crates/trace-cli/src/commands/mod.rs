@@ -13,6 +13,7 @@ pub mod selfcheck;
 pub mod sim;
 mod sim_fit;
 pub mod synth;
+pub mod transport;
 
 use std::path::Path;
 

@@ -68,6 +68,15 @@ pub struct RecordArgs {
     /// Serving threads, each with its own listener on the port; 0: one per CPU, at most 4.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Listen with HTTPS using this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How the upstream is reached (an https:// upstream's CA, client certificate, headers).
+    #[command(flatten)]
+    pub transport: super::transport::TransportArgs,
 }
 
 impl RecordArgs {
@@ -90,6 +99,8 @@ impl RecordArgs {
         cfg.idle_timeout = self.idle_timeout;
         cfg.threads = self.threads;
         cfg.force = self.force;
+        cfg.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        cfg.upstream_transport = self.transport.to_transport()?;
         Ok(cfg)
     }
 }
@@ -109,6 +120,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| sim.as_ref().map(|s| s.url()))
         .unwrap_or_default();
     let cfg = args.to_config(upstream)?;
+    args.transport.warn();
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let output = cfg.output.clone();
     // The proxy serves on threads of its own; this runtime only waits for the stop and drains.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -127,7 +140,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
         trace_record::run(cfg, stop.clone(), |l| {
             eprintln!(
-                "recording on http://{} -> {}",
+                "recording on {scheme}://{} -> {}",
                 l.addr,
                 trace_client::redact(&l.upstream)
             );

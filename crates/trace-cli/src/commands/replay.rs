@@ -195,6 +195,10 @@ pub struct ReplayArgs {
     /// How send deadlines are met.
     #[arg(long, value_enum, default_value_t = TimerArg::Thread, hide = true)]
     pub timer: TimerArg,
+
+    /// TLS, headers and HTTP version.
+    #[command(flatten)]
+    pub transport: super::transport::TransportArgs,
 }
 
 impl ReplayArgs {
@@ -232,6 +236,7 @@ impl ReplayArgs {
         client.store_prompt = self.store.contains(&StoreArg::Prompts);
         client.store_output = self.store.contains(&StoreArg::Outputs);
         client.tokenizer = self.tokenizer.clone();
+        client.transport = self.transport.to_transport()?;
         let cfg = ReplayConfig {
             client,
             workload,
@@ -287,6 +292,7 @@ fn default_output(label: &str) -> PathBuf {
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Settings are checked before anything starts, so a bad flag never starts a simulator.
     args.to_config("http://127.0.0.1:1".into(), PathBuf::from("check.parquet"))?;
+    args.transport.warn();
     let sim = match &args.url {
         Some(_) => None,
         None => Some(crate::embedded::start()?),

@@ -84,6 +84,15 @@ pub struct SimArgs {
     /// Count prompt tokens with this Hugging Face tokenizer.json (default: whitespace words).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients to show a certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Fit the engine model to this capture (a `trace replay` run against a real engine) and
     /// write the profile to -o instead of serving.
     #[arg(long, value_name = "CAPTURE", requires = "output")]
@@ -155,6 +164,15 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     }
     cfg.truth = args.truth.clone();
     cfg.tokenizer = args.tokenizer.clone();
+    cfg.tls = args
+        .tls_cert
+        .clone()
+        .zip(args.tls_key.clone())
+        .map(|(cert, key)| trace_sim::SimTls {
+            cert,
+            key,
+            client_ca: args.tls_client_ca.clone(),
+        });
     cfg.seed = args.seed;
     cfg.output_dist = args.output_dist;
     cfg.default_max_tokens = args.default_max_tokens;
@@ -182,8 +200,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .local_addr()
             .with_context(|| format!("reading the address bound for {addr}"))?;
         eprintln!(
-            "trace sim: profile {} serving model {} on http://{local} (Ctrl-C stops)",
-            cfg.profile, cfg.model
+            "trace sim: profile {} serving model {} on {}://{local} (Ctrl-C stops)",
+            cfg.profile,
+            cfg.model,
+            if cfg.tls.is_some() { "https" } else { "http" }
         );
         let stop = tokio_util::sync::CancellationToken::new();
         crate::signal::on_stop(

@@ -11,6 +11,7 @@ mod prometheus;
 mod request;
 mod response;
 mod scheduler;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -225,9 +226,21 @@ async fn run(
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/metrics", get(prometheus::metrics))
         .with_state(state.clone());
-    let served = axum::serve(no_delay(listener), app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served = match &config.tls {
+        None => {
+            axum::serve(no_delay(listener), app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(t) => {
+            let acceptor = trace_sys::tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref(), true)?;
+            let l = tls::TlsListener::new(listener, acceptor, shutdown.clone())
+                .map_err(Error::Server)?;
+            axum::serve(l, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    };
     if let Some(s) = sched {
         let _ = s.await;
     }
