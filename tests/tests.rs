@@ -14,6 +14,7 @@ mod format;
 mod fuzz;
 mod import;
 mod llamacpp;
+mod protocols;
 mod record;
 mod replay;
 mod report;

@@ -7,14 +7,27 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::tokenizer::HfTokenizer;
+use crate::url::ServerUrl;
 
-/// Which OpenAI-compatible route to call.
+/// Which route (and protocol) to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/chat/completions`.
     Chat,
     /// `POST /v1/completions`.
     Completions,
+    /// TGI's native `POST /generate_stream`: one `token` per event, `details` on the last, no
+    /// `[DONE]`.
+    Tgi,
+    /// Triton's `POST /v2/models/{model}/generate_stream` (TensorRT-LLM's ensemble), the body
+    /// from [`ClientConfig::query_template`]: `text_output` deltas, no `[DONE]`, no token
+    /// counts (a tokenizer counts the output), the stream ends when the server closes it.
+    Triton,
+    /// SGLang's native `POST /generate`: cumulative `text` and `meta_info` counts, `[DONE]`.
+    Sglang,
+    /// Any JSON-over-SSE server: [`ClientConfig::custom_path`], the body from the query
+    /// template, the text delta at [`ClientConfig::text_field`]; ends at `[DONE]` or the close.
+    Custom,
 }
 
 impl Endpoint {
@@ -23,14 +36,69 @@ impl Endpoint {
         match self {
             Self::Chat => "chat",
             Self::Completions => "completions",
+            Self::Tgi => "tgi",
+            Self::Triton => "triton",
+            Self::Sglang => "sglang",
+            Self::Custom => "custom",
         }
     }
 
-    pub(crate) fn path(self) -> &'static str {
+    /// The route's URL on `base`: Triton's names the model, a custom one is `custom_path`.
+    pub(crate) fn url(self, base: &ServerUrl, model: &str, custom_path: Option<&str>) -> String {
         match self {
-            Self::Chat => "chat/completions",
-            Self::Completions => "completions",
+            Self::Chat => base.api("chat/completions"),
+            Self::Completions => base.api("completions"),
+            Self::Tgi => base.route("generate_stream"),
+            Self::Triton => base.route(&format!("v2/models/{model}/generate_stream")),
+            Self::Sglang => base.route("generate"),
+            Self::Custom => base.route(custom_path.unwrap_or("")),
         }
+    }
+
+    /// The stream may end by the server closing it, with no `[DONE]` and no finish reason.
+    pub fn ends_by_close(self) -> bool {
+        matches!(self, Self::Triton | Self::Custom)
+    }
+
+    /// An OpenAI route (`/v1/...`), where the chat template and usage options apply.
+    pub fn is_openai(self) -> bool {
+        matches!(self, Self::Chat | Self::Completions)
+    }
+}
+
+/// A request body template (`--query-template`): JSON in which `%p` is replaced by the prompt,
+/// JSON-escaped (so it belongs inside quotes), and `%m` by the request's max tokens (`null`
+/// when it has none). Triton's default is [`QueryTemplate::TRITON_DEFAULT`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryTemplate(String);
+
+impl QueryTemplate {
+    /// What `--endpoint triton` sends without `--query-template`.
+    pub const TRITON_DEFAULT: &'static str =
+        r#"{"text_input": "%p", "max_tokens": %m, "stream": true}"#;
+
+    /// Checks the template: it holds `%p`, and it is a JSON object once filled.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.contains("%p") {
+            return Err("the template has no %p where the prompt goes".into());
+        }
+        let t = Self(s.to_string());
+        let probe = t.render("a \"quoted\" prompt", Some(1));
+        match serde_json::from_str::<Value>(&probe) {
+            Ok(Value::Object(_)) => Ok(t),
+            Ok(_) => Err("the template is not a JSON object once filled".into()),
+            Err(e) => Err(format!(
+                "the template is not JSON once filled (%p inside quotes, %m a number): {e}"
+            )),
+        }
+    }
+
+    /// The body for `prompt` and `max_tokens`.
+    pub fn render(&self, prompt: &str, max_tokens: Option<i32>) -> String {
+        let quoted = serde_json::to_string(prompt).unwrap_or_default();
+        let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
+        let m = max_tokens.map_or_else(|| "null".to_string(), |m| m.to_string());
+        self.0.replace("%p", escaped).replace("%m", &m)
     }
 }
 
@@ -69,6 +137,13 @@ pub struct ClientConfig {
     pub timings_per_token: bool,
     /// TLS, extra headers, HTTP version.
     pub transport: crate::Transport,
+    /// The body template of the triton and custom routes.
+    pub query_template: Option<QueryTemplate>,
+    /// The custom route's path (`/x`).
+    pub custom_path: Option<String>,
+    /// Where the custom route's events hold their text delta, dotted (`a.b.c`; a number
+    /// indexes an array).
+    pub text_field: Option<String>,
 }
 
 impl ClientConfig {
@@ -89,6 +164,9 @@ impl ClientConfig {
             tokenizer: None,
             timings_per_token: false,
             transport: crate::Transport::default(),
+            query_template: None,
+            custom_path: None,
+            text_field: None,
         }
     }
 }
@@ -126,33 +204,81 @@ pub fn prompt_hash(p: &Prompt) -> u64 {
     }
 }
 
-/// The JSON body of a streaming request; an error message when it cannot be built (a chat
-/// prompt of token ids without a tokenizer).
+/// The JSON body of a streaming request; an error message when it cannot be built (a prompt
+/// of token ids without a tokenizer, on a route that takes text).
 pub(crate) fn body(
     cfg: &ClientConfig,
     model: &str,
     spec: &RequestSpec,
     tokenizer: Option<&HfTokenizer>,
 ) -> Result<Vec<u8>, String> {
-    let mut b = json!({ "model": model, "stream": true });
-    let prompt_text = |ids: &[u32]| -> Result<String, String> {
-        match tokenizer {
-            Some(t) => t
+    let text = || -> Result<String, String> {
+        match (&spec.prompt, tokenizer) {
+            (Prompt::Text(s), _) => Ok(s.clone()),
+            (Prompt::TokenIds(ids), Some(t)) => t
                 .decode(ids)
                 .map_err(|e| format!("cannot decode prompt token ids: {e}")),
-            None => Err("a chat prompt given as token ids needs a tokenizer".into()),
+            (Prompt::TokenIds(_), None) => Err(format!(
+                "a prompt given as token ids needs a tokenizer on the {} route",
+                cfg.endpoint.as_str()
+            )),
         }
     };
-    match (cfg.endpoint, &spec.prompt) {
-        (Endpoint::Chat, p) => {
-            let text = match p {
-                Prompt::Text(s) => s.clone(),
-                Prompt::TokenIds(ids) => prompt_text(ids)?,
-            };
-            b["messages"] = json!([{ "role": "user", "content": text }]);
+    let mut b = match cfg.endpoint {
+        Endpoint::Chat | Endpoint::Completions => openai_body(cfg, model, spec, &text)?,
+        Endpoint::Tgi => json!({
+            "inputs": text()?,
+            "parameters": { "max_new_tokens": spec.max_tokens, "details": true },
+            "stream": true,
+        }),
+        Endpoint::Sglang => {
+            let mut b = json!({
+                "sampling_params": {
+                    "max_new_tokens": spec.max_tokens, "ignore_eos": cfg.ignore_eos,
+                    "temperature": 0.0,
+                },
+                "stream": true,
+            });
+            match &spec.prompt {
+                Prompt::TokenIds(ids) => b["input_ids"] = json!(ids),
+                Prompt::Text(s) => b["text"] = json!(s),
+            }
+            b
         }
-        (Endpoint::Completions, Prompt::Text(s)) => b["prompt"] = json!(s),
+        Endpoint::Triton | Endpoint::Custom => {
+            let default;
+            let t = match &cfg.query_template {
+                Some(t) => t,
+                None if cfg.endpoint == Endpoint::Triton => {
+                    default = QueryTemplate(QueryTemplate::TRITON_DEFAULT.into());
+                    &default
+                }
+                None => return Err("the custom route needs a query template".into()),
+            };
+            serde_json::from_str(&t.render(&text()?, spec.max_tokens))
+                .map_err(|e| format!("the query template did not give JSON: {e}"))?
+        }
+    };
+    if let (Some(Value::Object(extra)), Value::Object(obj)) = (&cfg.extra_body, &mut b) {
+        for (k, v) in extra {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::to_vec(&b).map_err(|e| format!("cannot encode request body: {e}"))
+}
+
+/// The body of the OpenAI chat and completions routes (without `extra_body`).
+fn openai_body(
+    cfg: &ClientConfig,
+    model: &str,
+    spec: &RequestSpec,
+    text: &dyn Fn() -> Result<String, String>,
+) -> Result<Value, String> {
+    let mut b = json!({ "model": model, "stream": true });
+    match (cfg.endpoint, &spec.prompt) {
         (Endpoint::Completions, Prompt::TokenIds(ids)) => b["prompt"] = json!(ids),
+        (Endpoint::Completions, _) => b["prompt"] = json!(text()?),
+        _ => b["messages"] = json!([{ "role": "user", "content": text()? }]),
     }
     if let Some(m) = spec.max_tokens {
         b["max_tokens"] = json!(m);
@@ -168,10 +294,5 @@ pub(crate) fn body(
     if cfg.timings_per_token {
         b["timings_per_token"] = json!(true);
     }
-    if let (Some(Value::Object(extra)), Value::Object(obj)) = (&cfg.extra_body, &mut b) {
-        for (k, v) in extra {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::to_vec(&b).map_err(|e| format!("cannot encode request body: {e}"))
+    Ok(b)
 }

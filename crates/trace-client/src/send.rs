@@ -179,8 +179,12 @@ impl Outcome {
 impl Client {
     /// Builds the client (connection pool, URL, tokenizer).
     pub fn new(cfg: ClientConfig) -> Result<Self, Error> {
-        let url = ServerUrl::parse(&cfg.base_url)?.api(cfg.endpoint.path());
         let model: Arc<str> = cfg.model.as_deref().ok_or(Error::NoModel)?.into();
+        let url = cfg.endpoint.url(
+            &ServerUrl::parse(&cfg.base_url)?,
+            &model,
+            cfg.custom_path.as_deref(),
+        );
         let auth = cfg.api_key.as_deref().map(bearer).transpose()?;
         let tokenizer = match &cfg.tokenizer {
             Some(p) => Some(Arc::new(HfTokenizer::load(p)?)),
@@ -270,7 +274,11 @@ impl Client {
                 Prompt::TokenIds(ids) => serde_json::to_string(ids).unwrap_or_default(),
             });
         }
-        let mut st = StreamState::new(cfg.store_output || self.tokenizer.is_some());
+        let mut st = StreamState::for_route(
+            cfg.store_output || self.tokenizer.is_some(),
+            cfg.endpoint,
+            cfg.text_field.as_deref(),
+        );
         let outcome = match body(cfg, &self.model, spec, self.tokenizer.as_deref()) {
             Err(msg) => Outcome::fail(ErrorKind::InvalidRequest, msg),
             Ok(body) => {

@@ -6,8 +6,8 @@
 use serde_json::Value;
 use trace_format::{ErrorKind, TraceRecord};
 
-use crate::classify::{EventKind, TokenCounter, classify};
-use crate::request::ClientConfig;
+use crate::classify::{EventKind, TokenCounter, Usage, classify};
+use crate::request::{ClientConfig, Endpoint};
 use crate::sse::{SseBody, SseEvent, SseParser};
 use crate::tokenizer::HfTokenizer;
 
@@ -130,10 +130,27 @@ struct Acc {
     unparseable: u32,
     first_unparseable: Option<String>,
     keepalives: u64,
+    /// The protocol's shape of events (OpenAI-style unless a native route says otherwise).
+    native: Native,
+    /// A clean close ends the stream (Triton, custom routes): no `[DONE]` is owed.
+    ends_by_close: bool,
+}
+
+/// Events that the shared classifier does not read: SGLang's cumulative `/generate` stream,
+/// and a custom route's text at a configured path.
+#[derive(Debug, Default)]
+enum Native {
+    #[default]
+    None,
+    /// SGLang: `text` is everything so far (its length seen is kept), `meta_info` counts.
+    Sglang { seen: usize },
+    /// The text delta at this path of each event.
+    Field(Vec<String>),
 }
 
 impl StreamState {
-    /// A fresh state; `keep_text` accumulates output text (for `store_output` or a tokenizer).
+    /// A fresh state for the OpenAI routes; `keep_text` accumulates output text (for
+    /// `store_output` or a tokenizer).
     pub fn new(keep_text: bool) -> Self {
         Self {
             parser: SseParser::new(),
@@ -142,6 +159,25 @@ impl StreamState {
                 ..Default::default()
             },
         }
+    }
+
+    /// A fresh state for `endpoint`'s protocol; `text_field` is the custom route's dotted
+    /// path to the text delta.
+    pub fn for_route(keep_text: bool, endpoint: Endpoint, text_field: Option<&str>) -> Self {
+        let mut s = Self::new(keep_text);
+        s.acc.ends_by_close = endpoint.ends_by_close();
+        s.acc.native = match endpoint {
+            Endpoint::Sglang => Native::Sglang { seen: 0 },
+            Endpoint::Custom => Native::Field(
+                text_field
+                    .unwrap_or("text")
+                    .split('.')
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => Native::None,
+        };
+        s
     }
 
     /// Feeds one read that arrived at `t_ns`.
@@ -245,7 +281,7 @@ impl StreamState {
                         Some(ErrorKind::Stream),
                         Some(format!("error event after HTTP 200: {e}")),
                     )
-                } else if !acc.done && acc.finish_reason.is_none() {
+                } else if !acc.done && acc.finish_reason.is_none() && !acc.ends_by_close {
                     let why = if partial {
                         "in the middle of an event"
                     } else {
@@ -348,6 +384,9 @@ impl Acc {
                     );
                 }
             }
+            SseBody::Data { data, .. } if !matches!(self.native, Native::None) => {
+                self.on_native(data, ev.t_ns);
+            }
             SseBody::Data { data, event } => {
                 let c = classify(data);
                 let kind = c.kind.unwrap_or(EventKind::Empty);
@@ -396,6 +435,88 @@ impl Acc {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Acc {
+    /// One event of a native protocol the classifier does not read (see [`Native`]).
+    fn on_native(&mut self, data: &[u8], t_ns: i64) {
+        if data.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            self.done_t_ns = Some(t_ns);
+            return;
+        }
+        let v: Value = match serde_json::from_slice(data) {
+            Ok(v) => v,
+            Err(_) => {
+                self.unparseable += 1;
+                if self.first_unparseable.is_none() {
+                    self.first_unparseable = Some(truncate(&String::from_utf8_lossy(data), 200));
+                }
+                self.chunk_ns.push(t_ns);
+                self.chunk_tokens.push(0);
+                return;
+            }
+        };
+        if let Some(e) = v.get("error") {
+            self.error = Some(server_message(&v).unwrap_or_else(|| e.to_string()));
+            return;
+        }
+        let (delta, n) = match &mut self.native {
+            Native::None => return,
+            Native::Sglang { seen } => {
+                let text = v.get("text").and_then(Value::as_str).unwrap_or("");
+                // Cumulative: the delta is what is new since the last event.
+                let delta = text.get(*seen..).unwrap_or(text).to_string();
+                *seen = text.len();
+                let meta = v.get("meta_info");
+                let count = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_i64);
+                let completion = count("completion_tokens");
+                let n = match completion {
+                    Some(c) => (c - self.counter.total).max(0),
+                    None => i64::from(!delta.is_empty()),
+                };
+                if completion.is_some() || count("prompt_tokens").is_some() {
+                    self.counter.last_usage = Some(Usage {
+                        prompt_tokens: count("prompt_tokens"),
+                        completion_tokens: completion,
+                    });
+                }
+                if let Some(f) = meta
+                    .and_then(|m| m.get("finish_reason"))
+                    .and_then(|f| f.get("type").or(Some(f)))
+                    .and_then(Value::as_str)
+                {
+                    self.finish_reason = Some(f.to_string());
+                }
+                (delta, n)
+            }
+            Native::Field(path) => {
+                let mut cur = Some(&v);
+                for k in path.iter() {
+                    cur = cur.and_then(|c| match k.parse::<usize>() {
+                        Ok(i) if c.is_array() => c.get(i),
+                        _ => c.get(k.as_str()),
+                    });
+                }
+                let delta = cur.and_then(Value::as_str).unwrap_or("").to_string();
+                if let Some(u) = v
+                    .get("usage")
+                    .and_then(|u| serde_json::from_value(u.clone()).ok())
+                {
+                    self.counter.last_usage = Some(u);
+                }
+                let n = i64::from(!delta.is_empty());
+                (delta, n)
+            }
+        };
+        self.counter.total += n;
+        self.counter.source = Some("events");
+        self.chunk_ns.push(t_ns);
+        self.chunk_tokens.push(i32::try_from(n).unwrap_or(i32::MAX));
+        if self.keep_text {
+            self.text.push_str(&delta);
         }
     }
 }

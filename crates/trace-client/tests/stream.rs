@@ -854,3 +854,170 @@ async fn a_connection_closed_before_any_response_byte_is_resent_once_and_counted
     );
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+fn native_cfg(url: &str, endpoint: Endpoint) -> ClientConfig {
+    let mut c = cfg(url);
+    c.endpoint = endpoint;
+    c.store_output = true;
+    c
+}
+
+#[tokio::test]
+async fn tgi_native_stream_no_space_no_done_details_last() {
+    let tok = |i: u32, text: &str, special: bool, last: bool| {
+        let (generated, details) = if last {
+            (
+                r#""hi there</s>""#.to_string(),
+                r#"{"finish_reason":"eos_token","generated_tokens":3,"input_length":3,"seed":null}"#
+                    .to_string(),
+            )
+        } else {
+            ("null".into(), "null".into())
+        };
+        // TGI writes `data:` with no space after the colon.
+        format!(
+            "data:{{\"index\":{i},\"token\":{{\"id\":{i},\"text\":\"{text}\",\"logprob\":-0.1,\"special\":{special}}},\"top_tokens\":null,\"generated_text\":{generated},\"details\":{details}}}\n\n"
+        )
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(tok(1, "hi", false, false)),
+            w(tok(2, " there", false, false)),
+            w(tok(3, "</s>", true, true)),
+        ],
+    )
+    .await;
+    let rec = run_cfg(native_cfg(&s.url(), Endpoint::Tgi)).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 1, 1]);
+    assert_eq!(rec.output_tokens, Some(3));
+    assert_eq!(rec.finish_reason.as_deref(), Some("eos_token"));
+    let head = s.head(0).to_ascii_lowercase();
+    assert!(head.starts_with("post /generate_stream "), "{head}");
+    let body = s.body_json(0);
+    assert_eq!(body["inputs"], "w1 w2 w3");
+    assert_eq!(body["parameters"]["max_new_tokens"], 16);
+}
+
+#[tokio::test]
+async fn triton_stream_ends_by_close_with_the_template_body() {
+    let ev = |t: &str| {
+        data(&format!(
+            r#"{{"model_name":"ensemble","model_version":"1","sequence_end":false,"text_output":"{t}"}}"#
+        ))
+    };
+    let s = serve(sse_head(), vec![w(ev("a")), w(ev(" b")), w(ev(" c"))]).await;
+    let mut c = native_cfg(&s.url(), Endpoint::Triton);
+    c.model = Some("ensemble".into());
+    c.query_template = Some(
+        trace_client::QueryTemplate::parse(
+            r#"{"text_input": "%p", "max_tokens": 500, "stream": true, "end_id": 151643}"#,
+        )
+        .unwrap(),
+    );
+    let rec = run_cfg(c).await;
+    // No [DONE], no finish reason: the close ends a Triton stream, and that is a success.
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 1, 1]);
+    assert_eq!(rec.output_text.as_deref(), Some("a b c"));
+    let head = s.head(0).to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /v2/models/ensemble/generate_stream "),
+        "{head}"
+    );
+    let body = s.body_json(0);
+    assert_eq!(body["text_input"], "w1 w2 w3");
+    assert_eq!(body["max_tokens"], 500);
+    assert_eq!(body["end_id"], 151643);
+}
+
+#[tokio::test]
+async fn sglang_cumulative_text_and_counts_become_deltas() {
+    let ev = |text: &str, n: u32, fin: &str| {
+        data(&format!(
+            r#"{{"text":"{text}","meta_info":{{"id":"x","prompt_tokens":3,"completion_tokens":{n},"cached_tokens":0,"finish_reason":{fin}}},"index":0}}"#
+        ))
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(ev("a", 1, "null")),
+            // Three tokens in one event (stream interval > 1).
+            w(ev("a b c d", 4, "null")),
+            w(ev("a b c d e", 5, r#"{"type":"length","length":5}"#)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let rec = run_cfg(native_cfg(&s.url(), Endpoint::Sglang)).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![1, 3, 1]);
+    assert_eq!(rec.output_tokens, Some(5));
+    assert_eq!(rec.token_source.as_deref(), Some("usage"));
+    assert_eq!(rec.output_text.as_deref(), Some("a b c d e"));
+    assert_eq!(rec.finish_reason.as_deref(), Some("length"));
+    assert!(
+        s.head(0)
+            .to_ascii_lowercase()
+            .starts_with("post /generate ")
+    );
+    assert_eq!(s.body_json(0)["text"], "w1 w2 w3");
+}
+
+#[tokio::test]
+async fn native_error_events_and_a_custom_text_field() {
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(r#"{"text":"a","meta_info":{"completion_tokens":1}}"#)),
+            w(data(r#"{"error":"overloaded"}"#)),
+        ],
+    )
+    .await;
+    let rec = run_cfg(native_cfg(&s.url(), Endpoint::Sglang)).await;
+    assert_eq!(rec.error_kind, Some(trace_format::ErrorKind::Stream));
+    assert!(rec.error_msg.unwrap().contains("overloaded"));
+
+    let ev = |t: &str| data(&format!(r#"{{"out":{{"pieces":[{{"t":"{t}"}}]}}}}"#));
+    let s = serve(sse_head(), vec![w(ev("x")), w(ev("y")), w(DONE)]).await;
+    let mut c = native_cfg(&s.url(), Endpoint::Custom);
+    c.custom_path = Some("/my/route".into());
+    c.text_field = Some("out.pieces.0.t".into());
+    c.query_template = Some(trace_client::QueryTemplate::parse(r#"{"q": "%p", "n": %m}"#).unwrap());
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.output_text.as_deref(), Some("xy"));
+    assert_eq!(rec.chunk_tokens, vec![1, 1]);
+    assert!(
+        s.head(0)
+            .to_ascii_lowercase()
+            .starts_with("post /my/route ")
+    );
+    assert_eq!(s.body_json(0)["n"], 16);
+}
+
+#[test]
+fn query_templates_are_checked_and_escape_the_prompt() {
+    use trace_client::QueryTemplate;
+    assert!(
+        QueryTemplate::parse(r#"{"text_input": "x"}"#)
+            .unwrap_err()
+            .contains("%p")
+    );
+    assert!(
+        QueryTemplate::parse(r#"{"text_input": %p}"#)
+            .unwrap_err()
+            .contains("not JSON")
+    );
+    assert!(
+        QueryTemplate::parse(r#"["%p"]"#)
+            .unwrap_err()
+            .contains("object")
+    );
+    let t = QueryTemplate::parse(r#"{"text_input": "%p", "max_tokens": %m}"#).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&t.render("say \"hi\"\n\\ ok", Some(7))).unwrap();
+    assert_eq!(v["text_input"], "say \"hi\"\n\\ ok");
+    assert_eq!(v["max_tokens"], 7);
+}

@@ -227,17 +227,27 @@ pub async fn run(
     let info = api.probe().await?;
     if cfg.client.model.is_none() {
         let models = if info.models.is_empty() {
-            trace_client::list_models(
+            let listed = trace_client::list_models(
                 &cfg.client.base_url,
                 cfg.client.api_key.as_deref(),
                 &cfg.client.transport,
                 Duration::from_secs(10),
             )
-            .await
-            .map_err(|source| Error::Models {
-                url: target.redacted(),
-                source,
-            })?
+            .await;
+            match listed {
+                Ok(m) => m,
+                // Native routes name no model (TGI, SGLang) or take it from --model (Triton,
+                // custom): a server without /v1/models is served under the route's name.
+                Err(_) if !cfg.client.endpoint.is_openai() => {
+                    vec![cfg.client.endpoint.as_str().to_string()]
+                }
+                Err(source) => {
+                    return Err(Error::Models {
+                        url: target.redacted(),
+                        source,
+                    });
+                }
+            }
         } else {
             info.models.clone()
         };

@@ -49,13 +49,21 @@ pub enum ArrivalArg {
     Constant,
 }
 
-/// OpenAI routes.
+/// Routes and their protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EndpointArg {
     /// /v1/chat/completions
     Chat,
     /// /v1/completions
     Completions,
+    /// TGI's native /generate_stream
+    Tgi,
+    /// Triton's /v2/models/MODEL/generate_stream (TensorRT-LLM), body from --query-template
+    Triton,
+    /// SGLang's native /generate
+    Sglang,
+    /// Any JSON-over-SSE route: --path, --query-template, --text-field
+    Custom,
 }
 
 /// How deadlines are met.
@@ -146,6 +154,20 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = EndpointArg::Chat)]
     pub endpoint: EndpointArg,
 
+    /// Request body for --endpoint triton or custom: JSON where %p is the prompt (JSON-escaped,
+    /// so inside quotes) and %m the max tokens, e.g.
+    /// '{"text_input": "%p", "max_tokens": %m, "stream": true, "end_id": 151643}'.
+    #[arg(long, value_name = "JSON", value_parser = trace_client::QueryTemplate::parse)]
+    pub query_template: Option<trace_client::QueryTemplate>,
+
+    /// The route of --endpoint custom (e.g. /generate).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Where --endpoint custom's events hold their text delta, dotted (e.g. choices.0.text).
+    #[arg(long, value_name = "FIELD")]
+    pub text_field: Option<String>,
+
     /// Model name (default: the first one `/v1/models` lists).
     #[arg(long)]
     pub model: Option<String>,
@@ -225,7 +247,31 @@ impl ReplayArgs {
         client.endpoint = match self.endpoint {
             EndpointArg::Chat => Endpoint::Chat,
             EndpointArg::Completions => Endpoint::Completions,
+            EndpointArg::Tgi => Endpoint::Tgi,
+            EndpointArg::Triton => Endpoint::Triton,
+            EndpointArg::Sglang => Endpoint::Sglang,
+            EndpointArg::Custom => Endpoint::Custom,
         };
+        let custom = client.endpoint == Endpoint::Custom;
+        if custom && (self.path.is_none() || self.query_template.is_none()) {
+            anyhow::bail!("--endpoint custom needs --path and --query-template");
+        }
+        if !custom && (self.path.is_some() || self.text_field.is_some()) {
+            anyhow::bail!("--path and --text-field apply to --endpoint custom");
+        }
+        if self.query_template.is_some()
+            && !matches!(client.endpoint, Endpoint::Triton | Endpoint::Custom)
+        {
+            anyhow::bail!("--query-template applies to --endpoint triton or custom");
+        }
+        if client.endpoint == Endpoint::Triton && self.model.is_none() {
+            anyhow::bail!(
+                "--endpoint triton needs --model (it names the route: /v2/models/MODEL/generate_stream)"
+            );
+        }
+        client.query_template = self.query_template.clone();
+        client.custom_path = self.path.clone();
+        client.text_field = self.text_field.clone();
         client.api_key = self
             .api_key
             .clone()

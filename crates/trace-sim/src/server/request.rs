@@ -25,6 +25,9 @@ struct StreamOptions {
     continuous_usage_stats: bool,
 }
 
+/// The fields of every route's body: OpenAI's, TGI's (`inputs`, `parameters`), Triton's
+/// TensorRT-LLM ensemble (`text_input`, `max_tokens`), SGLang's (`text`/`input_ids`,
+/// `sampling_params`).
 #[derive(Debug, Deserialize)]
 struct GenRequest {
     model: Option<String>,
@@ -37,12 +40,73 @@ struct GenRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     ignore_eos: bool,
+    inputs: Option<String>,
+    text_input: Option<String>,
+    text: Option<String>,
+    input_ids: Option<Vec<Value>>,
+    #[serde(alias = "sampling_params")]
+    parameters: Option<NativeParams>,
+}
+
+/// TGI's `parameters` and SGLang's `sampling_params`.
+#[derive(Debug, Deserialize)]
+struct NativeParams {
+    max_new_tokens: Option<u32>,
+    #[serde(default)]
+    ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Api {
     Chat,
     Completions,
+    /// TGI `/generate_stream`: `token` events, `details` on the last, no `[DONE]`.
+    Tgi,
+    /// Triton `/v2/models/{model}/generate_stream`: `text_output` deltas, ends by closing.
+    Triton,
+    /// SGLang `/generate`: cumulative `text`, `meta_info` counts, `[DONE]`.
+    Sglang,
+}
+
+impl Api {
+    /// Native routes always stream (Triton's and TGI's are streaming routes; SGLang's
+    /// benchmark asks for it).
+    pub(super) fn native(self) -> bool {
+        !matches!(self, Self::Chat | Self::Completions)
+    }
+}
+
+pub(super) async fn tgi(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Tgi, headers, body).await
+}
+
+pub(super) async fn sglang(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Sglang, headers, body).await
+}
+
+pub(super) async fn triton(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if model != s.model {
+        // Triton's answer for a model it does not serve.
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            &format!("Request for unknown model: '{model}' is not found"),
+        );
+    }
+    handle(s, Api::Triton, headers, body).await
 }
 
 pub(super) async fn chat(
@@ -121,6 +185,17 @@ fn count_prompt(
                 })
                 .sum()
         }
+        Api::Tgi => words(req.inputs.as_deref().ok_or("'inputs' is required")?),
+        Api::Triton => words(
+            req.text_input
+                .as_deref()
+                .ok_or("'text_input' is required")?,
+        ),
+        Api::Sglang => match (&req.text, &req.input_ids) {
+            (Some(t), _) => words(t),
+            (None, Some(ids)) => ids.len() as u32,
+            (None, None) => return Err("'text' or 'input_ids' is required".into()),
+        },
         Api::Completions => match req.prompt.as_ref().ok_or("'prompt' is required")? {
             Value::String(t) => words(t),
             Value::Array(items) => items
@@ -201,11 +276,14 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
             &format!("The model `{m}` does not exist."),
         );
     }
+    let native = req.parameters.as_ref();
     let asked = req
         .max_completion_tokens
         .or(req.max_tokens)
+        .or(native.and_then(|p| p.max_new_tokens))
         .unwrap_or(s.default_max_tokens)
         .max(1);
+    let ignore_eos = req.ignore_eos || native.is_some_and(|p| p.ignore_eos);
     if u64::from(prompt_tokens) + u64::from(asked) > u64::from(super::MAX_MODEL_LEN) {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -250,7 +328,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         _ => {}
     }
     let max_tokens = asked;
-    let output_tokens = match (&s.output_dist, req.ignore_eos) {
+    let output_tokens = match (&s.output_dist, ignore_eos) {
         (Some(d), false) => d
             .sample(unit(s.seed ^ 0x0D15, n), unit(s.seed ^ 0x0D16, n))
             .min(max_tokens),
@@ -261,16 +339,16 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         api,
         id: match api {
             Api::Chat => format!("chatcmpl-{n:016x}"),
-            Api::Completions => format!("cmpl-{n:016x}"),
+            _ => format!("cmpl-{n:016x}"),
         },
         model: serde_json::to_string(req.model.as_deref().unwrap_or(&s.model)).unwrap_or_default(),
         created: arrival_unix_ns / 1_000_000_000,
         prompt_tokens,
         output_tokens,
-        finish_reason: if output_tokens >= max_tokens {
-            "length"
-        } else {
-            "stop"
+        finish_reason: match (output_tokens >= max_tokens, api) {
+            (true, _) => "length",
+            (false, Api::Tgi) => "eos_token",
+            (false, _) => "stop",
         },
         include_usage: opts.is_some_and(|o| o.include_usage || o.continuous_usage_stats),
         continuous_usage: opts.is_some_and(|o| o.continuous_usage_stats),
@@ -292,7 +370,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         }
     };
     let rid = HeaderValue::from_str(&request_id).ok();
-    let mut resp = if req.stream {
+    let mut resp = if req.stream || api.native() {
         let stream = SseStream::new(s.clone(), job, source);
         let body = Body::from_stream(futures_util::stream::unfold(stream, |mut st| async move {
             st.next_chunk().await.map(|c| (c, st))

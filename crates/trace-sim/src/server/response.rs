@@ -63,7 +63,8 @@ pub(super) async fn non_streaming(s: Arc<AppState>, job: Job, mut source: Source
             "index": 0, "message": {"role": "assistant", "content": text},
             "logprobs": null, "finish_reason": job.finish_reason, "stop_reason": null,
         }),
-        Api::Completions => serde_json::json!({
+        // Native routes always stream; a non-streaming answer is completions-shaped.
+        _ => serde_json::json!({
             "index": 0, "text": text, "logprobs": null, "finish_reason": job.finish_reason, "stop_reason": null,
         }),
     };
@@ -130,6 +131,8 @@ impl SseStream {
                 "data: {{\"id\":\"{}\",\"object\":\"text_completion\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"text\":\"",
                 job.id, job.created, job.model
             ),
+            // Native events are written whole by `native_event`.
+            _ => String::new(),
         };
         let fault_at = (job.output_tokens / 2).max(1);
         let want_truth = s.truth.is_some();
@@ -242,6 +245,19 @@ impl SseStream {
                             .generation_tokens
                             .fetch_add(u64::from(got), Ordering::Relaxed);
                     }
+                    if self.job.api.native() {
+                        let b = self.native_event(got, finished);
+                        self.sent += got;
+                        if finished {
+                            self.phase = match self.job.api {
+                                Api::Sglang => Phase::Done,
+                                _ => Phase::End,
+                            };
+                            self.s.gauges.success.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.keepalive_due = true;
+                        return self.event(Bytes::from(b), got);
+                    }
                     let mut b = BytesMut::with_capacity(self.prefix.len() + 96 + 8 * got as usize);
                     b.extend_from_slice(self.prefix.as_bytes());
                     for i in self.sent..self.sent + got {
@@ -250,7 +266,7 @@ impl SseStream {
                     self.sent += got;
                     let close = match self.job.api {
                         Api::Chat => "\"}",
-                        Api::Completions => "\"",
+                        _ => "\"",
                     };
                     b.extend_from_slice(close.as_bytes());
                     b.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
@@ -289,6 +305,55 @@ impl SseStream {
                     }
                 }
                 Phase::End => return None,
+            }
+        }
+    }
+
+    /// One event of a native route carrying tokens `sent..sent + got` (`w<k> ` words), in the
+    /// engine's own shape (see `Api`).
+    fn native_event(&self, got: u32, finished: bool) -> String {
+        let words =
+            |from: u32, to: u32| -> String { (from..to).map(|i| format!("w{i} ")).collect() };
+        let (from, to) = (self.sent, self.sent + got);
+        match self.job.api {
+            Api::Tgi => {
+                let (generated, details) = if finished {
+                    (
+                        serde_json::to_string(&words(0, to)).unwrap_or_default(),
+                        format!(
+                            "{{\"finish_reason\":\"{}\",\"generated_tokens\":{to},\"input_length\":{},\"seed\":null}}",
+                            self.job.finish_reason, self.job.prompt_tokens
+                        ),
+                    )
+                } else {
+                    ("null".into(), "null".into())
+                };
+                // TGI writes `data:` with no space, one token per event.
+                format!(
+                    "data:{{\"index\":{to},\"token\":{{\"id\":{to},\"text\":\"{}\",\"logprob\":0.0,\"special\":false}},\"top_tokens\":null,\"generated_text\":{generated},\"details\":{details}}}\n\n",
+                    words(from, to)
+                )
+            }
+            Api::Triton => format!(
+                "data: {{\"model_name\":{},\"model_version\":\"1\",\"sequence_end\":{finished},\"sequence_id\":0,\"sequence_start\":false,\"text_output\":\"{}\"}}\n\n",
+                self.job.model,
+                words(from, to)
+            ),
+            _ => {
+                let finish = if finished {
+                    format!(
+                        "{{\"type\":\"{}\",\"length\":{to}}}",
+                        self.job.finish_reason
+                    )
+                } else {
+                    "null".into()
+                };
+                format!(
+                    "data: {{\"text\":\"{}\",\"output_ids\":[],\"meta_info\":{{\"id\":\"{}\",\"finish_reason\":{finish},\"prompt_tokens\":{},\"completion_tokens\":{to},\"cached_tokens\":0}},\"index\":0}}\n\n",
+                    words(0, to),
+                    self.job.id,
+                    self.job.prompt_tokens
+                )
             }
         }
     }

@@ -1,0 +1,127 @@
+//! Every native route end to end (issue 17): the real binary replays against the simulator
+//! serving TGI's `/generate_stream`, Triton's `/v2/models/{m}/generate_stream` (a query
+//! template), SGLang's `/generate` and a custom template route, with exact token counts in the
+//! file; and each bad route setting is exit 2 naming the flag before anything is sent.
+
+use trace_format::read_all;
+
+use crate::util::*;
+
+fn sim() -> trace_sim::SimHandle {
+    let mut cfg = trace_sim::SimConfig::fixed(
+        std::time::Duration::from_millis(2),
+        std::time::Duration::from_millis(1),
+    );
+    cfg.model = "m".into();
+    trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap()
+}
+
+#[test]
+fn every_native_route_replays_with_exact_counts() {
+    let sim = sim();
+    let url = sim.url();
+    let d = tempfile::tempdir().unwrap();
+    let custom = [
+        "--path",
+        "/generate",
+        "--query-template",
+        r#"{"text": "%p", "sampling_params": {"max_new_tokens": %m}, "stream": true}"#,
+        "--text-field",
+        "text",
+    ];
+    let triton = [
+        "--query-template",
+        r#"{"text_input": "%p", "max_tokens": %m, "stream": true, "end_id": 151643}"#,
+    ];
+    let routes: [(&str, &[&str], Option<&str>); 5] = [
+        ("tgi", &[], Some("length")),
+        ("triton", &triton, None),
+        ("triton", &[], None),
+        ("sglang", &[], Some("length")),
+        ("custom", &custom, None),
+    ];
+    for (i, (endpoint, extra, finish)) in routes.into_iter().enumerate() {
+        let out = d.path().join(format!("{endpoint}-{i}.parquet"));
+        let mut args = vec![
+            "replay",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--endpoint",
+            endpoint,
+            "-n",
+            "4",
+            "--rate",
+            "inf",
+            "--input-len",
+            "8",
+            "--output-len",
+            "5",
+            "-o",
+        ];
+        let o = out.to_str().unwrap().to_string();
+        args.push(&o);
+        args.extend(extra);
+        let r = run(&args);
+        assert!(r.status.success(), "{endpoint}: {}", stderr(&r));
+        let (_, rows) = read_all(&out).unwrap();
+        assert_eq!(rows.len(), 4, "{endpoint}");
+        for r in &rows {
+            assert_eq!(r.error_kind, None, "{endpoint}: {:?}", r.error_msg);
+            assert_eq!(r.endpoint.as_deref(), Some(endpoint));
+            assert_eq!(r.prompt_tokens, Some(8), "{endpoint}");
+            assert_eq!(r.output_tokens, Some(5), "{endpoint}");
+            assert_eq!(r.chunk_tokens.iter().sum::<i32>(), 5, "{endpoint}: {r:?}");
+            assert_eq!(r.finish_reason.as_deref(), finish, "{endpoint}");
+        }
+    }
+}
+
+#[test]
+fn bad_route_settings_exit_2_naming_the_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("x.parquet");
+    let o = out.to_str().unwrap();
+    let base = ["replay", "--url", "http://127.0.0.1:1", "-n", "1", "-o", o];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "--endpoint",
+                "triton",
+                "--model",
+                "m",
+                "--query-template",
+                r#"{"a": 1}"#,
+            ],
+            "%p",
+        ),
+        (
+            &[
+                "--endpoint",
+                "triton",
+                "--model",
+                "m",
+                "--query-template",
+                r#"{"a": %p}"#,
+            ],
+            "not JSON",
+        ),
+        (&["--endpoint", "grpc"], "--endpoint"),
+        (
+            &["--endpoint", "custom", "--query-template", r#"{"a": "%p"}"#],
+            "--path",
+        ),
+        (&["--endpoint", "triton"], "--model"),
+        (
+            &["--endpoint", "chat", "--query-template", r#"{"a": "%p"}"#],
+            "--query-template",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let r = run(&[&base[..], extra].concat());
+        assert_eq!(r.status.code(), Some(2), "{extra:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(needle), "{extra:?}: {}", stderr(&r));
+    }
+    assert!(!out.exists());
+}
