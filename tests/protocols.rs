@@ -125,3 +125,70 @@ fn bad_route_settings_exit_2_naming_the_flag() {
     }
     assert!(!out.exists());
 }
+
+#[test]
+fn record_captures_native_routes_as_replay_counts_them() {
+    let sim = sim();
+    let d = tempfile::tempdir().unwrap();
+    let cap = d.path().join("cap.parquet");
+    // Three replays of two requests, each with the request that measures the prompt overhead.
+    let mut rec = spawn(
+        &[
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &sim.url(),
+            "--max-requests",
+            "9",
+            "-o",
+            cap.to_str().unwrap(),
+        ],
+        "recording on",
+    );
+    let url = format!("http://{}", rec.addr);
+    for endpoint in ["tgi", "triton", "sglang"] {
+        let out = d.path().join(format!("{endpoint}.parquet"));
+        let r = run(&[
+            "replay",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--endpoint",
+            endpoint,
+            "-n",
+            "2",
+            "--rate",
+            "inf",
+            "--input-len",
+            "8",
+            "--output-len",
+            "5",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{endpoint}: {}", stderr(&r));
+    }
+    let t = std::time::Instant::now();
+    while rec.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed().as_secs() < 30, "record did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, rows) = read_all(&cap).unwrap();
+    assert_eq!(rows.len(), 9);
+    for endpoint in ["tgi", "triton", "sglang"] {
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| r.endpoint.as_deref() == Some(endpoint))
+            .collect();
+        assert_eq!(mine.len(), 3, "{endpoint}");
+        let asked: Vec<_> = mine.iter().filter(|r| r.max_tokens == Some(5)).collect();
+        assert_eq!(asked.len(), 2, "{endpoint}: the request's cap was read");
+        for r in asked {
+            assert_eq!(r.error_kind, None, "{endpoint}: {:?}", r.error_msg);
+            assert_eq!(r.output_tokens, Some(5), "{endpoint}: {r:?}");
+            assert_eq!(r.chunk_tokens.iter().sum::<i32>(), 5, "{endpoint}");
+        }
+    }
+}

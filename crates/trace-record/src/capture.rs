@@ -21,6 +21,12 @@ pub enum Route {
     Chat,
     /// `POST .../completions`
     Completions,
+    /// TGI `POST /generate_stream`
+    Tgi,
+    /// Triton `POST /v2/models/{model}/generate_stream`
+    Triton,
+    /// SGLang `POST /generate`
+    Sglang,
 }
 
 impl Route {
@@ -34,17 +40,32 @@ impl Route {
             Some(Self::Chat)
         } else if path.ends_with("/completions") {
             Some(Self::Completions)
+        } else if path.starts_with("/v2/models/") && path.ends_with("/generate_stream") {
+            Some(Self::Triton)
+        } else if path == "/generate_stream" {
+            Some(Self::Tgi)
+        } else if path == "/generate" {
+            Some(Self::Sglang)
         } else {
             None
         }
     }
 
+    /// The protocol, as trace-client names and reads it.
+    pub fn endpoint(self) -> trace_client::Endpoint {
+        use trace_client::Endpoint as E;
+        match self {
+            Self::Chat => E::Chat,
+            Self::Completions => E::Completions,
+            Self::Tgi => E::Tgi,
+            Self::Triton => E::Triton,
+            Self::Sglang => E::Sglang,
+        }
+    }
+
     /// The `endpoint` column value (the same strings trace-client writes).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Chat => trace_client::Endpoint::Chat.as_str(),
-            Self::Completions => trace_client::Endpoint::Completions.as_str(),
-        }
+        self.endpoint().as_str()
     }
 }
 
@@ -66,11 +87,31 @@ impl RequestInfo {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return Self::default();
         };
+        let native_max = ["parameters", "sampling_params"]
+            .iter()
+            .find_map(|k| v.get(*k)?.get("max_new_tokens")?.as_i64());
         let max_tokens = ["max_tokens", "max_completion_tokens"]
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_i64))
+            .or(native_max)
             .and_then(|n| i32::try_from(n).ok());
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(|s| Prompt::Text(s.into()))
+        };
         let prompt = match route {
+            Route::Tgi => text("inputs"),
+            Route::Triton => text("text_input"),
+            Route::Sglang => text("text").or_else(|| {
+                v.get("input_ids").and_then(Value::as_array).map(|ids| {
+                    Prompt::TokenIds(
+                        ids.iter()
+                            .filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok()))
+                            .collect(),
+                    )
+                })
+            }),
             Route::Completions => match v.get("prompt") {
                 Some(Value::String(s)) => Some(Prompt::Text(s.clone())),
                 Some(Value::Array(items)) if items.iter().all(Value::is_u64) => {
@@ -169,7 +210,7 @@ pub struct Capture {
 impl Capture {
     /// A capture for a response with this status and `Content-Type`; `keep_text` keeps the
     /// output text (for `store_outputs`).
-    pub fn new(status: u16, content_type: Option<&str>, keep_text: bool) -> Self {
+    pub fn new(route: Route, status: u16, content_type: Option<&str>, keep_text: bool) -> Self {
         let ct = content_type.unwrap_or("");
         let mode = if !(200..300).contains(&status) {
             Mode::Error {
@@ -186,7 +227,7 @@ impl Capture {
         };
         Self {
             mode,
-            state: StreamState::new(keep_text),
+            state: StreamState::for_route(keep_text, route.endpoint(), None),
         }
     }
 
@@ -267,6 +308,24 @@ mod tests {
         );
         assert_eq!(Route::of(&hyper::Method::GET, "/v1/completions"), None);
         assert_eq!(Route::of(&post, "/v1/embeddings"), None);
+        assert_eq!(Route::of(&post, "/generate_stream"), Some(Route::Tgi));
+        assert_eq!(Route::of(&post, "/generate"), Some(Route::Sglang));
+        assert_eq!(
+            Route::of(&post, "/v2/models/ensemble/generate_stream"),
+            Some(Route::Triton)
+        );
+        let info = RequestInfo::parse(
+            Route::Tgi,
+            br#"{"inputs":"a b","parameters":{"max_new_tokens":9}}"#,
+        );
+        assert_eq!(info.prompt, Some(Prompt::Text("a b".into())));
+        assert_eq!(info.max_tokens, Some(9));
+        let info = RequestInfo::parse(
+            Route::Sglang,
+            br#"{"input_ids":[1,2,3],"sampling_params":{"max_new_tokens":4}}"#,
+        );
+        assert_eq!(info.prompt, Some(Prompt::TokenIds(vec![1, 2, 3])));
+        assert_eq!(info.max_tokens, Some(4));
     }
 
     #[test]
@@ -304,7 +363,7 @@ mod tests {
 
     #[test]
     fn sse_split_across_reads_counts_chunks_and_usage() {
-        let mut c = Capture::new(200, Some("text/event-stream"), true);
+        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), true);
         let ev = |t: &str| {
             format!(
                 "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n"
@@ -362,7 +421,7 @@ mod tests {
                 9 + N
             ),
         ));
-        let mut c = Capture::new(200, Some("text/event-stream"), false);
+        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
         for (t, ev) in &events {
             c.feed(ev.as_bytes(), *t);
         }
@@ -388,7 +447,7 @@ mod tests {
     #[test]
     fn json_body_is_one_chunk_at_its_last_read() {
         let body = br#"{"id":"c","object":"chat.completion","model":"served","choices":[{"index":0,"message":{"role":"assistant","content":"w1 w2"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
-        let mut c = Capture::new(200, Some("application/json"), true);
+        let mut c = Capture::new(Route::Chat, 200, Some("application/json"), true);
         let (x, y) = body.split_at(40);
         c.feed(x, 10);
         c.feed(y, 20);
@@ -401,7 +460,7 @@ mod tests {
         assert_eq!(rec.model.as_deref(), Some("served"));
         assert_eq!(rec.end_ns, Some(30));
 
-        let mut c = Capture::new(200, Some("application/json"), false);
+        let mut c = Capture::new(Route::Chat, 200, Some("application/json"), false);
         c.feed(b"{cut", 10);
         let mut rec = TraceRecord::default();
         let info = RequestInfo::parse(Route::Completions, br#"{"prompt":"a b c"}"#);
@@ -417,14 +476,14 @@ mod tests {
 
     #[test]
     fn error_status_and_truncated_stream() {
-        let mut c = Capture::new(500, Some("application/json"), false);
+        let mut c = Capture::new(Route::Chat, 500, Some("application/json"), false);
         c.feed(br#"{"error":{"message":"boom"}}"#, 5);
         let mut rec = TraceRecord::default();
         c.finish_into(&mut rec, &RequestInfo::default(), None, 9, false);
         assert_eq!(rec.error_kind.as_deref(), Some("http_5xx"));
         assert!(rec.error_msg.as_deref().unwrap_or("").contains("boom"));
 
-        let mut c = Capture::new(200, Some("text/event-stream"), false);
+        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
         c.feed(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
             5,
@@ -434,7 +493,7 @@ mod tests {
         assert_eq!(rec.error_kind.as_deref(), Some("stream"));
         assert_eq!(rec.end_ns, Some(9));
 
-        let c = Capture::new(200, Some("text/event-stream"), false);
+        let c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
         let mut rec = TraceRecord::default();
         c.finish_into(
             &mut rec,

@@ -299,8 +299,9 @@ async fn exchange(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let capture = row.as_ref().map(|_| {
+    let capture = row.as_ref().map(|r| {
         Capture::new(
+            r.route,
             status.as_u16(),
             content_type.as_deref(),
             shared.store_outputs,
