@@ -8,11 +8,17 @@ use trace_format::read_all;
 use crate::util::*;
 
 fn sim() -> trace_sim::SimHandle {
+    sim_reasoning(0)
+}
+
+/// The simulator with a thinking phase of `reasoning` tokens before each answer.
+fn sim_reasoning(reasoning: u32) -> trace_sim::SimHandle {
     let mut cfg = trace_sim::SimConfig::fixed(
         std::time::Duration::from_millis(2),
         std::time::Duration::from_millis(1),
     );
     cfg.model = "m".into();
+    cfg.reasoning_tokens = reasoning;
     trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap()
 }
 
@@ -33,7 +39,9 @@ fn every_native_route_replays_with_exact_counts() {
         "--query-template",
         r#"{"text_input": "%p", "max_tokens": %m, "stream": true, "end_id": 151643}"#,
     ];
-    let routes: [(&str, &[&str], Option<&str>); 5] = [
+    let routes: [(&str, &[&str], Option<&str>); 7] = [
+        ("responses", &[], Some("length")),
+        ("messages", &[], Some("length")),
         ("tgi", &[], Some("length")),
         ("triton", &triton, None),
         ("triton", &[], None),
@@ -191,4 +199,85 @@ fn record_captures_native_routes_as_replay_counts_them() {
             assert_eq!(r.chunk_tokens.iter().sum::<i32>(), 5, "{endpoint}");
         }
     }
+}
+
+#[test]
+fn reasoning_is_its_own_channel_from_the_server_to_the_report() {
+    const R: i32 = 3;
+    let thinking = sim_reasoning(R as u32);
+    let url = thinking.url();
+    let d = tempfile::tempdir().unwrap();
+    for endpoint in ["chat", "responses", "messages"] {
+        let out = d.path().join(format!("{endpoint}.parquet"));
+        let r = run(&[
+            "replay",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--endpoint",
+            endpoint,
+            "-n",
+            "6",
+            "--rate",
+            "inf",
+            "--input-len",
+            "8",
+            "--output-len",
+            "8",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(r.status.success(), "{endpoint}: {}", stderr(&r));
+        let (_, rows) = read_all(&out).unwrap();
+        for r in &rows {
+            // The simulator's setting, not the client's arithmetic, is what must come back.
+            assert_eq!(r.reasoning_tokens, Some(R), "{endpoint}: {r:?}");
+            assert_eq!(r.chunk_reasoning.iter().sum::<i32>(), R, "{endpoint}");
+            assert_eq!(r.output_tokens, Some(8), "{endpoint}");
+            let m = r.metrics();
+            assert!(m.ttfa_ns > m.ttft_ns, "{endpoint}: {m:?}");
+        }
+        let o = run(&["report", out.to_str().unwrap(), "--format", "json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let st = &v["stages"][0];
+        assert_eq!(st["reasoning_tokens"], 6 * R, "{endpoint}");
+        let (ttft, ttfa) = (&st["metrics"]["ttft"]["p50"], &st["metrics"]["ttfa"]["p50"]);
+        assert!(
+            ttfa.as_f64().unwrap() > ttft.as_f64().unwrap(),
+            "{endpoint}: {st}"
+        );
+        let text = stdout(&run(&["report", out.to_str().unwrap()]));
+        assert!(
+            text.contains("TTFA (answer)") && text.contains("Reasoning tokens"),
+            "{text}"
+        );
+    }
+    // Without reasoning the report has no TTFA line and no reasoning count.
+    let plain = sim();
+    let out = d.path().join("plain.parquet");
+    let r = run(&[
+        "replay",
+        "--url",
+        &plain.url(),
+        "--model",
+        "m",
+        "-n",
+        "3",
+        "--rate",
+        "inf",
+        "--input-len",
+        "8",
+        "--output-len",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let text = stdout(&run(&["report", out.to_str().unwrap()]));
+    assert!(
+        !text.contains("TTFA") && !text.contains("Reasoning tokens"),
+        "{text}"
+    );
 }

@@ -57,6 +57,15 @@ pub struct ReqRow {
     /// `event_tokens_gap`: output tokens the per-event counts could not place (0 when they
     /// agree with the server's total).
     pub token_gap: i32,
+    /// First answer token minus `sent_ns` (TTFA; TTFT when there is no reasoning).
+    pub ttfa_ms: f64,
+    /// Reasoning tokens (`reasoning_tokens`), 0 when none; `reasoning` says whether the row
+    /// had a reasoning channel at all.
+    pub reasoning_tokens: u32,
+    /// The row reports reasoning (`chunk_reasoning` or `reasoning_tokens`).
+    pub reasoning: bool,
+    /// Prompt tokens served from the server's prefix cache, when it says.
+    pub cached_tokens: Option<u32>,
 }
 
 /// One stage's requests and pooled inter-token gaps.
@@ -212,6 +221,9 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
         col::ERROR_KIND,
         col::EXPECTED_PROMPT_TOKENS,
         col::EVENT_TOKENS_GAP,
+        col::CHUNK_REASONING,
+        col::REASONING_TOKENS,
+        col::CACHED_TOKENS,
     ];
     if opts.with_ids {
         cols.extend([col::REQUEST_ID, col::PROMPT_HASH]);
@@ -232,6 +244,10 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
                     .map(|c| {
                         if present.contains(c) || !col::ADDED.contains(c) {
                             polars::prelude::col(*c)
+                        } else if *c == col::CHUNK_REASONING {
+                            lit(NULL)
+                                .cast(DataType::List(Box::new(DataType::Int32)))
+                                .alias(*c)
                         } else {
                             lit(NULL).cast(DataType::Int32).alias(*c)
                         }
@@ -362,6 +378,22 @@ fn reduce(
     let output_tokens = i32c(col::OUTPUT_TOKENS)?;
     let expected = i32c(col::EXPECTED_PROMPT_TOKENS)?;
     let gap = i32c(col::EVENT_TOKENS_GAP)?;
+    let reasoning_tokens = i32c(col::REASONING_TOKENS)?;
+    let cached_tokens = i32c(col::CACHED_TOKENS)?;
+    // Per-row reasoning lists, materialised (rare, small): None for a null list.
+    let chunk_reasoning: Vec<Option<Vec<i32>>> = series(path, df, col::CHUNK_REASONING)?
+        .list()
+        .map_err(|e| bad(path, col::CHUNK_REASONING, e.to_string()))?
+        .amortized_iter()
+        .map(|s| {
+            let s = s.map(|s| s.as_ref().clone());
+            s.and_then(|s| {
+                s.i32()
+                    .ok()
+                    .map(|c| c.iter().map(|v| v.unwrap_or(0)).collect())
+            })
+        })
+        .collect();
     let error_kind = series(path, df, col::ERROR_KIND)?
         .str()
         .map_err(|e| bad(path, col::ERROR_KIND, e.to_string()))?;
@@ -438,10 +470,16 @@ fn reduce(
         .zip(output_tokens.iter())
         .zip(error_kind.iter())
         .zip(ns_list.rows().zip(tok_list.rows()))
-        .zip(headers.iter().zip(expected.iter()).zip(gap.iter()));
+        .zip(headers.iter().zip(expected.iter()).zip(gap.iter()))
+        .zip(reasoning_tokens.iter().zip(cached_tokens.iter()));
     for (i, row) in cols.by_ref().enumerate() {
+        let (row, (reasoned, cached)) = row;
         let ((((((((st, rate), sched), sent), end), pt), ot), err), (times, toks)) = row.0;
         let ((hdr, exp), gap) = row.1;
+        let reasoning = chunk_reasoning
+            .get(i)
+            .and_then(Option::as_deref)
+            .unwrap_or(&[]);
         // The id columns advance with every row, kept or not.
         let ids = id_iter.as_mut().and_then(|it| it.next());
         let raw = RowRef {
@@ -452,6 +490,7 @@ fn reduce(
             chunk_tokens: toks,
             output_tokens: ot,
             failed: err.is_some(),
+            chunk_reasoning: reasoning,
         };
         let problem = match (st, sched) {
             (None, _) => Some((col::STAGE, "is null".to_string())),
@@ -493,6 +532,9 @@ fn reduce(
             row.prompt_error = ((p - e) as f64 / f64::from(e)) as f32;
         }
         row.token_gap = gap.unwrap_or(0);
+        row.reasoning = !reasoning.is_empty() || reasoned.is_some();
+        row.reasoning_tokens = reasoned.unwrap_or(0).max(0) as u32;
+        row.cached_tokens = cached.and_then(|c| u32::try_from(c).ok());
         if row.ok {
             push_gaps(s, times, toks);
         }
@@ -528,6 +570,10 @@ fn req_row(r: RowRef<'_>, prompt_tokens: Option<i32>) -> ReqRow {
         queue_wait_ms: f64::NAN,
         prompt_error: f32::NAN,
         token_gap: 0,
+        ttfa_ms: ms(m.ttfa_ns),
+        reasoning_tokens: 0,
+        reasoning: false,
+        cached_tokens: None,
     }
 }
 
@@ -571,6 +617,7 @@ mod tests {
             chunk_tokens: &[0, 1, 1, 1],
             output_tokens: None,
             failed: false,
+            chunk_reasoning: &[],
         };
         let row = req_row(r, Some(5));
         assert_eq!(

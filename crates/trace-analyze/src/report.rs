@@ -72,6 +72,8 @@ impl ReportOptions {
 pub struct Metrics {
     /// First token-bearing event minus sent_ns.
     pub ttft: Dist,
+    /// First answer-bearing event minus sent_ns (after any reasoning; TTFT without it).
+    pub ttfa: Dist,
     /// (E2E - TTFT) / (output_tokens - 1), requests with more than one output token.
     pub tpot: Dist,
     /// Gaps between consecutive token-bearing events, pooled over requests.
@@ -92,8 +94,9 @@ pub struct Metrics {
 }
 
 /// Metric names as used in `--fail-on`, CSV and JSON.
-pub const METRIC_NAMES: [&str; 9] = [
+pub const METRIC_NAMES: [&str; 10] = [
     "ttft",
+    "ttfa",
     "tpot",
     "itl",
     "itl_per_token",
@@ -109,6 +112,7 @@ impl Metrics {
     pub fn get(&self, name: &str) -> Option<&Dist> {
         Some(match name {
             "ttft" => &self.ttft,
+            "ttfa" => &self.ttfa,
             "tpot" => &self.tpot,
             "itl" => &self.itl,
             "itl_per_token" => &self.itl_per_token,
@@ -155,6 +159,13 @@ pub struct StageReport {
     pub goodput: Option<f64>,
     /// Fraction of completed requests meeting every SLO; None without `--slo`.
     pub goodput_fraction: Option<f64>,
+    /// Reasoning tokens of completed requests; None when no request had a reasoning channel.
+    pub reasoning_tokens: Option<u64>,
+    /// Prompt tokens the server served from its prefix cache, completed requests that report
+    /// it; None when none does.
+    pub cached_tokens: Option<u64>,
+    /// cached_tokens / the prompt tokens of the same requests; None when none reports it.
+    pub cache_hit_rate: Option<f64>,
     /// Latency distributions, ms.
     pub metrics: Metrics,
     /// Saturation verdict and evidence.
@@ -193,6 +204,7 @@ pub fn stage_metrics(s: &mut StageData, ps: &[f64]) -> Metrics {
         dist_f64(rows.iter().filter(|r| r.ok).map(f), ps)
     };
     let ttft = ok(|r| r.ttft_ms);
+    let ttfa = ok(|r| r.ttfa_ms);
     let tpot = ok(|r| r.tpot_ms);
     let e2e = ok(|r| r.e2e_ms);
     let ttft_from_scheduled = ok(|r| r.ttft_sched_ms);
@@ -206,6 +218,7 @@ pub fn stage_metrics(s: &mut StageData, ps: &[f64]) -> Metrics {
     };
     Metrics {
         ttft,
+        ttfa,
         tpot,
         itl,
         itl_per_token,
@@ -393,6 +406,31 @@ fn stage_report(
             }),
         )
     };
+    let reasoning_tokens = s.rows.iter().any(|r| r.ok && r.reasoning).then(|| {
+        s.rows
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| u64::from(r.reasoning_tokens))
+            .sum()
+    });
+    let (cached, prompt) = s
+        .rows
+        .iter()
+        .filter(|r| r.ok)
+        .filter_map(|r| {
+            r.cached_tokens
+                .map(|c| (u64::from(c), u64::from(r.input_tokens)))
+        })
+        .fold((None, 0u64), |(c, p), (ci, pi)| {
+            (Some(c.unwrap_or(0) + ci), p + pi)
+        });
+    let cache_hit_rate = cached.map(|c| {
+        if prompt > 0 {
+            c as f64 / prompt as f64
+        } else {
+            0.0
+        }
+    });
     let saturation = stage_saturation(s, server);
     let metrics = stage_metrics(s, ps);
     StageReport {
@@ -415,6 +453,9 @@ fn stage_report(
         total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
         goodput,
         goodput_fraction,
+        reasoning_tokens,
+        cached_tokens: cached,
+        cache_hit_rate,
         metrics,
         saturation,
     }

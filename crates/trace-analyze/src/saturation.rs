@@ -551,6 +551,10 @@ mod tests {
             queue_wait_ms: f64::NAN,
             prompt_error: f32::NAN,
             token_gap: 0,
+            ttfa_ms: ttft_ms,
+            reasoning_tokens: 0,
+            reasoning: false,
+            cached_tokens: None,
         }
     }
 

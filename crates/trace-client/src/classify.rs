@@ -70,13 +70,48 @@ impl EventKind {
 
 /// Token counts from a `usage` object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "RawUsage")]
 pub struct Usage {
     /// Prompt tokens.
-    #[serde(default)]
     pub prompt_tokens: Option<i64>,
     /// Output tokens so far (cumulative under continuous usage).
-    #[serde(default)]
     pub completion_tokens: Option<i64>,
+    /// `completion_tokens_details.reasoning_tokens`.
+    pub reasoning_tokens: Option<i64>,
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens served from the prefix cache.
+    pub cached_tokens: Option<i64>,
+}
+
+/// `usage` as sent, the details nested.
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(default)]
+    prompt_tokens: Option<i64>,
+    #[serde(default)]
+    completion_tokens: Option<i64>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    reasoning_tokens: Option<i64>,
+    #[serde(default)]
+    cached_tokens: Option<i64>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(r: RawUsage) -> Self {
+        Self {
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            reasoning_tokens: r.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+            cached_tokens: r.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        }
+    }
 }
 
 /// The classification of one event's data.
@@ -94,6 +129,9 @@ pub struct Classified<'a> {
     pub model: Option<Cow<'a, str>>,
     /// The error message, for [`EventKind::Error`].
     pub error: Option<String>,
+    /// The event's output is reasoning only (`reasoning_content` / `reasoning`, no answer
+    /// text or tool call): its tokens count as reasoning, not as the answer.
+    pub reasoning: bool,
     /// A native cumulative token counter (TGI `details.generated_tokens`).
     pub native_tokens: Option<i64>,
     /// llama.cpp's cumulative output token count (`timings.predicted_n`, on every chunk when the
@@ -151,6 +189,9 @@ struct Choices<'a> {
     finish_reason: Option<Cow<'a, str>>,
     role: bool,
     tool: bool,
+    /// Some reasoning text, and some answer text (content, text), were seen.
+    reasoning: bool,
+    answer: bool,
 }
 
 impl<'a> Choices<'a> {
@@ -161,16 +202,24 @@ impl<'a> Choices<'a> {
             self.finish_reason = Some(f);
         }
         if let Some(t) = c.text {
+            self.answer |= !t.is_empty();
             push_text(&mut self.text, t);
         }
         for d in [c.delta, c.message].into_iter().flatten() {
             self.role |= d.role.is_some();
             self.tool |= d.tool_calls.is_some();
-            for t in [d.reasoning_content, d.reasoning, d.content]
+            for (i, t) in [d.reasoning_content, d.reasoning, d.content]
                 .into_iter()
-                .flatten()
+                .enumerate()
             {
-                push_text(&mut self.text, t);
+                if let Some(t) = t {
+                    if i < 2 {
+                        self.reasoning |= !t.is_empty();
+                    } else {
+                        self.answer |= !t.is_empty();
+                    }
+                    push_text(&mut self.text, t);
+                }
             }
         }
     }
@@ -352,6 +401,7 @@ pub fn classify(data: &[u8]) -> Classified<'_> {
         had_choices = ch.any;
         role = ch.role;
         tool = ch.tool;
+        out.reasoning = ch.reasoning && !ch.answer && !ch.tool;
         out.finish_reason = ch.finish_reason;
         out.text = ch.text;
     }
@@ -449,6 +499,8 @@ impl TokenCounter {
             self.last_usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens.or(prev.prompt_tokens),
                 completion_tokens: u.completion_tokens.or(prev.completion_tokens),
+                reasoning_tokens: u.reasoning_tokens.or(prev.reasoning_tokens),
+                cached_tokens: u.cached_tokens.or(prev.cached_tokens),
             });
         }
         if cur.is_some() {
@@ -537,7 +589,8 @@ mod tests {
             c.usage,
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(4)
+                completion_tokens: Some(4),
+                ..Usage::default()
             })
         );
         let e = classify(br#"{"error":{"message":"boom"}}"#);
@@ -606,6 +659,7 @@ mod tests {
         r#"{"id":"c","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":" a\n\"b\"\\ \/ \t\r\b\f","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":null}"#,
         r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hm","content":null,"tool_calls":[{"index":0,"id":"x","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},"logprobs":{"content":[{"token":"\u00e9","logprob":-0.5,"bytes":[195,169],"top_logprobs":[]}]},"finish_reason":"tool_calls"}]}"#,
         r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        r#"{"choices":[{"delta":{"reasoning_content":"r"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"completion_tokens_details":{"reasoning_tokens":2},"prompt_tokens_details":null}}"#,
         r#" { "choices" : [ { "delta" : { "role" : null , "reasoning" : "r" } , "message" : { "content" : "hé" , "name" : "\u00e9\ud83d" } } , { "text" : "x" , "finish_reason" : "stop" } ] , "model" : null , "x" : [ 1.5e-3 , -0 , 0.25E+2 , true , false , null , { } , [ ] ] } "#,
         r#"{"error":{"message":"boom","code":400}}"#,
         r#"{"object":"error","message":"old","code":400}"#,
@@ -616,6 +670,30 @@ mod tests {
         r#"{"choices":[[{"content":"a"}]],"usage":[1,2]}"#,
         r#"{"choices":null,"object":"chat.completion.chunk","usage":{"prompt_tokens":0,"completion_tokens":0.0}}"#,
     ];
+
+    #[test]
+    fn reasoning_only_events_and_usage_details() {
+        let c = classify(br#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#);
+        assert!(c.reasoning && c.kind == Some(EventKind::Content));
+        let c = classify(br#"{"choices":[{"delta":{"reasoning":"hm","content":""}}]}"#);
+        assert!(c.reasoning, "an empty answer does not make it an answer");
+        let c = classify(br#"{"choices":[{"delta":{"reasoning_content":"hm","content":"a"}}]}"#);
+        assert!(
+            !c.reasoning,
+            "an event with answer text counts as the answer"
+        );
+        let c = classify(br#"{"choices":[{"delta":{"content":"a"}}]}"#);
+        assert!(!c.reasoning);
+        let c = classify(
+            br#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":3}}}"#,
+        );
+        let u = c.usage.unwrap();
+        assert_eq!((u.cached_tokens, u.reasoning_tokens), (Some(4), Some(3)));
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(9), Some(5)));
+        // The fast path skips null details and still reads the counts.
+        let c = classify(br#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"prompt_tokens_details":null}}"#);
+        assert_eq!(c.usage.unwrap().completion_tokens, Some(5));
+    }
 
     /// Byte-level mutants of [`SHAPES`], deterministic.
     fn mutants(n: usize) -> Vec<Vec<u8>> {
@@ -651,10 +729,10 @@ mod tests {
 
     #[test]
     fn fast_path_takes_the_usual_chunks() {
-        for s in &SHAPES[..6] {
+        for s in &SHAPES[..7] {
             assert!(fast::chunk(s.trim(), &mut Chunk::default()), "{s}");
         }
-        for s in &SHAPES[6..] {
+        for s in &SHAPES[7..] {
             assert!(!fast::chunk(s.trim(), &mut Chunk::default()), "{s}");
         }
     }

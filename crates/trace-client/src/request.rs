@@ -28,6 +28,12 @@ pub enum Endpoint {
     /// Any JSON-over-SSE server: [`ClientConfig::custom_path`], the body from the query
     /// template, the text delta at [`ClientConfig::text_field`]; ends at `[DONE]` or the close.
     Custom,
+    /// OpenAI Responses `POST /v1/responses`: typed events (`response.output_text.delta`,
+    /// `response.reasoning_text.delta`), usage on `response.completed`.
+    Responses,
+    /// Anthropic Messages `POST /v1/messages`: `content_block_delta` (text or thinking),
+    /// usage on `message_start` and `message_delta`, `message_stop`.
+    Messages,
 }
 
 impl Endpoint {
@@ -40,6 +46,8 @@ impl Endpoint {
             Self::Triton => "triton",
             Self::Sglang => "sglang",
             Self::Custom => "custom",
+            Self::Responses => "responses",
+            Self::Messages => "messages",
         }
     }
 
@@ -52,6 +60,8 @@ impl Endpoint {
             Self::Triton => base.route(&format!("v2/models/{model}/generate_stream")),
             Self::Sglang => base.route("generate"),
             Self::Custom => base.route(custom_path.unwrap_or("")),
+            Self::Responses => base.api("responses"),
+            Self::Messages => base.api("messages"),
         }
     }
 
@@ -204,6 +214,9 @@ pub fn prompt_hash(p: &Prompt) -> u64 {
     }
 }
 
+/// `max_tokens` of a Messages request whose workload sets none (the API requires one).
+const MESSAGES_DEFAULT_MAX_TOKENS: i32 = 4096;
+
 /// The JSON body of a streaming request; an error message when it cannot be built (a prompt
 /// of token ids without a tokenizer, on a route that takes text).
 pub(crate) fn body(
@@ -226,6 +239,17 @@ pub(crate) fn body(
     };
     let mut b = match cfg.endpoint {
         Endpoint::Chat | Endpoint::Completions => openai_body(cfg, model, spec, &text)?,
+        Endpoint::Responses => json!({
+            "model": model, "input": text()?, "max_output_tokens": spec.max_tokens,
+            "stream": true,
+        }),
+        Endpoint::Messages => json!({
+            "model": model,
+            "messages": [{ "role": "user", "content": text()? }],
+            // Required by the Messages API.
+            "max_tokens": spec.max_tokens.unwrap_or(MESSAGES_DEFAULT_MAX_TOKENS),
+            "stream": true,
+        }),
         Endpoint::Tgi => json!({
             "inputs": text()?,
             "parameters": { "max_new_tokens": spec.max_tokens, "details": true },

@@ -47,6 +47,8 @@ pub struct Client {
     http: reqwest::Client,
     url: Arc<str>,
     auth: Option<HeaderValue>,
+    /// The key alone, for routes that take it as `x-api-key` (Messages).
+    api_key: Option<HeaderValue>,
     cfg: Arc<ClientConfig>,
     model: Arc<str>,
     tokenizer: Option<Arc<HfTokenizer>>,
@@ -186,6 +188,16 @@ impl Client {
             cfg.custom_path.as_deref(),
         );
         let auth = cfg.api_key.as_deref().map(bearer).transpose()?;
+        let api_key = match cfg.api_key.as_deref() {
+            Some(k) => {
+                let mut v = HeaderValue::from_str(k).map_err(|_| {
+                    Error::Build("api key holds characters not allowed in a header".into())
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
         let tokenizer = match &cfg.tokenizer {
             Some(p) => Some(Arc::new(HfTokenizer::load(p)?)),
             None => None,
@@ -200,6 +212,7 @@ impl Client {
             http: http_client(&cfg.transport, None, resends.clone())?,
             url: url.into(),
             auth,
+            api_key,
             cfg: Arc::new(cfg),
             model,
             tokenizer,
@@ -315,7 +328,13 @@ impl Client {
             .header(CONTENT_TYPE, "application/json")
             .header("x-request-id", spec.request_id.as_str())
             .body(body);
-        if let Some(a) = &self.auth {
+        if cfg.endpoint == crate::Endpoint::Messages {
+            // Anthropic's headers: the key as x-api-key, and the API version.
+            req = req.header("anthropic-version", "2023-06-01");
+            if let Some(k) = &self.api_key {
+                req = req.header("x-api-key", k.clone());
+            }
+        } else if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let sent = Instant::now();

@@ -120,6 +120,10 @@ struct Acc {
     counter: TokenCounter,
     chunk_ns: Vec<i64>,
     chunk_tokens: Vec<i32>,
+    /// Reasoning tokens of each event (kept in step with `chunk_tokens`).
+    chunk_reasoning: Vec<i32>,
+    /// Some event carried reasoning.
+    any_reasoning: bool,
     keep_text: bool,
     text: String,
     finish_reason: Option<String>,
@@ -146,6 +150,10 @@ enum Native {
     Sglang { seen: usize },
     /// The text delta at this path of each event.
     Field(Vec<String>),
+    /// OpenAI Responses: typed events.
+    Responses,
+    /// Anthropic Messages: typed events.
+    Messages,
 }
 
 impl StreamState {
@@ -168,6 +176,8 @@ impl StreamState {
         s.acc.ends_by_close = endpoint.ends_by_close();
         s.acc.native = match endpoint {
             Endpoint::Sglang => Native::Sglang { seen: 0 },
+            Endpoint::Responses => Native::Responses,
+            Endpoint::Messages => Native::Messages,
             Endpoint::Custom => Native::Field(
                 text_field
                     .unwrap_or("text")
@@ -238,6 +248,7 @@ impl StreamState {
                 acc.counter.total = n;
                 acc.chunk_ns.push(t_ns);
                 acc.chunk_tokens.push(i32::try_from(n).unwrap_or(i32::MAX));
+                acc.push_reasoning(c.reasoning, i32::try_from(n).unwrap_or(i32::MAX));
                 if acc.keep_text
                     && let Some(t) = &c.text
                 {
@@ -327,6 +338,9 @@ impl StreamState {
         rec.token_source = Some(source.to_string());
         rec.chunk_ns = acc.chunk_ns;
         rec.chunk_tokens = acc.chunk_tokens;
+        rec.cached_tokens = usage
+            .and_then(|u| u.cached_tokens)
+            .and_then(|n| i32::try_from(n).ok());
         if let Some(u) = from_usage {
             drop_leading_excess(&mut rec.chunk_tokens, u);
             // Fewer per-event tokens than the server generated: events merged without a
@@ -337,6 +351,22 @@ impl StreamState {
                 .then(|| i32::try_from(u - events).ok())
                 .flatten();
         }
+        if acc.any_reasoning {
+            // Never more reasoning than tokens (the leading excess may have been zeroed).
+            rec.chunk_reasoning = acc
+                .chunk_reasoning
+                .iter()
+                .zip(&rec.chunk_tokens)
+                .map(|(&r, &t)| r.min(t))
+                .collect();
+        }
+        rec.reasoning_tokens = usage
+            .and_then(|u| u.reasoning_tokens)
+            .and_then(|n| i32::try_from(n).ok())
+            .or_else(|| {
+                acc.any_reasoning
+                    .then(|| rec.chunk_reasoning.iter().sum::<i32>())
+            });
         rec.finish_reason = acc.finish_reason;
         if let Some(m) = acc.model {
             rec.model = Some(m);
@@ -414,11 +444,13 @@ impl Acc {
                         }
                         self.chunk_ns.push(ev.t_ns);
                         self.chunk_tokens.push(0);
+                        self.chunk_reasoning.push(0);
                     }
                     _ => {
                         let n = self.counter.tokens(&c);
                         self.chunk_ns.push(ev.t_ns);
                         self.chunk_tokens.push(n);
+                        self.push_reasoning(c.reasoning, n);
                         if self.keep_text
                             && let Some(t) = &c.text
                         {
@@ -440,6 +472,123 @@ impl Acc {
 }
 
 impl Acc {
+    /// The reasoning share of the event just pushed: all its `n` tokens, or none.
+    fn push_reasoning(&mut self, reasoning: bool, n: i32) {
+        self.any_reasoning |= reasoning;
+        self.chunk_reasoning.push(if reasoning { n } else { 0 });
+    }
+
+    /// A Responses or Messages event: its text delta, whether it is reasoning, and whether it
+    /// carries a token; usage, finish and end are taken in passing. None: the request is over
+    /// (an error event).
+    fn typed(&mut self, v: &Value, t_ns: i64) -> Option<(String, bool, bool)> {
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        let int = |v: Option<&Value>| v.and_then(Value::as_i64);
+        let mut usage = self.counter.last_usage.unwrap_or_default();
+        let out = match ty {
+            // Responses.
+            "response.output_text.delta" | "response.refusal.delta" => {
+                (s(v.get("delta")), false, true)
+            }
+            "response.reasoning_text.delta" | "response.reasoning_summary_text.delta" => {
+                (s(v.get("delta")), true, true)
+            }
+            "response.function_call_arguments.delta" => (String::new(), false, true),
+            "response.completed" | "response.incomplete" => {
+                let r = v.get("response");
+                let u = r.and_then(|r| r.get("usage"));
+                usage.prompt_tokens = int(u.and_then(|u| u.get("input_tokens")));
+                usage.completion_tokens = int(u.and_then(|u| u.get("output_tokens")));
+                usage.reasoning_tokens = int(u
+                    .and_then(|u| u.get("output_tokens_details"))
+                    .and_then(|d| d.get("reasoning_tokens")));
+                usage.cached_tokens = int(u
+                    .and_then(|u| u.get("input_tokens_details"))
+                    .and_then(|d| d.get("cached_tokens")));
+                self.counter.last_usage = Some(usage);
+                let why = r
+                    .and_then(|r| r.get("incomplete_details"))
+                    .and_then(|d| d.get("reason"))
+                    .and_then(Value::as_str);
+                self.finish_reason = Some(match (ty, why) {
+                    ("response.completed", _) => "stop".into(),
+                    (_, Some("max_output_tokens")) => "length".into(),
+                    (_, Some(w)) => w.to_string(),
+                    _ => "incomplete".into(),
+                });
+                self.done = true;
+                self.done_t_ns = Some(t_ns);
+                (String::new(), false, false)
+            }
+            "response.failed" => {
+                let e = v.get("response").and_then(|r| r.get("error"));
+                self.error = Some(
+                    e.and_then(|e| e.get("message"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| "response.failed".into(), str::to_string),
+                );
+                return None;
+            }
+            // Messages.
+            "message_start" => {
+                let u = v.get("message").and_then(|m| m.get("usage"));
+                let input = int(u.and_then(|u| u.get("input_tokens")));
+                let read = int(u.and_then(|u| u.get("cache_read_input_tokens")));
+                let made = int(u.and_then(|u| u.get("cache_creation_input_tokens")));
+                // Anthropic's input_tokens leaves out the cached and cache-writing ones.
+                usage.prompt_tokens = input.map(|i| i + read.unwrap_or(0) + made.unwrap_or(0));
+                usage.cached_tokens = read;
+                self.counter.last_usage = Some(usage);
+                (String::new(), false, false)
+            }
+            "content_block_delta" => {
+                let d = v.get("delta");
+                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("thinking_delta") => (s(d.and_then(|d| d.get("thinking"))), true, true),
+                    Some("text_delta") => (s(d.and_then(|d| d.get("text"))), false, true),
+                    // Tool input and signatures: output, not text.
+                    Some("input_json_delta") => (String::new(), false, true),
+                    _ => (String::new(), false, false),
+                }
+            }
+            "message_delta" => {
+                if let Some(n) = int(v.get("usage").and_then(|u| u.get("output_tokens"))) {
+                    usage.completion_tokens = Some(n);
+                    self.counter.last_usage = Some(usage);
+                }
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.finish_reason = Some(match r {
+                        "max_tokens" => "length".into(),
+                        "end_turn" | "stop_sequence" => "stop".into(),
+                        other => other.to_string(),
+                    });
+                }
+                (String::new(), false, false)
+            }
+            "message_stop" => {
+                self.done = true;
+                self.done_t_ns = Some(t_ns);
+                (String::new(), false, false)
+            }
+            "error" => {
+                self.error = Some(
+                    v.get("error")
+                        .and_then(|e| e.get("message"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| v.to_string(), str::to_string),
+                );
+                return None;
+            }
+            _ => (String::new(), false, false),
+        };
+        Some(out)
+    }
+
     /// One event of a native protocol the classifier does not read (see [`Native`]).
     fn on_native(&mut self, data: &[u8], t_ns: i64) {
         if data.trim_ascii() == b"[DONE]" {
@@ -456,14 +605,23 @@ impl Acc {
                 }
                 self.chunk_ns.push(t_ns);
                 self.chunk_tokens.push(0);
+                self.chunk_reasoning.push(0);
                 return;
             }
         };
-        if let Some(e) = v.get("error") {
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
             self.error = Some(server_message(&v).unwrap_or_else(|| e.to_string()));
             return;
         }
+        let mut reasoning = false;
         let (delta, n) = match &mut self.native {
+            Native::Responses | Native::Messages => {
+                let Some(t) = self.typed(&v, t_ns) else {
+                    return;
+                };
+                reasoning = t.1;
+                (t.0, i64::from(t.2))
+            }
             Native::None => return,
             Native::Sglang { seen } => {
                 let text = v.get("text").and_then(Value::as_str).unwrap_or("");
@@ -481,6 +639,8 @@ impl Acc {
                     self.counter.last_usage = Some(Usage {
                         prompt_tokens: count("prompt_tokens"),
                         completion_tokens: completion,
+                        reasoning_tokens: None,
+                        cached_tokens: count("cached_tokens"),
                     });
                 }
                 if let Some(f) = meta
@@ -515,6 +675,7 @@ impl Acc {
         self.counter.source = Some("events");
         self.chunk_ns.push(t_ns);
         self.chunk_tokens.push(i32::try_from(n).unwrap_or(i32::MAX));
+        self.push_reasoning(reasoning, i32::try_from(n).unwrap_or(i32::MAX));
         if self.keep_text {
             self.text.push_str(&delta);
         }

@@ -1021,3 +1021,144 @@ fn query_templates_are_checked_and_escape_the_prompt() {
     assert_eq!(v["text_input"], "say \"hi\"\n\\ ok");
     assert_eq!(v["max_tokens"], 7);
 }
+
+/// `event: TYPE` then `data: JSON`, as the Responses and Messages APIs write them.
+fn typed(ty: &str, json: &str) -> Vec<u8> {
+    format!("event: {ty}\ndata: {json}\n\n").into_bytes()
+}
+
+#[tokio::test]
+async fn responses_api_reasoning_then_text_usage_on_completed() {
+    let delta = |ty: &str, d: &str| {
+        typed(
+            ty,
+            &format!(
+                r#"{{"type":"{ty}","item_id":"i","output_index":0,"content_index":0,"delta":"{d}"}}"#
+            ),
+        )
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(typed("response.created", r#"{"type":"response.created","response":{"id":"r","status":"in_progress","usage":null}}"#)),
+            w(delta("response.reasoning_text.delta", "think")),
+            Step::Sleep(20),
+            w(delta("response.output_text.delta", "Hi")),
+            w(delta("response.output_text.delta", " there")),
+            w(typed("response.completed", r#"{"type":"response.completed","response":{"id":"r","status":"completed","usage":{"input_tokens":7,"input_tokens_details":{"cached_tokens":4},"output_tokens":3,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":10}}}"#)),
+        ],
+    )
+    .await;
+    let rec = run_cfg(native_cfg(&s.url(), Endpoint::Responses)).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 1, 0]);
+    assert_eq!(rec.chunk_reasoning, vec![0, 1, 0, 0, 0]);
+    assert_eq!(rec.reasoning_tokens, Some(1));
+    assert_eq!(rec.cached_tokens, Some(4));
+    assert_eq!((rec.prompt_tokens, rec.output_tokens), (Some(7), Some(3)));
+    assert_eq!(rec.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(rec.output_text.as_deref(), Some("thinkHi there"));
+    let m = rec.metrics();
+    assert!(m.ttfa_ns.unwrap() >= m.ttft_ns.unwrap() + 20_000_000);
+    assert!(
+        s.head(0)
+            .to_ascii_lowercase()
+            .starts_with("post /v1/responses ")
+    );
+    let body = s.body_json(0);
+    assert_eq!(
+        (body["input"].as_str(), body["max_output_tokens"].as_i64()),
+        (Some("w1 w2 w3"), Some(16))
+    );
+}
+
+#[tokio::test]
+async fn messages_api_thinking_text_cache_and_the_key_header() {
+    let delta = |i: u32, kind: &str, field: &str, t: &str| {
+        typed(
+            "content_block_delta",
+            &format!(
+                r#"{{"type":"content_block_delta","index":{i},"delta":{{"type":"{kind}","{field}":"{t}"}}}}"#
+            ),
+        )
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(typed("message_start", r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"usage":{"input_tokens":5,"cache_creation_input_tokens":0,"cache_read_input_tokens":20,"output_tokens":1}}}"#)),
+            w(typed("ping", r#"{"type":"ping"}"#)),
+            w(delta(0, "thinking_delta", "thinking", "hmm")),
+            w(delta(1, "text_delta", "text", "Yes")),
+            w(typed("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"output_tokens":2}}"#)),
+            w(typed("message_stop", r#"{"type":"message_stop"}"#)),
+        ],
+    )
+    .await;
+    let mut c = native_cfg(&s.url(), Endpoint::Messages);
+    c.api_key = Some("sk-ant-test".into());
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_reasoning.iter().sum::<i32>(), 1);
+    assert_eq!(rec.chunk_tokens.iter().sum::<i32>(), 2);
+    // Anthropic's input_tokens leaves the cache reads out; the prompt is both.
+    assert_eq!((rec.prompt_tokens, rec.cached_tokens), (Some(25), Some(20)));
+    assert_eq!(rec.output_tokens, Some(2));
+    assert_eq!(rec.finish_reason.as_deref(), Some("length"));
+    let head = s.head(0).to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/messages "), "{head}");
+    assert!(
+        head.contains("x-api-key: sk-ant-test") && head.contains("anthropic-version: 2023-06-01"),
+        "{head}"
+    );
+    assert!(!head.contains("authorization"), "{head}");
+    assert_eq!(s.body_json(0)["max_tokens"], 16);
+
+    let s = serve(
+        sse_head(),
+        vec![w(typed(
+            "error",
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ))],
+    )
+    .await;
+    let rec = run_cfg(native_cfg(&s.url(), Endpoint::Messages)).await;
+    assert_eq!(rec.error_kind, Some(trace_format::ErrorKind::Stream));
+    assert!(rec.error_msg.unwrap().contains("Overloaded"));
+}
+
+#[tokio::test]
+async fn chat_reasoning_content_is_its_own_channel() {
+    let reason = |t: &str| {
+        format!(
+            r#"{{"id":"c","choices":[{{"index":0,"delta":{{"reasoning_content":"{t}"}},"finish_reason":null}}]}}"#
+        )
+    };
+    let s = serve(
+        sse_head(),
+        vec![
+            w(data(ROLE)),
+            w(data(&reason("a"))),
+            w(data(&reason("b"))),
+            w(data(&content("x"))),
+            w(data(FINISH)),
+            w(data(r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":2}}}"#)),
+            w(DONE),
+        ],
+    )
+    .await;
+    let mut c = cfg(&s.url());
+    c.continuous_usage = false;
+    let rec = run_cfg(c).await;
+    assert_eq!(rec.error_kind, None, "{:?}", rec.error_msg);
+    assert_eq!(rec.chunk_tokens, vec![0, 1, 1, 1, 0, 0]);
+    assert_eq!(rec.chunk_reasoning, vec![0, 1, 1, 0, 0, 0]);
+    assert_eq!(
+        (rec.reasoning_tokens, rec.cached_tokens),
+        (Some(2), Some(2))
+    );
+    let m = rec.metrics();
+    assert_eq!(
+        m.ttft_ns.unwrap() + (rec.chunk_ns[3] - rec.chunk_ns[1]),
+        m.ttfa_ns.unwrap()
+    );
+}

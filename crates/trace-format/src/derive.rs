@@ -3,7 +3,9 @@
 //! count mean: the analyzer, the replay's live summary and selfcheck all call [`metrics`].
 //!
 //! - The first token is the first event carrying at least one output token; role-only and
-//!   usage-only events (0 tokens) never stop the TTFT clock.
+//!   usage-only events (0 tokens) never stop the TTFT clock. The first answer token (TTFA) is
+//!   the first event with more tokens than reasoning tokens (`chunk_reasoning`); without a
+//!   reasoning channel it is the first token.
 //! - Output tokens are `output_tokens` when the row has it, else the sum of `chunk_tokens`.
 //! - A row is *completed* when it has no `error_kind` and both `sent_ns` and `end_ns`; latency
 //!   metrics are defined only for completed rows. Send lag is defined for every sent row.
@@ -27,6 +29,8 @@ pub struct RowRef<'a> {
     pub output_tokens: Option<i32>,
     /// `error_kind` is not null.
     pub failed: bool,
+    /// `chunk_reasoning`: empty when the row has no reasoning channel.
+    pub chunk_reasoning: &'a [i32],
 }
 
 /// Offsets past this (a year, in ns) are impossible for one run: a corrupt or forged time.
@@ -88,6 +92,29 @@ impl RowRef<'_> {
         if let Some(&k) = self.chunk_tokens.iter().find(|&&k| k < 0) {
             return Some((col::CHUNK_TOKENS, format!("holds {k}, a negative count")));
         }
+        if !self.chunk_reasoning.is_empty() {
+            if self.chunk_reasoning.len() != self.chunk_tokens.len() {
+                return Some((
+                    col::CHUNK_REASONING,
+                    format!(
+                        "has {} entries for {} chunk_tokens",
+                        self.chunk_reasoning.len(),
+                        self.chunk_tokens.len()
+                    ),
+                ));
+            }
+            if let Some(i) = self
+                .chunk_reasoning
+                .iter()
+                .zip(self.chunk_tokens)
+                .position(|(&r, &t)| r < 0 || r > t)
+            {
+                return Some((
+                    col::CHUNK_REASONING,
+                    format!("entry {i} is not between 0 and its chunk_tokens"),
+                ));
+            }
+        }
         None
     }
 }
@@ -103,6 +130,9 @@ pub struct Metrics {
     pub ttft_ns: Option<i64>,
     /// First token-bearing event minus `scheduled_ns` (includes client-side queueing).
     pub ttft_sched_ns: Option<i64>,
+    /// First answer-bearing event minus `sent_ns` (time to first answer token; equals TTFT
+    /// without reasoning).
+    pub ttfa_ns: Option<i64>,
     /// `(e2e - ttft) / (output_tokens - 1)`, for more than one output token.
     pub tpot_ns: Option<f64>,
     /// `end_ns - sent_ns`.
@@ -116,6 +146,23 @@ pub struct Metrics {
 /// Arrival time of the first event carrying at least one output token.
 pub fn first_token_ns(chunk_ns: &[i64], chunk_tokens: &[i32]) -> Option<i64> {
     token_events(chunk_ns, chunk_tokens).next().map(|(t, _)| t)
+}
+
+/// Arrival time of the first event carrying an answer token: more tokens than reasoning tokens
+/// (`chunk_reasoning`, empty when the row has no reasoning channel).
+pub fn first_answer_ns(
+    chunk_ns: &[i64],
+    chunk_tokens: &[i32],
+    chunk_reasoning: &[i32],
+) -> Option<i64> {
+    if chunk_reasoning.is_empty() {
+        return first_token_ns(chunk_ns, chunk_tokens);
+    }
+    chunk_ns
+        .iter()
+        .zip(chunk_tokens.iter().zip(chunk_reasoning))
+        .find(|(_, (t, r))| *t > *r)
+        .map(|(t, _)| *t)
 }
 
 /// The token-bearing events of a row, in order: (arrival ns, tokens > 0).
@@ -157,6 +204,8 @@ pub fn metrics(r: RowRef<'_>) -> Metrics {
         let ttft = first - sent;
         m.ttft_ns = Some(ttft);
         m.ttft_sched_ns = Some(first - r.scheduled_ns);
+        m.ttfa_ns =
+            first_answer_ns(r.chunk_ns, r.chunk_tokens, r.chunk_reasoning).map(|a| a - sent);
         if out > 1 {
             m.tpot_ns = Some((end - sent - ttft) as f64 / (out - 1) as f64);
         }
@@ -175,6 +224,7 @@ impl TraceRecord {
             chunk_tokens: &self.chunk_tokens,
             output_tokens: self.output_tokens,
             failed: self.error_kind.is_some(),
+            chunk_reasoning: &self.chunk_reasoning,
         }
     }
 
@@ -197,6 +247,7 @@ mod tests {
             chunk_tokens,
             output_tokens: out,
             failed: false,
+            chunk_reasoning: &[],
         }
     }
 
@@ -235,5 +286,28 @@ mod tests {
         r.failed = false;
         r.end_ns = None;
         assert!(!metrics(r).completed);
+    }
+
+    #[test]
+    fn ttfa_is_the_first_answer_token_after_reasoning() {
+        let t = [2_000_000, 11_000_000, 21_000_000, 31_000_000];
+        let mut r = row(&t, &[0, 1, 1, 1], Some(3));
+        assert_eq!(
+            metrics(r).ttfa_ns,
+            metrics(r).ttft_ns,
+            "no reasoning: TTFA is TTFT"
+        );
+        r.chunk_reasoning = &[0, 1, 1, 0];
+        let m = metrics(r);
+        assert_eq!(m.ttft_ns, Some(10_000_000));
+        assert_eq!(m.ttfa_ns, Some(30_000_000));
+        assert_eq!(r.problem(), None);
+        r.chunk_reasoning = &[0, 2, 1, 0];
+        assert_eq!(r.problem().unwrap().0, "chunk_reasoning");
+        r.chunk_reasoning = &[0, 1];
+        assert_eq!(r.problem().unwrap().0, "chunk_reasoning");
+        // All reasoning, no answer: no TTFA.
+        r.chunk_reasoning = &[0, 1, 1, 1];
+        assert_eq!(metrics(r).ttfa_ns, None);
     }
 }

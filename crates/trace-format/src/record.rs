@@ -74,6 +74,18 @@ pub struct TraceRecord {
     pub expected_prompt_tokens: Option<i32>,
     /// `output_tokens` minus the sum of `chunk_tokens`, when they disagree.
     pub event_tokens_gap: Option<i32>,
+    /// Reasoning tokens per event; empty (null in the file) when there was no reasoning.
+    pub chunk_reasoning: Vec<i32>,
+    /// Reasoning tokens of the response.
+    pub reasoning_tokens: Option<i32>,
+    /// Prompt tokens served from the server's prefix cache.
+    pub cached_tokens: Option<i32>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Turn index in the session.
+    pub turn: Option<i32>,
+    /// Think time before this turn, ns.
+    pub think_ns: Option<i64>,
 }
 
 struct Builders {
@@ -104,6 +116,12 @@ struct Builders {
     output_text: StringBuilder,
     expected_prompt_tokens: Int32Builder,
     event_tokens_gap: Int32Builder,
+    chunk_reasoning: ListBuilder<Int32Builder>,
+    reasoning_tokens: Int32Builder,
+    cached_tokens: Int32Builder,
+    session_id: StringBuilder,
+    turn: Int32Builder,
+    think_ns: Int64Builder,
 }
 
 fn item(dt: arrow_schema::DataType) -> Arc<Field> {
@@ -142,6 +160,12 @@ impl Builders {
             output_text: s(),
             expected_prompt_tokens: Int32Builder::with_capacity(cap),
             event_tokens_gap: Int32Builder::with_capacity(cap),
+            chunk_reasoning: ListBuilder::new(Int32Builder::new()).with_field(item(Int32)),
+            reasoning_tokens: Int32Builder::with_capacity(cap),
+            cached_tokens: Int32Builder::with_capacity(cap),
+            session_id: s(),
+            turn: Int32Builder::with_capacity(cap),
+            think_ns: Int64Builder::with_capacity(cap),
         }
     }
 
@@ -178,6 +202,15 @@ impl Builders {
         self.expected_prompt_tokens
             .append_option(r.expected_prompt_tokens);
         self.event_tokens_gap.append_option(r.event_tokens_gap);
+        self.chunk_reasoning
+            .values()
+            .append_slice(&r.chunk_reasoning);
+        self.chunk_reasoning.append(!r.chunk_reasoning.is_empty());
+        self.reasoning_tokens.append_option(r.reasoning_tokens);
+        self.cached_tokens.append_option(r.cached_tokens);
+        self.session_id.append_option(r.session_id.as_deref());
+        self.turn.append_option(r.turn);
+        self.think_ns.append_option(r.think_ns);
     }
 
     fn finish(mut self) -> Result<RecordBatch> {
@@ -209,6 +242,12 @@ impl Builders {
             Arc::new(self.output_text.finish()),
             Arc::new(self.expected_prompt_tokens.finish()),
             Arc::new(self.event_tokens_gap.finish()),
+            Arc::new(self.chunk_reasoning.finish()),
+            Arc::new(self.reasoning_tokens.finish()),
+            Arc::new(self.cached_tokens.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.turn.finish()),
+            Arc::new(self.think_ns.finish()),
         ];
         RecordBatch::try_new(schema(), cols).map_err(|source| Error::Arrow {
             context: "building a trace record batch".into(),
@@ -333,6 +372,20 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
     let mut output_text = utf8(col::OUTPUT_TEXT)?;
     let expected_prompt_tokens = added_prim!(col::EXPECTED_PROMPT_TOKENS, Int32Type);
     let event_tokens_gap = added_prim!(col::EVENT_TOKENS_GAP, Int32Type);
+    let mut chunk_reasoning = if batch.column_by_name(col::CHUNK_REASONING).is_some() {
+        list!(col::CHUNK_REASONING, Int32Type)
+    } else {
+        vec![Vec::new(); n]
+    };
+    let reasoning_tokens = added_prim!(col::REASONING_TOKENS, Int32Type);
+    let cached_tokens = added_prim!(col::CACHED_TOKENS, Int32Type);
+    let mut session_id = if batch.column_by_name(col::SESSION_ID).is_some() {
+        utf8(col::SESSION_ID)?
+    } else {
+        vec![None; n]
+    };
+    let turn = added_prim!(col::TURN, Int32Type);
+    let think_ns = added_prim!(col::THINK_NS, Int64Type);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         out.push(TraceRecord {
@@ -363,6 +416,12 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<TraceRecord>> {
             output_text: output_text[i].take(),
             expected_prompt_tokens: expected_prompt_tokens[i],
             event_tokens_gap: event_tokens_gap[i],
+            chunk_reasoning: std::mem::take(&mut chunk_reasoning[i]),
+            reasoning_tokens: reasoning_tokens[i],
+            cached_tokens: cached_tokens[i],
+            session_id: session_id[i].take(),
+            turn: turn[i],
+            think_ns: think_ns[i],
         });
     }
     Ok(out)

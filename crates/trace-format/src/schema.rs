@@ -65,13 +65,38 @@ pub mod col {
     /// `output_tokens` minus the sum of `chunk_tokens` when the server's total and the
     /// per-event counts disagree after reconciliation (null when they agree).
     pub const EVENT_TOKENS_GAP: &str = "event_tokens_gap";
+    /// Reasoning tokens of each event (a part of its `chunk_tokens`; the rest are answer
+    /// tokens); null when the response had no reasoning channel.
+    pub const CHUNK_REASONING: &str = "chunk_reasoning";
+    /// Reasoning tokens of the response: the server's `reasoning_tokens` where it reports them,
+    /// else the sum of `chunk_reasoning`; null when there was no reasoning.
+    pub const REASONING_TOKENS: &str = "reasoning_tokens";
+    /// Prompt tokens the server served from its prefix cache (`cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`); null when it does not say.
+    pub const CACHED_TOKENS: &str = "cached_tokens";
+    /// The session (conversation, agent run) this request is a turn of.
+    pub const SESSION_ID: &str = "session_id";
+    /// The turn's index in its session, from 0.
+    pub const TURN: &str = "turn";
+    /// Client-side delay after the parent turn ended before this one is sent (user think time,
+    /// tool execution), ns.
+    pub const THINK_NS: &str = "think_ns";
 
     /// Columns added to schema_version 1 after its first files were written: a reader accepts
     /// a file without them and reads them as null.
-    pub const ADDED: [&str; 2] = [EXPECTED_PROMPT_TOKENS, EVENT_TOKENS_GAP];
+    pub const ADDED: [&str; 8] = [
+        EXPECTED_PROMPT_TOKENS,
+        EVENT_TOKENS_GAP,
+        CHUNK_REASONING,
+        REASONING_TOKENS,
+        CACHED_TOKENS,
+        SESSION_ID,
+        TURN,
+        THINK_NS,
+    ];
 
     /// Every column, in schema order.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 33] = [
         REQUEST_ID,
         STAGE,
         TARGET_RATE,
@@ -99,6 +124,12 @@ pub mod col {
         OUTPUT_TEXT,
         EXPECTED_PROMPT_TOKENS,
         EVENT_TOKENS_GAP,
+        CHUNK_REASONING,
+        REASONING_TOKENS,
+        CACHED_TOKENS,
+        SESSION_ID,
+        TURN,
+        THINK_NS,
     ];
 }
 
@@ -135,6 +166,12 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(col::OUTPUT_TEXT, Utf8, true),
         Field::new(col::EXPECTED_PROMPT_TOKENS, Int32, true),
         Field::new(col::EVENT_TOKENS_GAP, Int32, true),
+        Field::new(col::CHUNK_REASONING, list_item(Int32), true),
+        Field::new(col::REASONING_TOKENS, Int32, true),
+        Field::new(col::CACHED_TOKENS, Int32, true),
+        Field::new(col::SESSION_ID, Utf8, true),
+        Field::new(col::TURN, Int32, true),
+        Field::new(col::THINK_NS, Int64, true),
     ]))
 });
 

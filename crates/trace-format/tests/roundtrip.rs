@@ -56,7 +56,16 @@ fn record() -> impl Strategy<Value = TraceRecord> {
             0.001f64..1e6
         ]),
     );
-    let added = (opt(any::<i32>()), opt(any::<i32>()));
+    let added = (
+        opt(any::<i32>()),
+        opt(any::<i32>()),
+        prop::collection::vec(any::<i32>(), 0..5),
+        opt(any::<i32>()),
+        opt(any::<i32>()),
+        opt(text()),
+        opt(any::<i32>()),
+        opt(any::<i64>()),
+    );
     (times, chunks, counts, strs, more, added).prop_map(|(t, ch, c, s, m, a)| TraceRecord {
         request_id: s.0,
         stage: s.1,
@@ -85,6 +94,12 @@ fn record() -> impl Strategy<Value = TraceRecord> {
         output_text: m.5,
         expected_prompt_tokens: a.0,
         event_tokens_gap: a.1,
+        chunk_reasoning: a.2,
+        reasoning_tokens: a.3,
+        cached_tokens: a.4,
+        session_id: a.5,
+        turn: a.6,
+        think_ns: a.7,
     })
 }
 

@@ -27,6 +27,10 @@ pub enum Route {
     Triton,
     /// SGLang `POST /generate`
     Sglang,
+    /// OpenAI Responses `POST .../responses`
+    Responses,
+    /// Anthropic Messages `POST .../messages`
+    Messages,
 }
 
 impl Route {
@@ -40,6 +44,10 @@ impl Route {
             Some(Self::Chat)
         } else if path.ends_with("/completions") {
             Some(Self::Completions)
+        } else if path.ends_with("/v1/responses") {
+            Some(Self::Responses)
+        } else if path.ends_with("/v1/messages") {
+            Some(Self::Messages)
         } else if path.starts_with("/v2/models/") && path.ends_with("/generate_stream") {
             Some(Self::Triton)
         } else if path == "/generate_stream" {
@@ -60,6 +68,8 @@ impl Route {
             Self::Tgi => E::Tgi,
             Self::Triton => E::Triton,
             Self::Sglang => E::Sglang,
+            Self::Responses => E::Responses,
+            Self::Messages => E::Messages,
         }
     }
 
@@ -81,6 +91,26 @@ pub struct RequestInfo {
     pub max_tokens: Option<i32>,
 }
 
+/// The text of chat-style messages: each one's content (its text parts, for a list of parts),
+/// joined with `\n`; a single user message is its content.
+fn chat_text(msgs: &[Value]) -> Prompt {
+    let texts: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m.get("content") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(parts)) => Some(
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        })
+        .collect();
+    Prompt::Text(texts.join("\n"))
+}
+
 impl RequestInfo {
     /// Parses a request body of a route.
     pub fn parse(route: Route, body: &[u8]) -> Self {
@@ -90,7 +120,7 @@ impl RequestInfo {
         let native_max = ["parameters", "sampling_params"]
             .iter()
             .find_map(|k| v.get(*k)?.get("max_new_tokens")?.as_i64());
-        let max_tokens = ["max_tokens", "max_completion_tokens"]
+        let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_i64))
             .or(native_max)
@@ -101,6 +131,11 @@ impl RequestInfo {
                 .map(|s| Prompt::Text(s.into()))
         };
         let prompt = match route {
+            Route::Responses => match v.get("input") {
+                Some(Value::String(s)) => Some(Prompt::Text(s.clone())),
+                Some(Value::Array(items)) => Some(chat_text(items)),
+                _ => None,
+            },
             Route::Tgi => text("inputs"),
             Route::Triton => text("text_input"),
             Route::Sglang => text("text").or_else(|| {
@@ -131,24 +166,10 @@ impl RequestInfo {
                 )),
                 _ => None,
             },
-            Route::Chat => v.get("messages").and_then(Value::as_array).map(|msgs| {
-                let texts: Vec<String> = msgs
-                    .iter()
-                    .filter_map(|m| match m.get("content") {
-                        Some(Value::String(s)) => Some(s.clone()),
-                        // Content parts: keep the text parts.
-                        Some(Value::Array(parts)) => Some(
-                            parts
-                                .iter()
-                                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                        ),
-                        _ => None,
-                    })
-                    .collect();
-                Prompt::Text(texts.join("\n"))
-            }),
+            Route::Chat | Route::Messages => v
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(|m| chat_text(m)),
         };
         Self {
             model: v.get("model").and_then(Value::as_str).map(str::to_string),

@@ -241,6 +241,10 @@ pub struct SimConfig {
     pub output_dist: Option<OutputDist>,
     /// Output length when a request sets neither `max_tokens` nor `max_completion_tokens`.
     pub default_max_tokens: u32,
+    /// The first this-many output tokens of each response are reasoning (a thinking phase
+    /// before the answer), where the route has a reasoning channel (chat, responses,
+    /// messages); at least one answer token always follows. 0: no reasoning.
+    pub reasoning_tokens: u32,
     /// Hugging Face tokenizer.json that counts prompt tokens; None counts whitespace words.
     pub tokenizer: Option<PathBuf>,
     /// Serve HTTPS with these files; None: plain HTTP.
@@ -315,6 +319,7 @@ impl SimConfig {
             seed: 0,
             output_dist: None,
             default_max_tokens: 256,
+            reasoning_tokens: 0,
             tokenizer: None,
             tls: None,
         }

@@ -36,8 +36,10 @@ pub(crate) type Getter = fn(&ReqRow) -> f64;
 pub(crate) type Pairs = Vec<(usize, usize)>;
 
 /// Latency metrics compared, with their per-request accessor (None: pooled ITL).
-pub(crate) const LATENCY: [(&str, Option<Getter>); 5] = [
+pub(crate) const LATENCY: [(&str, Option<Getter>); 6] = [
     ("ttft", Some(|r: &ReqRow| r.ttft_ms)),
+    // Compared only when both runs reason (else it repeats TTFT): see `stage_diff`.
+    ("ttfa", Some(|r: &ReqRow| r.ttfa_ms)),
     ("tpot", Some(|r: &ReqRow| r.tpot_ms)),
     ("itl", None),
     ("e2e", Some(|r: &ReqRow| r.e2e_ms)),

@@ -62,6 +62,9 @@ pub(super) fn stage_diff(
     stats.extend(ps.iter().map(|p| Stat::Pct(*p)));
     let mut metrics = Vec::new();
     for (name, get) in LATENCY {
+        if name == "ttfa" && (ra.reasoning_tokens.is_none() || rb.reasoning_tokens.is_none()) {
+            continue;
+        }
         let (Some(da), Some(db)) = (ra.metrics.get(name), rb.metrics.get(name)) else {
             continue;
         };
@@ -174,6 +177,27 @@ pub(super) fn stage_diff(
     ));
     if ra.goodput.is_some() {
         metrics.push(scalar("goodput", "req/s", ra.goodput, rb.goodput));
+    }
+    if ra.cache_hit_rate.is_some() || rb.cache_hit_rate.is_some() {
+        // Tokens of one request are not independent trials: no test, as for throughput.
+        metrics.push(scalar(
+            "cache_hit_rate",
+            "fraction",
+            ra.cache_hit_rate,
+            rb.cache_hit_rate,
+        ));
+    }
+    if ra.reasoning_tokens.is_some() || rb.reasoning_tokens.is_some() {
+        let per_req = |r: &StageReport| {
+            r.reasoning_tokens
+                .map(|t| t as f64 / r.completed.max(1) as f64)
+        };
+        metrics.push(scalar(
+            "reasoning_tokens",
+            "tok/req",
+            per_req(ra),
+            per_req(rb),
+        ));
     }
     let mut fr = scalar(
         "failure_rate",

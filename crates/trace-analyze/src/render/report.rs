@@ -8,8 +8,9 @@ use super::{cell, csv_text, num};
 use crate::report::{METRIC_NAMES, Report};
 use crate::saturation::StageSaturation;
 
-const TABLE_METRICS: [(&str, &str); 9] = [
+const TABLE_METRICS: [(&str, &str); 10] = [
     ("ttft", "TTFT"),
+    ("ttfa", "TTFA (answer)"),
     ("tpot", "TPOT"),
     ("itl", "ITL"),
     ("itl_per_token", "ITL per token"),
@@ -103,6 +104,17 @@ impl Report {
                 "Total output tokens:",
                 s.total_output_tokens.to_string(),
             );
+            if let Some(r) = s.reasoning_tokens {
+                kv(&mut o, "Reasoning tokens (of output):", r.to_string());
+            }
+            if let (Some(c), Some(h)) = (s.cached_tokens, s.cache_hit_rate) {
+                kv(&mut o, "Cached prompt tokens:", c.to_string());
+                kv(
+                    &mut o,
+                    "Prefix cache hit rate:",
+                    format!("{:.1}%", 100.0 * h),
+                );
+            }
             kv(
                 &mut o,
                 "Request throughput (req/s):",
@@ -140,6 +152,10 @@ impl Report {
                 }
                 // Queue wait needs the headers' time, which imported traces may lack.
                 if key == "queue_wait" && d.count == 0 {
+                    continue;
+                }
+                // TTFA differs from TTFT only where responses reason first.
+                if key == "ttfa" && s.reasoning_tokens.is_none() {
                     continue;
                 }
                 let _ = write!(o, "{name:<20}{:>10}", num(d.mean, 2));
@@ -209,6 +225,9 @@ impl Report {
                 if key == "queue_wait" && d.count == 0 {
                     continue;
                 }
+                if key == "ttfa" && s.reasoning_tokens.is_none() {
+                    continue;
+                }
                 let _ = write!(o, "| {name} | {} |", num(d.mean, 2));
                 for p in &self.percentiles {
                     let _ = write!(o, " {} |", num(d.pct(*p), 2));
@@ -263,6 +282,13 @@ impl Report {
             row("stage", "input_throughput", Some(s.input_throughput));
             row("stage", "output_throughput", Some(s.output_throughput));
             row("stage", "goodput", s.goodput);
+            row(
+                "stage",
+                "reasoning_tokens",
+                s.reasoning_tokens.map(|r| r as f64),
+            );
+            row("stage", "cached_tokens", s.cached_tokens.map(|c| c as f64));
+            row("stage", "cache_hit_rate", s.cache_hit_rate);
             row(
                 "stage",
                 "saturated",

@@ -64,6 +64,10 @@ pub enum EndpointArg {
     Sglang,
     /// Any JSON-over-SSE route: --path, --query-template, --text-field
     Custom,
+    /// OpenAI Responses: /v1/responses
+    Responses,
+    /// Anthropic Messages: /v1/messages (the key goes as x-api-key)
+    Messages,
 }
 
 /// How deadlines are met.
@@ -251,6 +255,8 @@ impl ReplayArgs {
             EndpointArg::Triton => Endpoint::Triton,
             EndpointArg::Sglang => Endpoint::Sglang,
             EndpointArg::Custom => Endpoint::Custom,
+            EndpointArg::Responses => Endpoint::Responses,
+            EndpointArg::Messages => Endpoint::Messages,
         };
         let custom = client.endpoint == Endpoint::Custom;
         if custom && (self.path.is_none() || self.query_template.is_none()) {

@@ -84,6 +84,10 @@ pub struct SimArgs {
     /// Count prompt tokens with this Hugging Face tokenizer.json (default: whitespace words).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Reasoning tokens before each answer (a thinking phase: chat's reasoning_content,
+    /// Responses' reasoning_text, Messages' thinking); at least one answer token follows.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub reasoning_tokens: u32,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -164,6 +168,7 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     }
     cfg.truth = args.truth.clone();
     cfg.tokenizer = args.tokenizer.clone();
+    cfg.reasoning_tokens = args.reasoning_tokens;
     cfg.tls = args
         .tls_cert
         .clone()

@@ -414,8 +414,16 @@ impl<'a> Cur<'a> {
         if finish_reason.is_some() {
             acc.finish_reason = finish_reason;
         }
-        for t in parts.into_iter().flatten() {
-            push_text(&mut acc.text, t);
+        // parts: text, then (reasoning_content, reasoning, content) of delta and of message.
+        for (i, t) in parts.into_iter().enumerate() {
+            if let Some(t) = t {
+                if matches!(i, 1 | 2 | 4 | 5) {
+                    acc.reasoning |= !t.is_empty();
+                } else {
+                    acc.answer |= !t.is_empty();
+                }
+                push_text(&mut acc.text, t);
+            }
         }
         acc.role |= role;
         acc.tool |= tool;
@@ -465,6 +473,28 @@ impl<'a> Cur<'a> {
         Some(())
     }
 
+    /// A `*_tokens_details` object: its `cached_tokens` and `reasoning_tokens` (serde reads
+    /// both keys in either object, so both are checked here too).
+    fn details(&mut self) -> Option<(Option<i64>, Option<i64>)> {
+        let (mut cached, mut reasoning) = (None, None);
+        let mut seen = Seen::default();
+        self.object(|c, key| {
+            match key {
+                "cached_tokens" => {
+                    seen.once(0)?;
+                    cached = c.opt(Cur::int)?;
+                }
+                "reasoning_tokens" => {
+                    seen.once(1)?;
+                    reasoning = c.opt(Cur::int)?;
+                }
+                _ => c.skip(3)?,
+            }
+            Some(())
+        })?;
+        Some((cached, reasoning))
+    }
+
     fn usage(&mut self) -> Option<Usage> {
         let mut out = Usage::default();
         let mut seen = Seen::default();
@@ -477,6 +507,18 @@ impl<'a> Cur<'a> {
                 "completion_tokens" => {
                     seen.once(1)?;
                     out.completion_tokens = c.opt(Cur::int)?;
+                }
+                "prompt_tokens_details" => {
+                    seen.once(2)?;
+                    if let Some((cached, _)) = c.opt(Cur::details)? {
+                        out.cached_tokens = cached;
+                    }
+                }
+                "completion_tokens_details" => {
+                    seen.once(3)?;
+                    if let Some((_, reasoning)) = c.opt(Cur::details)? {
+                        out.reasoning_tokens = reasoning;
+                    }
                 }
                 _ => c.skip(2)?,
             }

@@ -59,6 +59,7 @@ struct AppState {
     pub(super) seed: u64,
     pub(super) output_dist: Option<OutputDist>,
     pub(super) default_max_tokens: u32,
+    pub(super) reasoning_tokens: u32,
     pub(super) submit: Option<mpsc::UnboundedSender<Submit>>,
     pub(super) fixed: Option<(Duration, Duration)>,
     pub(super) gauges: Gauges,
@@ -207,6 +208,7 @@ async fn run(
         seed: config.seed,
         output_dist: config.output_dist,
         default_max_tokens: config.default_max_tokens,
+        reasoning_tokens: config.reasoning_tokens,
         submit,
         fixed,
         gauges: Gauges::default(),
@@ -221,6 +223,8 @@ async fn run(
     let app = Router::new()
         .route("/v1/chat/completions", post(request::chat))
         .route("/v1/completions", post(request::completions))
+        .route("/v1/responses", post(request::responses))
+        .route("/v1/messages", post(request::messages))
         .route("/v1/models", get(models))
         .route("/generate_stream", post(request::tgi))
         .route("/generate", post(request::sglang))

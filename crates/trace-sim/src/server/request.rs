@@ -41,6 +41,9 @@ struct GenRequest {
     #[serde(default)]
     ignore_eos: bool,
     inputs: Option<String>,
+    /// Responses: a string or a list of messages.
+    input: Option<Value>,
+    max_output_tokens: Option<u32>,
     text_input: Option<String>,
     text: Option<String>,
     input_ids: Option<Vec<Value>>,
@@ -66,6 +69,10 @@ pub(super) enum Api {
     Triton,
     /// SGLang `/generate`: cumulative `text`, `meta_info` counts, `[DONE]`.
     Sglang,
+    /// OpenAI Responses `/v1/responses`: typed events, usage on `response.completed`.
+    Responses,
+    /// Anthropic Messages `/v1/messages`: typed events, `message_stop`.
+    Messages,
 }
 
 impl Api {
@@ -74,6 +81,27 @@ impl Api {
     pub(super) fn native(self) -> bool {
         !matches!(self, Self::Chat | Self::Completions)
     }
+
+    /// The route streams reasoning apart from the answer.
+    pub(super) fn has_reasoning(self) -> bool {
+        matches!(self, Self::Chat | Self::Responses | Self::Messages)
+    }
+}
+
+pub(super) async fn responses(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Responses, headers, body).await
+}
+
+pub(super) async fn messages(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(s, Api::Messages, headers, body).await
 }
 
 pub(super) async fn tgi(
@@ -171,7 +199,24 @@ fn count_prompt(
 ) -> Result<u32, String> {
     let words = |s: &str| text_tokens(tok, s);
     let n = match api {
-        Api::Chat => {
+        Api::Responses => match req.input.as_ref().ok_or("'input' is required")? {
+            Value::String(t) => words(t),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|m| m.get("content"))
+                .map(|c| match c {
+                    Value::String(t) => words(t),
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .map(words)
+                        .sum(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => return Err("'input' must be a string or a list of messages".into()),
+        },
+        Api::Chat | Api::Messages => {
             let msgs = req.messages.as_ref().ok_or("'messages' is required")?;
             msgs.iter()
                 .map(|m| match m.get("content") {
@@ -227,6 +272,8 @@ pub(super) struct Job {
     pub(super) fault: Option<Fault>,
     pub(super) request_id: String,
     pub(super) arrival_unix_ns: i64,
+    /// The first this-many output tokens are reasoning.
+    pub(super) reasoning: u32,
 }
 
 async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
@@ -280,6 +327,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
     let asked = req
         .max_completion_tokens
         .or(req.max_tokens)
+        .or(req.max_output_tokens)
         .or(native.and_then(|p| p.max_new_tokens))
         .unwrap_or(s.default_max_tokens)
         .max(1);
@@ -339,6 +387,8 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         api,
         id: match api {
             Api::Chat => format!("chatcmpl-{n:016x}"),
+            Api::Responses => format!("resp_{n:016x}"),
+            Api::Messages => format!("msg_{n:016x}"),
             _ => format!("cmpl-{n:016x}"),
         },
         model: serde_json::to_string(req.model.as_deref().unwrap_or(&s.model)).unwrap_or_default(),
@@ -355,6 +405,11 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         fault,
         request_id: request_id.clone(),
         arrival_unix_ns,
+        reasoning: if api.has_reasoning() {
+            s.reasoning_tokens.min(output_tokens.saturating_sub(1))
+        } else {
+            0
+        },
     };
     s.gauges
         .prompt_tokens

@@ -146,7 +146,7 @@ impl SseStream {
             s,
             source,
             stop,
-            phase: if job.api == Api::Chat {
+            phase: if matches!(job.api, Api::Chat | Api::Responses | Api::Messages) {
                 Phase::Role
             } else {
                 Phase::Tokens
@@ -173,12 +173,83 @@ impl SseStream {
     }
 
     fn usage_json(&self, completion: u32) -> String {
+        let details = if self.job.reasoning > 0 {
+            format!(
+                ",\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}",
+                self.job.reasoning.min(completion)
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}",
+            "{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}{details}}}",
             self.job.prompt_tokens,
             self.job.prompt_tokens + completion,
             completion
         )
+    }
+
+    /// A typed event (Responses, Messages): the SSE `event:` line and its data.
+    fn typed(ty: &str, data: &str) -> String {
+        format!("event: {ty}\ndata: {data}\n\n")
+    }
+
+    /// The opening event of a typed route.
+    fn opening(&self) -> String {
+        match self.job.api {
+            Api::Responses => Self::typed(
+                "response.created",
+                &format!(
+                    "{{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"id\":\"{}\",\"object\":\"response\",\"created_at\":{},\"status\":\"in_progress\",\"model\":{},\"output\":[],\"usage\":null}}}}",
+                    self.job.id, self.job.created, self.job.model
+                ),
+            ),
+            _ => Self::typed(
+                "message_start",
+                &format!(
+                    "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":{},\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}}}}",
+                    self.job.id, self.job.model, self.job.prompt_tokens
+                ),
+            ),
+        }
+    }
+
+    /// The closing events of a typed route (usage and finish).
+    fn closing(&self) -> String {
+        let length = self.job.finish_reason == "length";
+        match self.job.api {
+            Api::Responses => {
+                let (ty, status, why) = if length {
+                    (
+                        "response.incomplete",
+                        "incomplete",
+                        "{\"reason\":\"max_output_tokens\"}",
+                    )
+                } else {
+                    ("response.completed", "completed", "null")
+                };
+                Self::typed(
+                    ty,
+                    &format!(
+                        "{{\"type\":\"{ty}\",\"response\":{{\"id\":\"{}\",\"object\":\"response\",\"status\":\"{status}\",\"incomplete_details\":{why},\"model\":{},\"usage\":{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":0}},\"output_tokens\":{},\"output_tokens_details\":{{\"reasoning_tokens\":{}}},\"total_tokens\":{}}}}}}}",
+                        self.job.id,
+                        self.job.model,
+                        self.job.prompt_tokens,
+                        self.sent,
+                        self.job.reasoning.min(self.sent),
+                        self.job.prompt_tokens + self.sent
+                    ),
+                )
+            }
+            _ => Self::typed(
+                "message_delta",
+                &format!(
+                    "{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{}\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}",
+                    if length { "max_tokens" } else { "end_turn" },
+                    self.sent
+                ),
+            ),
+        }
     }
 
     fn head(&self) -> String {
@@ -196,6 +267,11 @@ impl SseStream {
     pub(super) async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         loop {
             match self.phase {
+                Phase::Role if self.job.api != Api::Chat => {
+                    self.phase = Phase::Tokens;
+                    let b = self.opening();
+                    return self.event(Bytes::from(b), 0);
+                }
                 Phase::Role => {
                     self.phase = Phase::Tokens;
                     let mut b = self.head();
@@ -251,6 +327,7 @@ impl SseStream {
                         if finished {
                             self.phase = match self.job.api {
                                 Api::Sglang => Phase::Done,
+                                Api::Responses | Api::Messages => Phase::Usage,
                                 _ => Phase::End,
                             };
                             self.s.gauges.success.fetch_add(1, Ordering::Relaxed);
@@ -259,7 +336,19 @@ impl SseStream {
                         return self.event(Bytes::from(b), got);
                     }
                     let mut b = BytesMut::with_capacity(self.prefix.len() + 96 + 8 * got as usize);
-                    b.extend_from_slice(self.prefix.as_bytes());
+                    if self.sent < self.job.reasoning {
+                        // The thinking phase: the same chunk, its text as reasoning_content.
+                        b.extend_from_slice(
+                            self.prefix
+                                .replace(
+                                    "\"delta\":{\"content\":",
+                                    "\"delta\":{\"reasoning_content\":",
+                                )
+                                .as_bytes(),
+                        );
+                    } else {
+                        b.extend_from_slice(self.prefix.as_bytes());
+                    }
                     for i in self.sent..self.sent + got {
                         let _ = write!(b, "w{i} ");
                     }
@@ -286,6 +375,20 @@ impl SseStream {
                     }
                     self.keepalive_due = true;
                     return self.event(b.freeze(), got);
+                }
+                Phase::Usage if matches!(self.job.api, Api::Responses | Api::Messages) => {
+                    self.phase = Phase::Done;
+                    let b = self.closing();
+                    return self.event(Bytes::from(b), 0);
+                }
+                Phase::Done if matches!(self.job.api, Api::Responses | Api::Messages) => {
+                    self.phase = Phase::End;
+                    if self.job.api == Api::Messages {
+                        return Some(Ok(Bytes::from(Self::typed(
+                            "message_stop",
+                            "{\"type\":\"message_stop\"}",
+                        ))));
+                    }
                 }
                 Phase::Usage => {
                     self.phase = Phase::Done;
@@ -332,6 +435,35 @@ impl SseStream {
                 format!(
                     "data:{{\"index\":{to},\"token\":{{\"id\":{to},\"text\":\"{}\",\"logprob\":0.0,\"special\":false}},\"top_tokens\":null,\"generated_text\":{generated},\"details\":{details}}}\n\n",
                     words(from, to)
+                )
+            }
+            Api::Responses => {
+                let (ty, item) = if from < self.job.reasoning {
+                    ("response.reasoning_text.delta", "rs")
+                } else {
+                    ("response.output_text.delta", "msg")
+                };
+                Self::typed(
+                    ty,
+                    &format!(
+                        "{{\"type\":\"{ty}\",\"item_id\":\"{item}_{}\",\"output_index\":0,\"content_index\":0,\"delta\":\"{}\",\"sequence_number\":{to}}}",
+                        self.job.id,
+                        words(from, to)
+                    ),
+                )
+            }
+            Api::Messages => {
+                let (index, kind, field) = if from < self.job.reasoning {
+                    (0, "thinking_delta", "thinking")
+                } else {
+                    (1, "text_delta", "text")
+                };
+                Self::typed(
+                    "content_block_delta",
+                    &format!(
+                        "{{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{kind}\",\"{field}\":\"{}\"}}}}",
+                        words(from, to)
+                    ),
                 )
             }
             Api::Triton => format!(
