@@ -14,6 +14,7 @@ mod format;
 mod fuzz;
 mod import;
 mod llamacpp;
+mod prefix_cache;
 mod protocols;
 mod record;
 mod replay;

@@ -34,6 +34,8 @@ enum Concept {
     Kv,
     KvFallback,
     Preempt,
+    PrefixQueries,
+    PrefixHits,
 }
 
 /// (metric name, engine, concept). Order matters only for the engine name: the first engine
@@ -45,6 +47,23 @@ const MAP: &[(&str, &str, Concept)] = &[
     ("vllm:gpu_cache_usage_perc", "vllm", Concept::KvFallback),
     ("vllm:num_preemptions_total", "vllm", Concept::Preempt),
     ("vllm:num_preemptions", "vllm", Concept::Preempt),
+    (
+        "vllm:prefix_cache_queries_total",
+        "vllm",
+        Concept::PrefixQueries,
+    ),
+    ("vllm:prefix_cache_hits_total", "vllm", Concept::PrefixHits),
+    // The names before vLLM 0.10 (tokens, as now).
+    (
+        "vllm:gpu_prefix_cache_queries_total",
+        "vllm",
+        Concept::PrefixQueries,
+    ),
+    (
+        "vllm:gpu_prefix_cache_hits_total",
+        "vllm",
+        Concept::PrefixHits,
+    ),
     ("sglang:num_queue_reqs", "sglang", Concept::Waiting),
     ("sglang:num_running_reqs", "sglang", Concept::Running),
     ("sglang:token_usage", "sglang", Concept::Kv),
@@ -88,7 +107,7 @@ impl Acc {
 /// Parses Prometheus text exposition (or OpenMetrics) and maps the known queue gauges.
 /// Unknown metrics, comments, malformed lines and NaN values are skipped.
 pub fn parse_prometheus(text: &str) -> Scrape {
-    let mut acc: [Acc; 5] = Default::default();
+    let mut acc: [Acc; 7] = Default::default();
     let mut engine: Option<&str> = None;
     for line in text.lines() {
         let line = line.trim();
@@ -134,6 +153,8 @@ pub fn parse_prometheus(text: &str) -> Scrape {
                 .mean()
                 .or(acc[Concept::KvFallback as usize].mean()),
             preemptions: acc[Concept::Preempt as usize].sum(),
+            prefix_queries: acc[Concept::PrefixQueries as usize].sum(),
+            prefix_hits: acc[Concept::PrefixHits as usize].sum(),
         },
         engine,
     }
@@ -228,9 +249,9 @@ pub struct Samples {
     pub engine: Option<&'static str>,
 }
 
-/// Scrapes `url` every `period` until `stop` is cancelled. A 404 (no metrics) ends sampling
-/// quietly; so do five failures before any success. A slow scrape is not followed by catch-up
-/// scrapes.
+/// Scrapes `url` every `period` until `stop` is cancelled, and once more then (when a scrape
+/// has answered before). A 404 (no metrics) ends sampling quietly; so do five failures before
+/// any success. A slow scrape is not followed by catch-up scrapes.
 pub async fn sample_every(
     url: String,
     transport: crate::Transport,
@@ -246,19 +267,23 @@ pub async fn sample_every(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failures = 0u32;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => break,
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
+        // One more scrape at the stop, from a server that answered before: counters
+        // (preemptions, prefix-cache hits) then end at the run's end, not a period before it.
+        if stopping && out.samples.is_empty() {
+            break;
         }
         match scraper.scrape(&clock).await {
             Ok(q) => {
                 let s = q.sample;
-                if s.waiting.is_none() && s.running.is_none() && s.kv_usage.is_none() {
-                    // A /metrics without any known queue gauge: not an inference engine's.
-                    continue;
+                // A /metrics without any known queue gauge is not an inference engine's.
+                if s.waiting.is_some() || s.running.is_some() || s.kv_usage.is_some() {
+                    out.engine = out.engine.or(q.engine);
+                    out.samples.push(s);
                 }
-                out.engine = out.engine.or(q.engine);
-                out.samples.push(s);
             }
             Err(Error::NoMetrics { .. }) => break,
             Err(e) => {
@@ -270,6 +295,9 @@ pub async fn sample_every(
                     break;
                 }
             }
+        }
+        if stopping {
+            break;
         }
     }
     out

@@ -78,6 +78,12 @@ pub struct ServerSample {
     pub kv_usage: Option<f64>,
     /// Cumulative preemptions.
     pub preemptions: Option<f64>,
+    /// Cumulative prompt tokens looked up in the prefix cache (`vllm:prefix_cache_queries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_queries: Option<f64>,
+    /// Cumulative prompt tokens found there (`vllm:prefix_cache_hits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_hits: Option<f64>,
 }
 
 /// An arrival process: how a synthetic schedule spaces its requests. The one definition used by

@@ -92,6 +92,9 @@ struct Seq {
     /// Tokens of `prompt + generated` already in the KV cache.
     computed: u32,
     blocks: u64,
+    /// Prompt tokens found in the prefix cache: computed from the start, and again after a
+    /// preemption.
+    cached: u32,
 }
 
 impl Seq {
@@ -142,6 +145,12 @@ impl Engine {
     /// A request that could never fit the KV cache (vLLM would reject it against
     /// `max_model_len`) is shortened to fit: half the capacity for the prompt, the rest for output.
     pub fn add(&mut self, id: u64, prompt_tokens: u32, output_tokens: u32) {
+        self.add_cached(id, prompt_tokens, output_tokens, 0);
+    }
+
+    /// [`Engine::add`] for a request whose first `cached` prompt tokens are in the prefix
+    /// cache: their prefill is skipped (vLLM starts such a request at its cached length).
+    pub fn add_cached(&mut self, id: u64, prompt_tokens: u32, output_tokens: u32, cached: u32) {
         let bs = u64::from(self.params.block_size.max(1));
         let usable = self
             .params
@@ -151,12 +160,14 @@ impl Engine {
         let cap = u32::try_from(usable).unwrap_or(u32::MAX).max(2);
         let prompt_tokens = prompt_tokens.clamp(1, cap / 2);
         let output_tokens = output_tokens.clamp(1, cap - prompt_tokens);
+        let cached = cached.min(prompt_tokens.saturating_sub(1));
         let seq = Seq {
             prompt_tokens,
             output_tokens,
             generated: 0,
-            computed: 0,
+            computed: cached,
             blocks: 0,
+            cached,
         };
         self.seqs.insert(id, seq);
         self.waiting.push_back(id);
@@ -384,7 +395,7 @@ impl Engine {
         if let Some(seq) = self.seqs.get_mut(&id) {
             self.free_blocks += seq.blocks;
             seq.blocks = 0;
-            seq.computed = 0;
+            seq.computed = seq.cached;
             self.preemptions_total += 1;
             self.waiting.push_front(id);
         }

@@ -23,6 +23,7 @@ pub mod calibrate;
 pub mod engine;
 pub mod fault;
 pub mod fit;
+pub mod prefix_cache;
 pub mod profile;
 mod server;
 pub mod truth;
@@ -245,6 +246,10 @@ pub struct SimConfig {
     /// before the answer), where the route has a reasoning channel (chat, responses,
     /// messages); at least one answer token always follows. 0: no reasoning.
     pub reasoning_tokens: u32,
+    /// Prefix-cache capacity in tokens (see [`prefix_cache`]); None turns caching off. The
+    /// default is the engine's KV capacity (vLLM caches in free KV blocks), 2^20 tokens for the
+    /// fixed model (which reports cached tokens but keeps its fixed timing).
+    pub prefix_cache_tokens: Option<u64>,
     /// Hugging Face tokenizer.json that counts prompt tokens; None counts whitespace words.
     pub tokenizer: Option<PathBuf>,
     /// Serve HTTPS with these files; None: plain HTTP.
@@ -310,6 +315,10 @@ impl SimConfig {
     }
 
     fn with_time(profile: &str, model: &str, time: TimeModel) -> Self {
+        let cache_tokens = match &time {
+            TimeModel::Engine(p) => p.kv_blocks * u64::from(p.block_size),
+            TimeModel::Fixed { .. } => 1 << 20,
+        };
         Self {
             profile: profile.to_string(),
             model: model.to_string(),
@@ -320,6 +329,7 @@ impl SimConfig {
             output_dist: None,
             default_max_tokens: 256,
             reasoning_tokens: 0,
+            prefix_cache_tokens: Some(cache_tokens),
             tokenizer: None,
             tls: None,
         }

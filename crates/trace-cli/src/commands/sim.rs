@@ -88,6 +88,12 @@ pub struct SimArgs {
     /// Responses' reasoning_text, Messages' thinking); at least one answer token follows.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub reasoning_tokens: u32,
+    /// Turn the prefix cache off (each request prefills its whole prompt; no cached tokens).
+    #[arg(long, conflicts_with = "prefix_cache_tokens")]
+    pub no_prefix_cache: bool,
+    /// Prefix-cache capacity in tokens (default: the profile's KV-cache capacity).
+    #[arg(long, value_name = "TOKENS")]
+    pub prefix_cache_tokens: Option<u64>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -169,6 +175,11 @@ pub fn config(args: &SimArgs) -> anyhow::Result<SimConfig> {
     cfg.truth = args.truth.clone();
     cfg.tokenizer = args.tokenizer.clone();
     cfg.reasoning_tokens = args.reasoning_tokens;
+    if args.no_prefix_cache {
+        cfg.prefix_cache_tokens = None;
+    } else if let Some(t) = args.prefix_cache_tokens {
+        cfg.prefix_cache_tokens = Some(t);
+    }
     cfg.tls = args
         .tls_cert
         .clone()

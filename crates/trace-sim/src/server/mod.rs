@@ -60,6 +60,8 @@ struct AppState {
     pub(super) output_dist: Option<OutputDist>,
     pub(super) default_max_tokens: u32,
     pub(super) reasoning_tokens: u32,
+    /// The prefix cache, when on.
+    pub(super) prefix: Option<std::sync::Mutex<crate::prefix_cache::PrefixCache>>,
     pub(super) submit: Option<mpsc::UnboundedSender<Submit>>,
     pub(super) fixed: Option<(Duration, Duration)>,
     pub(super) gauges: Gauges,
@@ -209,6 +211,13 @@ async fn run(
         output_dist: config.output_dist,
         default_max_tokens: config.default_max_tokens,
         reasoning_tokens: config.reasoning_tokens,
+        prefix: config.prefix_cache_tokens.map(|cap| {
+            let block = match &config.time {
+                TimeModel::Engine(p) => p.block_size,
+                TimeModel::Fixed { .. } => 16,
+            };
+            std::sync::Mutex::new(crate::prefix_cache::PrefixCache::new(block, cap))
+        }),
         submit,
         fixed,
         gauges: Gauges::default(),

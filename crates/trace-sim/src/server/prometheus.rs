@@ -65,6 +65,24 @@ pub(super) async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "Number of generation tokens processed.",
         g.generation_tokens.load(Ordering::Relaxed) as f64,
     );
+    if let Some(c) = &s.prefix {
+        let (queries, hits) = {
+            let c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (c.queries, c.hits)
+        };
+        metric(
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            queries as f64,
+        );
+        metric(
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            hits as f64,
+        );
+    }
     metric(
         "vllm:request_success_total",
         "counter",

@@ -153,14 +153,25 @@ pub(super) async fn completions(
     handle(s, Api::Completions, headers, body).await
 }
 
-/// Tokens of one text: the tokenizer's count when one is loaded (special tokens and the chat
-/// template are not added: the engine's template overhead is a constant per request), else
-/// whitespace-separated words (the `w<k>` prompts replay builds are one token per word).
-fn text_tokens(tok: Option<&tokenizers::Tokenizer>, s: &str) -> u32 {
+/// The tokens of one text, as keys: the tokenizer's ids when one is loaded (special tokens and
+/// the chat template are not added: the engine's template overhead is a constant per request),
+/// else whitespace-separated words, hashed (the `w<k>` prompts replay builds are one token per
+/// word). The keys name the tokens for the prefix cache; their number is the count.
+fn text_keys(tok: Option<&tokenizers::Tokenizer>, s: &str, out: &mut Vec<u64>) {
     match tok.map(|t| t.encode(s, false)) {
-        Some(Ok(enc)) => enc.len() as u32,
-        _ => s.split_ascii_whitespace().count() as u32,
+        Some(Ok(enc)) => out.extend(enc.get_ids().iter().map(|&i| u64::from(i))),
+        _ => out.extend(
+            s.split_ascii_whitespace()
+                .map(|w| xxhash_rust::xxh3::xxh3_64(w.as_bytes())),
+        ),
     }
+}
+
+/// Tokens of one text (see [`text_keys`]).
+fn text_tokens(tok: Option<&tokenizers::Tokenizer>, s: &str) -> u32 {
+    let mut keys = Vec::new();
+    text_keys(tok, s, &mut keys);
+    keys.len() as u32
 }
 
 /// `POST /tokenize` (llama.cpp's and vLLM's field names: `content` or `prompt`): the text's
@@ -191,71 +202,76 @@ pub(super) async fn tokenize(State(s): State<Arc<AppState>>, body: Bytes) -> Res
     super::json_response(StatusCode::OK, body.to_string())
 }
 
-/// Prompt tokens: the text's tokens (see [`text_tokens`]), or the length of token-id arrays.
-fn count_prompt(
+/// The prompt's tokens as keys (see [`text_keys`]; token ids are their own keys), in order:
+/// their number is the prompt length, and they name its blocks for the prefix cache.
+fn prompt_keys(
     api: Api,
     req: &GenRequest,
     tok: Option<&tokenizers::Tokenizer>,
-) -> Result<u32, String> {
-    let words = |s: &str| text_tokens(tok, s);
-    let n = match api {
-        Api::Responses => match req.input.as_ref().ok_or("'input' is required")? {
-            Value::String(t) => words(t),
-            Value::Array(items) => items
+) -> Result<Vec<u64>, String> {
+    let mut k = Vec::new();
+    let id = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+    let contents = |k: &mut Vec<u64>, c: &Value| match c {
+        Value::String(t) => text_keys(tok, t, k),
+        Value::Array(parts) => {
+            for t in parts
                 .iter()
-                .filter_map(|m| m.get("content"))
-                .map(|c| match c {
-                    Value::String(t) => words(t),
-                    Value::Array(parts) => parts
-                        .iter()
-                        .filter_map(|p| p.get("text").and_then(Value::as_str))
-                        .map(words)
-                        .sum(),
-                    _ => 0,
-                })
-                .sum(),
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+            {
+                text_keys(tok, t, k);
+            }
+        }
+        _ => {}
+    };
+    match api {
+        Api::Responses => match req.input.as_ref().ok_or("'input' is required")? {
+            Value::String(t) => text_keys(tok, t, &mut k),
+            Value::Array(items) => {
+                for c in items.iter().filter_map(|m| m.get("content")) {
+                    contents(&mut k, c);
+                }
+            }
             _ => return Err("'input' must be a string or a list of messages".into()),
         },
         Api::Chat | Api::Messages => {
             let msgs = req.messages.as_ref().ok_or("'messages' is required")?;
-            msgs.iter()
-                .map(|m| match m.get("content") {
-                    Some(Value::String(t)) => words(t),
-                    Some(Value::Array(parts)) => parts
-                        .iter()
-                        .filter_map(|p| p.get("text").and_then(Value::as_str))
-                        .map(words)
-                        .sum(),
-                    _ => 0,
-                })
-                .sum()
+            for c in msgs.iter().filter_map(|m| m.get("content")) {
+                contents(&mut k, c);
+            }
         }
-        Api::Tgi => words(req.inputs.as_deref().ok_or("'inputs' is required")?),
-        Api::Triton => words(
+        Api::Tgi => text_keys(
+            tok,
+            req.inputs.as_deref().ok_or("'inputs' is required")?,
+            &mut k,
+        ),
+        Api::Triton => text_keys(
+            tok,
             req.text_input
                 .as_deref()
                 .ok_or("'text_input' is required")?,
+            &mut k,
         ),
         Api::Sglang => match (&req.text, &req.input_ids) {
-            (Some(t), _) => words(t),
-            (None, Some(ids)) => ids.len() as u32,
+            (Some(t), _) => text_keys(tok, t, &mut k),
+            (None, Some(ids)) => k.extend(ids.iter().map(id)),
             (None, None) => return Err("'text' or 'input_ids' is required".into()),
         },
         Api::Completions => match req.prompt.as_ref().ok_or("'prompt' is required")? {
-            Value::String(t) => words(t),
-            Value::Array(items) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(t) => words(t),
-                    Value::Number(_) => 1,
-                    Value::Array(ids) => ids.len() as u32,
-                    _ => 0,
-                })
-                .sum(),
+            Value::String(t) => text_keys(tok, t, &mut k),
+            Value::Array(items) => {
+                for i in items {
+                    match i {
+                        Value::String(t) => text_keys(tok, t, &mut k),
+                        Value::Number(_) => k.push(id(i)),
+                        Value::Array(ids) => k.extend(ids.iter().map(id)),
+                        _ => {}
+                    }
+                }
+            }
             _ => return Err("'prompt' must be a string, an array of strings or token ids".into()),
         },
-    };
-    Ok(n.max(1))
+    }
+    Ok(k)
 }
 
 /// Per-request facts the response stream needs.
@@ -274,6 +290,8 @@ pub(super) struct Job {
     pub(super) arrival_unix_ns: i64,
     /// The first this-many output tokens are reasoning.
     pub(super) reasoning: u32,
+    /// Prompt tokens served from the prefix cache; None when caching is off.
+    pub(super) cached_tokens: Option<u32>,
 }
 
 async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
@@ -311,10 +329,11 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
             );
         }
     };
-    let prompt_tokens = match count_prompt(api, &req, s.tokenizer.as_ref()) {
-        Ok(p) => p,
+    let keys = match prompt_keys(api, &req, s.tokenizer.as_ref()) {
+        Ok(k) => k,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "BadRequestError", &e),
     };
+    let prompt_tokens = (keys.len() as u32).max(1);
     // As vLLM answers: a model it does not serve is 404, a request past the context is 400.
     if let Some(m) = req.model.as_deref().filter(|m| *m != s.model) {
         return error_response(
@@ -383,6 +402,13 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         _ => max_tokens,
     };
     let opts = req.stream_options.as_ref();
+    // Only a request that will run touches the cache.
+    let cached_tokens = s.prefix.as_ref().map(|c| {
+        c.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lookup(&keys)
+    });
+    drop(keys);
     let job = Job {
         api,
         id: match api {
@@ -405,6 +431,7 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
         fault,
         request_id: request_id.clone(),
         arrival_unix_ns,
+        cached_tokens,
         reasoning: if api.has_reasoning() {
             s.reasoning_tokens.min(output_tokens.saturating_sub(1))
         } else {
@@ -414,7 +441,13 @@ async fn handle(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> 
     s.gauges
         .prompt_tokens
         .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
-    let source = match start(&s, n, prompt_tokens, output_tokens) {
+    let source = match start(
+        &s,
+        n,
+        prompt_tokens,
+        output_tokens,
+        cached_tokens.unwrap_or(0),
+    ) {
         Some(src) => src,
         None => {
             return error_response(

@@ -54,9 +54,12 @@ pub(super) async fn non_streaming(s: Arc<AppState>, job: Job, mut source: Source
             .fetch_add(u64::from(got), Ordering::Relaxed);
     }
     s.gauges.success.fetch_add(1, Ordering::Relaxed);
-    let usage = serde_json::json!({
+    let mut usage = serde_json::json!({
         "prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens + got, "completion_tokens": got,
     });
+    if let Some(c) = job.cached_tokens {
+        usage["prompt_tokens_details"] = serde_json::json!({ "cached_tokens": c });
+    }
     let model: Value = serde_json::from_str(&job.model).unwrap_or(Value::Null);
     let choice = match job.api {
         Api::Chat => serde_json::json!({
@@ -173,7 +176,7 @@ impl SseStream {
     }
 
     fn usage_json(&self, completion: u32) -> String {
-        let details = if self.job.reasoning > 0 {
+        let mut details = if self.job.reasoning > 0 {
             format!(
                 ",\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}",
                 self.job.reasoning.min(completion)
@@ -181,12 +184,23 @@ impl SseStream {
         } else {
             String::new()
         };
+        if let Some(c) = self.job.cached_tokens {
+            let _ = write!(
+                details,
+                ",\"prompt_tokens_details\":{{\"cached_tokens\":{c}}}"
+            );
+        }
         format!(
             "{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}{details}}}",
             self.job.prompt_tokens,
             self.job.prompt_tokens + completion,
             completion
         )
+    }
+
+    /// Prompt tokens served from the prefix cache (0 when caching is off).
+    fn cached(&self) -> u32 {
+        self.job.cached_tokens.unwrap_or(0)
     }
 
     /// A typed event (Responses, Messages): the SSE `event:` line and its data.
@@ -207,8 +221,12 @@ impl SseStream {
             _ => Self::typed(
                 "message_start",
                 &format!(
-                    "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":{},\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}}}}",
-                    self.job.id, self.job.model, self.job.prompt_tokens
+                    "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{}\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":{},\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":{},\"output_tokens\":1}}}}}}",
+                    self.job.id,
+                    self.job.model,
+                    // Anthropic counts cache reads apart from input_tokens.
+                    self.job.prompt_tokens - self.cached(),
+                    self.cached()
                 ),
             ),
         }
@@ -231,10 +249,11 @@ impl SseStream {
                 Self::typed(
                     ty,
                     &format!(
-                        "{{\"type\":\"{ty}\",\"response\":{{\"id\":\"{}\",\"object\":\"response\",\"status\":\"{status}\",\"incomplete_details\":{why},\"model\":{},\"usage\":{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":0}},\"output_tokens\":{},\"output_tokens_details\":{{\"reasoning_tokens\":{}}},\"total_tokens\":{}}}}}}}",
+                        "{{\"type\":\"{ty}\",\"response\":{{\"id\":\"{}\",\"object\":\"response\",\"status\":\"{status}\",\"incomplete_details\":{why},\"model\":{},\"usage\":{{\"input_tokens\":{},\"input_tokens_details\":{{\"cached_tokens\":{}}},\"output_tokens\":{},\"output_tokens_details\":{{\"reasoning_tokens\":{}}},\"total_tokens\":{}}}}}}}",
                         self.job.id,
                         self.job.model,
                         self.job.prompt_tokens,
+                        self.cached(),
                         self.sent,
                         self.job.reasoning.min(self.sent),
                         self.job.prompt_tokens + self.sent
@@ -481,10 +500,11 @@ impl SseStream {
                     "null".into()
                 };
                 format!(
-                    "data: {{\"text\":\"{}\",\"output_ids\":[],\"meta_info\":{{\"id\":\"{}\",\"finish_reason\":{finish},\"prompt_tokens\":{},\"completion_tokens\":{to},\"cached_tokens\":0}},\"index\":0}}\n\n",
+                    "data: {{\"text\":\"{}\",\"output_ids\":[],\"meta_info\":{{\"id\":\"{}\",\"finish_reason\":{finish},\"prompt_tokens\":{},\"completion_tokens\":{to},\"cached_tokens\":{}}},\"index\":0}}\n\n",
                     words(0, to),
                     self.job.id,
-                    self.job.prompt_tokens
+                    self.job.prompt_tokens,
+                    self.cached()
                 )
             }
         }

@@ -18,6 +18,8 @@ pub(super) struct Submit {
     pub(super) id: u64,
     pub(super) prompt_tokens: u32,
     pub(super) output_tokens: u32,
+    /// Prompt tokens already in the prefix cache: not prefilled.
+    pub(super) cached_tokens: u32,
     pub(super) tx: mpsc::UnboundedSender<bool>,
 }
 
@@ -35,7 +37,7 @@ pub(super) async fn scheduler_loop(
     let g = &state.gauges;
     let add = |engine: &mut Engine, senders: &mut HashMap<u64, _>, s: Submit| {
         g.pending.fetch_sub(1, Ordering::Relaxed);
-        engine.add(s.id, s.prompt_tokens, s.output_tokens);
+        engine.add_cached(s.id, s.prompt_tokens, s.output_tokens, s.cached_tokens);
         senders.insert(s.id, s.tx);
     };
     loop {
@@ -131,6 +133,7 @@ pub(super) fn start(
     n: u64,
     prompt_tokens: u32,
     output_tokens: u32,
+    cached_tokens: u32,
 ) -> Option<Source> {
     if let Some((ttft, itl)) = s.fixed {
         s.gauges.running.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +154,7 @@ pub(super) fn start(
             id: n,
             prompt_tokens,
             output_tokens,
+            cached_tokens,
             tx,
         })
         .is_err()
