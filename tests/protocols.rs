@@ -281,3 +281,77 @@ fn reasoning_is_its_own_channel_from_the_server_to_the_report() {
         "{text}"
     );
 }
+
+#[test]
+fn record_captures_a_custom_route_at_its_text_field() {
+    let sim = sim();
+    let d = tempfile::tempdir().unwrap();
+    let cap = d.path().join("cap.parquet");
+    // The simulator's SGLang route, recorded as a custom one read at a field every event
+    // carries: the proxy and the client count one token per event, as a custom route must.
+    let mut rec = spawn(
+        &[
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &sim.url(),
+            "--custom-path",
+            "/generate",
+            "--text-field",
+            "meta_info.id",
+            "--max-requests",
+            "3",
+            "-o",
+            cap.to_str().unwrap(),
+        ],
+        "recording on",
+    );
+    let out = d.path().join("custom.parquet");
+    let r = run(&[
+        "replay",
+        "--url",
+        &format!("http://{}", rec.addr),
+        "--model",
+        "m",
+        "--endpoint",
+        "custom",
+        "--path",
+        "/generate",
+        "--query-template",
+        r#"{"text": "%p", "sampling_params": {"max_new_tokens": %m}, "stream": true}"#,
+        "--text-field",
+        "meta_info.id",
+        "-n",
+        "2",
+        "--rate",
+        "inf",
+        "--input-len",
+        "8",
+        "--output-len",
+        "5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let t = std::time::Instant::now();
+    while rec.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed().as_secs() < 30, "record did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, rows) = read_all(&cap).unwrap();
+    assert_eq!(rows.len(), 3);
+    let (_, replayed) = read_all(&out).unwrap();
+    for r in &rows {
+        assert_eq!(r.endpoint.as_deref(), Some("custom"));
+        assert_eq!(r.error_kind, None, "{:?}", r.error_msg);
+    }
+    // The proxy and the client count the same stream alike.
+    let events = |rows: &[trace_format::TraceRecord]| {
+        let mut v: Vec<i32> = rows.iter().map(|r| r.chunk_tokens.iter().sum()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(events(&replayed), vec![5, 5]);
+    assert_eq!(&events(&rows)[1..], &[5, 5]);
+}

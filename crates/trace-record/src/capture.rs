@@ -31,16 +31,20 @@ pub enum Route {
     Responses,
     /// Anthropic Messages `POST .../messages`
     Messages,
+    /// The route given to `trace record --custom-path`, read at its `--text-field`.
+    Custom,
 }
 
 impl Route {
     /// The route of a request, if it is a generation route that is recorded.
-    pub fn of(method: &hyper::Method, path: &str) -> Option<Self> {
+    pub fn of(method: &hyper::Method, path: &str, custom: Option<&str>) -> Option<Self> {
         if method != hyper::Method::POST {
             return None;
         }
         let path = path.trim_end_matches('/');
-        if path.ends_with("/chat/completions") {
+        if custom.is_some_and(|c| c.trim_end_matches('/') == path) {
+            Some(Self::Custom)
+        } else if path.ends_with("/chat/completions") {
             Some(Self::Chat)
         } else if path.ends_with("/completions") {
             Some(Self::Completions)
@@ -70,6 +74,7 @@ impl Route {
             Self::Sglang => E::Sglang,
             Self::Responses => E::Responses,
             Self::Messages => E::Messages,
+            Self::Custom => E::Custom,
         }
     }
 
@@ -136,6 +141,8 @@ impl RequestInfo {
                 Some(Value::Array(items)) => Some(chat_text(items)),
                 _ => None,
             },
+            // A template's body: where the prompt sits is the template's business.
+            Route::Custom => None,
             Route::Tgi => text("inputs"),
             Route::Triton => text("text_input"),
             Route::Sglang => text("text").or_else(|| {
@@ -231,7 +238,13 @@ pub struct Capture {
 impl Capture {
     /// A capture for a response with this status and `Content-Type`; `keep_text` keeps the
     /// output text (for `store_outputs`).
-    pub fn new(route: Route, status: u16, content_type: Option<&str>, keep_text: bool) -> Self {
+    pub fn new(
+        route: Route,
+        text_field: Option<&str>,
+        status: u16,
+        content_type: Option<&str>,
+        keep_text: bool,
+    ) -> Self {
         let ct = content_type.unwrap_or("");
         let mode = if !(200..300).contains(&status) {
             Mode::Error {
@@ -248,7 +261,7 @@ impl Capture {
         };
         Self {
             mode,
-            state: StreamState::for_route(keep_text, route.endpoint(), None),
+            state: StreamState::for_route(keep_text, route.endpoint(), text_field),
         }
     }
 
@@ -322,17 +335,27 @@ mod tests {
     #[test]
     fn routes() {
         let post = hyper::Method::POST;
-        assert_eq!(Route::of(&post, "/v1/chat/completions"), Some(Route::Chat));
         assert_eq!(
-            Route::of(&post, "/v1/completions/"),
+            Route::of(&post, "/v1/chat/completions", None),
+            Some(Route::Chat)
+        );
+        assert_eq!(
+            Route::of(&post, "/v1/completions/", None),
             Some(Route::Completions)
         );
-        assert_eq!(Route::of(&hyper::Method::GET, "/v1/completions"), None);
-        assert_eq!(Route::of(&post, "/v1/embeddings"), None);
-        assert_eq!(Route::of(&post, "/generate_stream"), Some(Route::Tgi));
-        assert_eq!(Route::of(&post, "/generate"), Some(Route::Sglang));
         assert_eq!(
-            Route::of(&post, "/v2/models/ensemble/generate_stream"),
+            Route::of(&hyper::Method::GET, "/v1/completions", None),
+            None
+        );
+        assert_eq!(Route::of(&post, "/v1/embeddings", None), None);
+        assert_eq!(
+            Route::of(&post, "/x/gen/", Some("/x/gen")),
+            Some(Route::Custom)
+        );
+        assert_eq!(Route::of(&post, "/generate_stream", None), Some(Route::Tgi));
+        assert_eq!(Route::of(&post, "/generate", None), Some(Route::Sglang));
+        assert_eq!(
+            Route::of(&post, "/v2/models/ensemble/generate_stream", None),
             Some(Route::Triton)
         );
         let info = RequestInfo::parse(
@@ -384,7 +407,7 @@ mod tests {
 
     #[test]
     fn sse_split_across_reads_counts_chunks_and_usage() {
-        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), true);
+        let mut c = Capture::new(Route::Chat, None, 200, Some("text/event-stream"), true);
         let ev = |t: &str| {
             format!(
                 "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n"
@@ -442,7 +465,7 @@ mod tests {
                 9 + N
             ),
         ));
-        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
+        let mut c = Capture::new(Route::Chat, None, 200, Some("text/event-stream"), false);
         for (t, ev) in &events {
             c.feed(ev.as_bytes(), *t);
         }
@@ -468,7 +491,7 @@ mod tests {
     #[test]
     fn json_body_is_one_chunk_at_its_last_read() {
         let body = br#"{"id":"c","object":"chat.completion","model":"served","choices":[{"index":0,"message":{"role":"assistant","content":"w1 w2"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
-        let mut c = Capture::new(Route::Chat, 200, Some("application/json"), true);
+        let mut c = Capture::new(Route::Chat, None, 200, Some("application/json"), true);
         let (x, y) = body.split_at(40);
         c.feed(x, 10);
         c.feed(y, 20);
@@ -481,7 +504,7 @@ mod tests {
         assert_eq!(rec.model.as_deref(), Some("served"));
         assert_eq!(rec.end_ns, Some(30));
 
-        let mut c = Capture::new(Route::Chat, 200, Some("application/json"), false);
+        let mut c = Capture::new(Route::Chat, None, 200, Some("application/json"), false);
         c.feed(b"{cut", 10);
         let mut rec = TraceRecord::default();
         let info = RequestInfo::parse(Route::Completions, br#"{"prompt":"a b c"}"#);
@@ -497,14 +520,14 @@ mod tests {
 
     #[test]
     fn error_status_and_truncated_stream() {
-        let mut c = Capture::new(Route::Chat, 500, Some("application/json"), false);
+        let mut c = Capture::new(Route::Chat, None, 500, Some("application/json"), false);
         c.feed(br#"{"error":{"message":"boom"}}"#, 5);
         let mut rec = TraceRecord::default();
         c.finish_into(&mut rec, &RequestInfo::default(), None, 9, false);
         assert_eq!(rec.error_kind.as_deref(), Some("http_5xx"));
         assert!(rec.error_msg.as_deref().unwrap_or("").contains("boom"));
 
-        let mut c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
+        let mut c = Capture::new(Route::Chat, None, 200, Some("text/event-stream"), false);
         c.feed(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
             5,
@@ -514,7 +537,7 @@ mod tests {
         assert_eq!(rec.error_kind.as_deref(), Some("stream"));
         assert_eq!(rec.end_ns, Some(9));
 
-        let c = Capture::new(Route::Chat, 200, Some("text/event-stream"), false);
+        let c = Capture::new(Route::Chat, None, 200, Some("text/event-stream"), false);
         let mut rec = TraceRecord::default();
         c.finish_into(
             &mut rec,

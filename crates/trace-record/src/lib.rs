@@ -117,6 +117,9 @@ pub struct RecordConfig {
     pub upstream_transport: trace_client::Transport,
     /// Listen with TLS: certificate chain and key (PEM). None: plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// A JSON-over-SSE route to record besides the known ones, and where its events hold
+    /// their text delta (dotted path; default `text`).
+    pub custom_route: Option<(String, Option<String>)>,
 }
 
 /// The most serving threads `threads: 0` picks.
@@ -141,6 +144,7 @@ impl RecordConfig {
             threads: 0,
             upstream_transport: trace_client::Transport::default(),
             tls: None,
+            custom_route: None,
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct Summary {
 /// State shared by every connection and exchange of one recording.
 pub(crate) struct Shared {
     pub(crate) upstream: String,
+    /// `RecordConfig::custom_route`.
+    pub(crate) custom_route: Option<(String, Option<String>)>,
     pub(crate) clock: RunClock,
     pub(crate) sender: trace_format::RecordSender,
     pub(crate) store_prompts: bool,
@@ -292,6 +298,7 @@ pub async fn run(
 
     let shared = Arc::new(Shared {
         upstream: upstream.clone(),
+        custom_route: cfg.custom_route.clone(),
         clock,
         sender,
         store_prompts: cfg.store_prompts,

@@ -159,7 +159,11 @@ async fn exchange(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-    let route = Route::of(&parts.method, parts.uri.path());
+    let route = Route::of(
+        &parts.method,
+        parts.uri.path(),
+        shared.custom_route.as_ref().map(|(p, _)| p.as_str()),
+    );
 
     let mut row = None;
     if let Some(route) = route {
@@ -302,6 +306,7 @@ async fn exchange(
     let capture = row.as_ref().map(|r| {
         Capture::new(
             r.route,
+            shared.custom_route.as_ref().and_then(|(_, f)| f.as_deref()),
             status.as_u16(),
             content_type.as_deref(),
             shared.store_outputs,

@@ -74,6 +74,13 @@ pub struct RecordArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Also record this route (besides chat, completions, responses, messages and the TGI,
+    /// Triton and SGLang native ones): a JSON-over-SSE route, read at --text-field.
+    #[arg(long, value_name = "PATH")]
+    pub custom_path: Option<String>,
+    /// Where --custom-path's events hold their text delta, dotted (default: text).
+    #[arg(long, value_name = "FIELD", requires = "custom_path")]
+    pub text_field: Option<String>,
     /// How the upstream is reached (an https:// upstream's CA, client certificate, headers).
     #[command(flatten)]
     pub transport: super::transport::TransportArgs,
@@ -100,6 +107,10 @@ impl RecordArgs {
         cfg.threads = self.threads;
         cfg.force = self.force;
         cfg.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        cfg.custom_route = self
+            .custom_path
+            .clone()
+            .map(|p| (p, self.text_field.clone()));
         cfg.upstream_transport = self.transport.to_transport()?;
         Ok(cfg)
     }
