@@ -1,8 +1,8 @@
 //! Property-based fuzzing (proptest, stable Rust) of everything that reads bytes from outside:
-//! the SSE parser and stream state, the event classifier, the Prometheus parser, every
-//! importer, and the trace readers (trace-format's and the analyzer's polars scan). Each target
-//! must return (an event, a row, an error) and never panic or hang; the SSE target also checks that any split of the input into reads gives
-//! the same result. `TRACE_FUZZ_CASES` sets the cases per target (CI: the default, 64; the
+//! the SSE parser and stream state (under every route's protocol), the event classifier, the
+//! Prometheus parser, every importer, and the trace readers (trace-format's and the analyzer's
+//! polars scan). Each target must return (an event, a row, an error) and never panic or hang;
+//! the SSE target also checks that any split of the input into reads gives the same result. `TRACE_FUZZ_CASES` sets the cases per target (CI: the default, 64; the
 //! long run in docs/benchmarks.md used 20,000).
 
 use proptest::prelude::*;
@@ -37,13 +37,21 @@ fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(br#"{"token":{"text":"t"},"details":null}"#.to_vec()),
         Just(br#"{"error":{"message":"boom"}}"#.to_vec()),
         Just(br#"{"timings":{"predicted_n":4}}"#.to_vec()),
+        Just(br#"{"choices":[{"delta":{"reasoning_content":"r"}}],"usage":{"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":1}}}"#.to_vec()),
+        Just(br#"{"text":"ab","meta_info":{"completion_tokens":2,"finish_reason":{"type":"length"}}}"#.to_vec()),
+        Just(br#"{"text_output":"x","model_name":"m"}"#.to_vec()),
+        Just(br#"{"type":"response.output_text.delta","delta":"d"}"#.to_vec()),
+        Just(br#"{"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":2}}}"#.to_vec()),
+        Just(br#"{"type":"content_block_delta","delta":{"type":"thinking_delta","thinking":"t"}}"#.to_vec()),
+        Just(br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#.to_vec()),
+        Just(br#"{"type":"message_stop"}"#.to_vec()),
         proptest::collection::vec(any::<u8>(), 0..24),
     ];
     proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
 }
 
-fn stream_outcome(reads: &[&[u8]]) -> String {
-    let mut s = StreamState::new(false);
+fn stream_outcome(endpoint: trace_client::Endpoint, reads: &[&[u8]]) -> String {
+    let mut s = StreamState::for_route(true, endpoint, Some("out.0.t"));
     for (i, r) in reads.iter().enumerate() {
         s.feed(r, i as i64);
     }
@@ -87,7 +95,13 @@ proptest! {
     fn sse_streams_parse_alike_however_they_are_split(
         data in sse_bytes(),
         cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        route in 0usize..8,
     ) {
+        use trace_client::Endpoint as E;
+        let endpoint = [
+            E::Chat, E::Completions, E::Tgi, E::Triton, E::Sglang, E::Custom, E::Responses,
+            E::Messages,
+        ][route];
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
         cuts.sort_unstable();
         let mut reads = Vec::new();
@@ -96,7 +110,7 @@ proptest! {
             reads.push(&data[prev..c]);
             prev = c;
         }
-        prop_assert_eq!(stream_outcome(&reads), stream_outcome(&[&data]));
+        prop_assert_eq!(stream_outcome(endpoint, &reads), stream_outcome(endpoint, &[&data]));
     }
 
     #[test]
