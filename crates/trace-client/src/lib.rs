@@ -43,7 +43,9 @@ pub mod url;
 
 pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
 pub use metrics::{MetricsScraper, Samples, Scrape, parse_prometheus, sample_every, scrape};
-pub use request::{ClientConfig, Endpoint, Prompt, QueryTemplate, RequestSpec, prompt_hash};
+pub use request::{
+    ClientConfig, Endpoint, Message, Prompt, QueryTemplate, RequestSpec, Role, prompt_hash,
+};
 pub use send::{Client, list_models};
 pub use server::{ServerApi, ServerInfo};
 pub use stream::StreamState;

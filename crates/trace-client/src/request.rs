@@ -188,6 +188,74 @@ pub enum Prompt {
     Text(String),
     /// Token ids: sent as-is to completions; decoded with the tokenizer for chat.
     TokenIds(Vec<u32>),
+    /// A conversation (a session's history and its new turn): sent as the message list on the
+    /// routes that take one (chat, Responses, Messages), else as its texts joined by blank lines.
+    Chat(Vec<Message>),
+}
+
+/// Who said a [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The user (or a tool result handed back by an agent).
+    User,
+    /// The model's reply.
+    Assistant,
+}
+
+impl Role {
+    /// The role's name in the OpenAI and Anthropic message formats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One message of a [`Prompt::Chat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+impl Prompt {
+    /// The prompt as the `prompt` column stores it: text, a conversation flattened, token ids
+    /// as a JSON array.
+    pub fn stored(&self) -> String {
+        match self {
+            Prompt::Text(s) => s.clone(),
+            Prompt::TokenIds(ids) => serde_json::to_string(ids).unwrap_or_default(),
+            Prompt::Chat(m) => Prompt::flatten(m),
+        }
+    }
+
+    /// A conversation as one text: the messages' contents joined by blank lines (the prompt of
+    /// routes without a message list).
+    pub fn flatten(messages: &[Message]) -> String {
+        let mut s = String::with_capacity(messages.iter().map(|m| m.content.len() + 2).sum());
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                s.push_str("\n\n");
+            }
+            s.push_str(&m.content);
+        }
+        s
+    }
+
+    /// The messages of a chat body: a conversation's own, else one user message.
+    fn messages_json(&self, text: &dyn Fn() -> Result<String, String>) -> Result<Value, String> {
+        Ok(match self {
+            Prompt::Chat(m) => Value::Array(
+                m.iter()
+                    .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+                    .collect(),
+            ),
+            _ => json!([{ "role": "user", "content": text()? }]),
+        })
+    }
 }
 
 /// One request to send.
@@ -201,6 +269,9 @@ pub struct RequestSpec {
     pub prompt_tokens: Option<i32>,
     /// `max_tokens`.
     pub max_tokens: Option<i32>,
+    /// Keep the streamed text in the row's `output_text` even when the client does not store
+    /// outputs: a live session's next turn resends it (the caller clears it before writing).
+    pub keep_output: bool,
 }
 
 /// xxh3 of the prompt: its UTF-8 bytes, or its token ids as little-endian u32s.
@@ -211,6 +282,7 @@ pub fn prompt_hash(p: &Prompt) -> u64 {
             let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
             xxhash_rust::xxh3::xxh3_64(&bytes)
         }
+        Prompt::Chat(m) => xxhash_rust::xxh3::xxh3_64(Prompt::flatten(m).as_bytes()),
     }
 }
 
@@ -228,6 +300,7 @@ pub(crate) fn body(
     let text = || -> Result<String, String> {
         match (&spec.prompt, tokenizer) {
             (Prompt::Text(s), _) => Ok(s.clone()),
+            (Prompt::Chat(m), _) => Ok(Prompt::flatten(m)),
             (Prompt::TokenIds(ids), Some(t)) => t
                 .decode(ids)
                 .map_err(|e| format!("cannot decode prompt token ids: {e}")),
@@ -240,12 +313,17 @@ pub(crate) fn body(
     let mut b = match cfg.endpoint {
         Endpoint::Chat | Endpoint::Completions => openai_body(cfg, model, spec, &text)?,
         Endpoint::Responses => json!({
-            "model": model, "input": text()?, "max_output_tokens": spec.max_tokens,
+            "model": model,
+            "input": match &spec.prompt {
+                Prompt::Chat(_) => spec.prompt.messages_json(&text)?,
+                _ => json!(text()?),
+            },
+            "max_output_tokens": spec.max_tokens,
             "stream": true,
         }),
         Endpoint::Messages => json!({
             "model": model,
-            "messages": [{ "role": "user", "content": text()? }],
+            "messages": spec.prompt.messages_json(&text)?,
             // Required by the Messages API.
             "max_tokens": spec.max_tokens.unwrap_or(MESSAGES_DEFAULT_MAX_TOKENS),
             "stream": true,
@@ -265,7 +343,7 @@ pub(crate) fn body(
             });
             match &spec.prompt {
                 Prompt::TokenIds(ids) => b["input_ids"] = json!(ids),
-                Prompt::Text(s) => b["text"] = json!(s),
+                Prompt::Text(_) | Prompt::Chat(_) => b["text"] = json!(text()?),
             }
             b
         }
@@ -302,7 +380,7 @@ fn openai_body(
     match (cfg.endpoint, &spec.prompt) {
         (Endpoint::Completions, Prompt::TokenIds(ids)) => b["prompt"] = json!(ids),
         (Endpoint::Completions, _) => b["prompt"] = json!(text()?),
-        _ => b["messages"] = json!([{ "role": "user", "content": text()? }]),
+        _ => b["messages"] = spec.prompt.messages_json(text)?,
     }
     if let Some(m) = spec.max_tokens {
         b["max_tokens"] = json!(m);

@@ -28,7 +28,7 @@ use tokio::time::{Instant, timeout_at};
 use trace_format::{ErrorKind, TraceRecord};
 use trace_sys::RunClock;
 
-use crate::request::{ClientConfig, Prompt, RequestSpec, body, prompt_hash};
+use crate::request::{ClientConfig, RequestSpec, body, prompt_hash};
 use crate::stream::{StreamState, http_error_msg};
 use crate::tokenizer::HfTokenizer;
 use crate::transport::Transport;
@@ -282,13 +282,10 @@ impl Client {
         rec.expected_prompt_tokens = spec.prompt_tokens;
         rec.prompt_hash = Some(prompt_hash(&spec.prompt));
         if cfg.store_prompt {
-            rec.prompt = Some(match &spec.prompt {
-                Prompt::Text(s) => s.clone(),
-                Prompt::TokenIds(ids) => serde_json::to_string(ids).unwrap_or_default(),
-            });
+            rec.prompt = Some(spec.prompt.stored());
         }
         let mut st = StreamState::for_route(
-            cfg.store_output || self.tokenizer.is_some(),
+            cfg.store_output || spec.keep_output || self.tokenizer.is_some(),
             cfg.endpoint,
             cfg.text_field.as_deref(),
         );
@@ -309,7 +306,7 @@ impl Client {
             clock.offset_ns(outcome.end.into_std()),
             outcome.error,
             self.tokenizer.as_deref(),
-            cfg.store_output,
+            cfg.store_output || spec.keep_output,
         );
     }
 

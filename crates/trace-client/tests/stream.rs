@@ -32,6 +32,7 @@ fn spec() -> RequestSpec {
         prompt: Prompt::Text("w1 w2 w3".into()),
         prompt_tokens: Some(3),
         max_tokens: Some(16),
+        keep_output: false,
     }
 }
 

@@ -48,6 +48,11 @@ pub mod meta {
     pub const RESENDS: &str = "trace.client_resends";
     /// The HTTP version the server answered in (`HTTP/1.1`, `HTTP/2`).
     pub const HTTP_VERSION: &str = "trace.http_version";
+    /// Tokens per `hash_ids` block (Mooncake 512, Bailian 16, `trace synth` 16); absent: 512.
+    pub const HASH_BLOCK_TOKENS: &str = "trace.hash_block_tokens";
+    /// How a replay ran sessions (JSON: history, on_turn_error, max_sessions, think_scale,
+    /// sessions, skipped rows); absent when the workload had none.
+    pub const SESSIONS: &str = "trace.sessions";
 }
 
 /// One sweep stage's bounds, stored under [`meta::STAGES`].

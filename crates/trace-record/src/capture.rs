@@ -194,10 +194,7 @@ impl RequestInfo {
         if let Some(p) = &self.prompt {
             rec.prompt_hash = Some(prompt_hash(p));
             if store_prompt {
-                rec.prompt = Some(match p {
-                    Prompt::Text(s) => s.clone(),
-                    Prompt::TokenIds(ids) => serde_json::to_string(ids).unwrap_or_default(),
-                });
+                rec.prompt = Some(p.stored());
             }
         }
     }
@@ -207,6 +204,7 @@ impl RequestInfo {
     fn estimated_prompt_tokens(&self) -> Option<i32> {
         let n = match self.prompt.as_ref()? {
             Prompt::Text(s) => s.split_whitespace().count(),
+            Prompt::Chat(m) => m.iter().map(|m| m.content.split_whitespace().count()).sum(),
             Prompt::TokenIds(ids) => ids.len(),
         };
         i32::try_from(n).ok()

@@ -10,6 +10,7 @@ use trace_client::ClientConfig;
 use crate::Error;
 use crate::dispatch::Timer;
 use crate::schedule::Arrival;
+use crate::session::SessionOptions;
 use crate::workload::{RandomSpec, WorkloadSpec};
 
 /// The longest schedule a replay plans: a month of arrivals. Longer is a typo (`--rate 0.0001`).
@@ -58,6 +59,8 @@ pub struct ReplayConfig {
     pub scrape_metrics: bool,
     /// How often `/metrics` is sampled.
     pub metrics_interval: Duration,
+    /// How a trace's sessions are replayed.
+    pub sessions: SessionOptions,
 }
 
 impl ReplayConfig {
@@ -85,6 +88,7 @@ impl ReplayConfig {
             timer: Timer::Thread,
             scrape_metrics: true,
             metrics_interval: Duration::from_secs(1),
+            sessions: SessionOptions::default(),
         }
     }
 
@@ -162,6 +166,17 @@ impl ReplayConfig {
             ));
         }
         self.arrival.check().map_err(Error::Config)?;
+        let ts = self.sessions.think_scale;
+        if !(ts.is_finite() && ts >= 0.0) {
+            return Err(Error::Config(format!(
+                "invalid think scale '{ts}': must be a number >= 0"
+            )));
+        }
+        if self.sessions.max_sessions == Some(0) {
+            return Err(Error::Config(
+                "invalid max sessions '0': must be >= 1".into(),
+            ));
+        }
         if self.rates.is_empty() && !matches!(self.workload, WorkloadSpec::Trace(_)) {
             return Err(Error::Config(
                 "no --rate: only a trace workload has recorded timing to replay; give --rate R"

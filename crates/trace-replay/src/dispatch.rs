@@ -22,8 +22,9 @@ use trace_format::{ErrorKind, RecordSender, TraceRecord};
 use trace_sys::RunClock;
 
 pub use crate::plan::StagePlan;
+use crate::session::SessionOptions;
 use crate::summary::{ReqStat, StageStats};
-use crate::workload::{WorkItem, Workload};
+use crate::workload::{Unit, WorkItem, Workload};
 
 /// The longest the timing thread spins before a deadline; the rest is an OS sleep.
 pub const SPIN: Duration = Duration::from_micros(50);
@@ -149,19 +150,40 @@ pub struct Dispatcher {
     pub cancel: CancellationToken,
     /// After a stop, how long in-flight requests may finish before they are cancelled.
     pub drain_timeout: Duration,
+    /// How a session workload's sessions run (history, failed turns, cap, think scale).
+    pub sessions: SessionOptions,
+    /// Rows keep the output text (`--store outputs`); otherwise a live session's reply is
+    /// held only until its next turn is sent.
+    pub store_output: bool,
 }
 
-struct Shared {
-    d: Dispatcher,
+/// One stage's state, shared by its requests and sessions.
+pub(crate) struct Shared {
+    pub(crate) d: Dispatcher,
     workload: Arc<Workload>,
-    clock: RunClock,
+    pub(crate) clock: RunClock,
     sem: Option<Arc<Semaphore>>,
+    /// The session cap.
+    pub(crate) session_sem: Option<Arc<Semaphore>>,
+    /// Think times are multiplied by this: the stage's time factor times `--think-scale`.
+    pub(crate) think_factor: f64,
     stats: Mutex<StageStats>,
+    /// Units (requests or whole sessions) not finished: the stage waits for 0.
     in_flight: AtomicI64,
     idle: Notify,
     last_end_ns: AtomicI64,
     stage: String,
     target_rate: Option<f64>,
+}
+
+/// What a sent request gave its session.
+pub(crate) struct Sent {
+    /// It succeeded.
+    pub ok: bool,
+    /// When it ended, ns since run start.
+    pub end_ns: i64,
+    /// The streamed text, when the item asked to keep it.
+    pub reply: Option<String>,
 }
 
 impl Dispatcher {
@@ -189,6 +211,11 @@ impl Dispatcher {
             sem: self
                 .max_concurrency
                 .map(|c| Arc::new(Semaphore::new(c.max(1)))),
+            session_sem: self
+                .sessions
+                .max_sessions
+                .map(|c| Arc::new(Semaphore::new(c.max(1)))),
+            think_factor: plan.time_factor * self.sessions.think_scale,
             stats: Mutex::new(StageStats::default()),
             in_flight: AtomicI64::new(0),
             idle: Notify::new(),
@@ -253,13 +280,13 @@ async fn release_tokio(shared: &Arc<Shared>, stage_start: Instant, plan: &StageP
         if shared.d.stop.is_cancelled() {
             break;
         }
-        let item = shared.workload.item(plan.first_item + k as u64);
+        let unit = shared.workload.unit(plan.first_item + k as u64);
         let deadline = stage_start + Duration::from_nanos(off.max(0) as u64);
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {}
             () = shared.d.stop.cancelled() => break,
         }
-        spawn_request(shared, &tokio::runtime::Handle::current(), item, deadline);
+        spawn_unit(shared, &tokio::runtime::Handle::current(), unit, deadline);
         n += 1;
     }
     n
@@ -279,12 +306,12 @@ async fn release_thread(shared: &Arc<Shared>, stage_start: Instant, plan: &Stage
             let mut n = 0u64;
             for (k, &off) in offsets.iter().enumerate() {
                 // The prompt is built before the deadline so that only the spawn happens after it.
-                let item = shared2.workload.item(first + k as u64);
+                let unit = shared2.workload.unit(first + k as u64);
                 let off = Duration::from_nanos(off.max(0) as u64);
                 if !precise_sleep_until(std_start + off, &shared2.d.stop) {
                     break;
                 }
-                spawn_request(&shared2, &handle, item, stage_start + off);
+                spawn_unit(&shared2, &handle, unit, stage_start + off);
                 n += 1;
             }
             let _ = tx.send(n);
@@ -319,77 +346,125 @@ fn precise_sleep_until(deadline: std::time::Instant, stop: &CancellationToken) -
     }
 }
 
-fn spawn_request(
+/// Starts a request, or a session whose first turn is due at `deadline`.
+fn spawn_unit(
     shared: &Arc<Shared>,
     handle: &tokio::runtime::Handle,
-    item: WorkItem,
+    unit: Unit,
     deadline: Instant,
 ) {
-    let scheduled_ns = shared.clock.offset_ns(deadline.into_std());
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    let c = &shared.d.counters;
-    c.released.fetch_add(1, Ordering::Relaxed);
-    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
     let shared = shared.clone();
     handle.spawn(async move {
-        let mut rec = TraceRecord {
-            request_id: item.request_id.clone(),
-            stage: shared.stage.clone(),
-            target_rate: shared.target_rate,
-            scheduled_ns,
-            prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
-            max_tokens: item.max_tokens.and_then(|m| i32::try_from(m).ok()),
-            hash_ids: item.hash_ids.clone(),
-            parent_id: item.parent_id.clone(),
-            ..Default::default()
-        };
-        let cancel = shared.d.cancel.clone();
-        let cancelled =
-            move || -> SendFuture<'static> { Box::pin(cancel.clone().cancelled_owned()) };
-        // The semaphore is FIFO: queued arrivals go out in schedule order.
-        let permit = match &shared.sem {
-            Some(s) => tokio::select! {
-                p = s.clone().acquire_owned() => Some(p.ok()),
-                () = cancelled() => None,
-            },
-            None => Some(None),
-        };
-        match permit {
-            Some(_permit) => {
-                shared
-                    .d
-                    .sender
-                    .send(&item, &shared.clock, &mut rec, cancelled())
-                    .await
+        match unit {
+            Unit::Request(item) => {
+                let scheduled_ns = shared.clock.offset_ns(deadline.into_std());
+                send_request(&shared, item, scheduled_ns).await;
             }
-            None => {
-                rec.end_ns = Some(shared.clock.now_ns());
-                rec.error_kind = Some(ErrorKind::Cancelled);
-                rec.error_msg = Some("cancelled while queued at the concurrency cap".into());
-            }
+            Unit::Session(work) => crate::turns::run_session(&shared, work, deadline).await,
         }
-        let stat = ReqStat::from_record(&rec);
-        let c = &shared.d.counters;
-        if let Some(lag) = stat.lag_ns {
-            c.last_lag_ns.store(lag, Ordering::Relaxed);
-        }
-        if !stat.ok {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(end) = rec.end_ns {
-            shared.last_end_ns.fetch_max(end, Ordering::SeqCst);
-        }
-        if let Ok(mut s) = shared.stats.lock() {
-            s.add(&stat);
-        }
-        shared.d.sink.put(rec).await;
-        c.done.fetch_add(1, Ordering::Relaxed);
-        c.in_flight.fetch_sub(1, Ordering::Relaxed);
         if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             shared.idle.notify_waiters();
         }
     });
+}
+
+/// Sends one request due at `scheduled_ns` (waiting at the concurrency cap, the wait recorded),
+/// counts it and hands its row to the sink.
+pub(crate) async fn send_request(shared: &Arc<Shared>, item: WorkItem, scheduled_ns: i64) -> Sent {
+    let c = &shared.d.counters;
+    c.released.fetch_add(1, Ordering::Relaxed);
+    let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    c.max_in_flight.fetch_max(now_in_flight, Ordering::Relaxed);
+    let mut rec = row(shared, &item, scheduled_ns);
+    let cancel = shared.d.cancel.clone();
+    let cancelled = move || -> SendFuture<'static> { Box::pin(cancel.clone().cancelled_owned()) };
+    // The semaphore is FIFO: queued arrivals go out in schedule order.
+    let permit = match &shared.sem {
+        Some(s) => tokio::select! {
+            p = s.clone().acquire_owned() => Some(p.ok()),
+            () = cancelled() => None,
+        },
+        None => Some(None),
+    };
+    match permit {
+        Some(_permit) => {
+            shared
+                .d
+                .sender
+                .send(&item, &shared.clock, &mut rec, cancelled())
+                .await
+        }
+        None => {
+            rec.end_ns = Some(shared.clock.now_ns());
+            rec.error_kind = Some(ErrorKind::Cancelled);
+            rec.error_msg = Some("cancelled while queued at the concurrency cap".into());
+        }
+    }
+    let reply = match (item.keep_output, shared.d.store_output) {
+        (false, _) => None,
+        (true, true) => rec.output_text.clone(),
+        (true, false) => rec.output_text.take(),
+    };
+    let ok = rec.error_kind.is_none();
+    let end_ns = rec.end_ns.unwrap_or_else(|| shared.clock.now_ns());
+    finish(shared, rec).await;
+    c.in_flight.fetch_sub(1, Ordering::Relaxed);
+    Sent { ok, end_ns, reply }
+}
+
+/// The row of a turn never sent (an earlier turn of its session failed, a stop while it waited
+/// for a session slot).
+pub(crate) async fn put_dropped(
+    shared: &Arc<Shared>,
+    item: &WorkItem,
+    at_ns: i64,
+    kind: ErrorKind,
+    why: String,
+) {
+    let mut rec = row(shared, item, at_ns);
+    rec.end_ns = Some(at_ns);
+    rec.error_kind = Some(kind);
+    rec.error_msg = Some(why);
+    finish(shared, rec).await;
+}
+
+/// A row's request-side columns.
+fn row(shared: &Shared, item: &WorkItem, scheduled_ns: i64) -> TraceRecord {
+    TraceRecord {
+        request_id: item.request_id.clone(),
+        stage: shared.stage.clone(),
+        target_rate: shared.target_rate,
+        scheduled_ns,
+        prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
+        max_tokens: item.max_tokens.and_then(|m| i32::try_from(m).ok()),
+        hash_ids: item.hash_ids.clone(),
+        parent_id: item.parent_id.clone(),
+        session_id: item.session_id.clone(),
+        turn: item.turn.and_then(|t| i32::try_from(t).ok()),
+        think_ns: item.think_ns,
+        ..Default::default()
+    }
+}
+
+/// Counts a finished row and hands it to the sink.
+async fn finish(shared: &Shared, rec: TraceRecord) {
+    let stat = ReqStat::from_record(&rec);
+    let c = &shared.d.counters;
+    if let Some(lag) = stat.lag_ns {
+        c.last_lag_ns.store(lag, Ordering::Relaxed);
+    }
+    if !stat.ok {
+        c.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(end) = rec.end_ns {
+        shared.last_end_ns.fetch_max(end, Ordering::SeqCst);
+    }
+    if let Ok(mut s) = shared.stats.lock() {
+        s.add(&stat);
+    }
+    shared.d.sink.put(rec).await;
+    c.done.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -448,6 +523,8 @@ mod tests {
             stop: CancellationToken::new(),
             cancel: CancellationToken::new(),
             drain_timeout: Duration::from_secs(1),
+            sessions: SessionOptions::default(),
+            store_output: false,
         };
         (d, mem)
     }
@@ -467,6 +544,7 @@ mod tests {
             target_rate: Some(5.0),
             offsets_ns: offsets_ms.iter().map(|m| m * 1_000_000).collect(),
             first_item: 0,
+            time_factor: 1.0,
         }
     }
 

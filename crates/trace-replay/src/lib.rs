@@ -6,12 +6,14 @@
 //!   a trace file);
 //! - [`prompts`]: synthetic prompts of exact lengths in the server's tokens (calibrated through
 //!   its `/tokenize`, or a local tokenizer);
+//! - [`session`]: sessions (multi-turn, agent trees): linking a trace's rows, history modes;
 //! - [`schedule`]: when: one generator per [`Arrival`] process, recorded timelines, retargeting;
 //! - [`synth`]: synthetic workload files (`trace synth`) from the same arrival generators;
 //! - [`config`]: [`ReplayConfig`], validated, holding the client's [`trace_client::ClientConfig`];
 //! - [`plan`]: the stages of a run (one per rate, a warmup), each a list of absolute offsets;
 //! - [`dispatch`]: releases requests at their deadlines from one run clock (a dedicated timing
 //!   thread), caps concurrency by queueing and recording the wait, drains on stop;
+//! - `turns`: a session's turns on the run clock (closed-loop within it, fan-out, history);
 //! - [`summary`]: fixed-size per-stage statistics for the end-of-run table;
 //! - `run`: [`run`], which ties them to trace-client and the trace-format writer.
 //!
@@ -26,8 +28,10 @@ pub mod plan;
 pub mod prompts;
 mod run;
 pub mod schedule;
+pub mod session;
 pub mod summary;
 pub mod synth;
+mod turns;
 pub mod workload;
 
 use std::path::PathBuf;

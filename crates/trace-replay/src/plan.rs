@@ -19,8 +19,11 @@ pub struct StagePlan {
     pub target_rate: Option<f64>,
     /// Send offsets (ns) from the stage start, non-decreasing.
     pub offsets_ns: Vec<i64>,
-    /// Workload index of the stage's first request.
+    /// Workload index of the stage's first request (or session).
     pub first_item: u64,
+    /// How much the recorded timeline was stretched (retargeting times `--time-scale`): a
+    /// session's think times stretch with it. 1 for synthetic arrivals.
+    pub time_factor: f64,
 }
 
 /// The stage label of a rate: `rate=5`, `rate=0.5`, `rate=inf`.
@@ -41,20 +44,23 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
     };
     let n_usize =
         usize::try_from(n).map_err(|_| Error::Config(format!("too many requests: {n}")))?;
-    let offsets_for = |rate: Option<f64>, count: usize| -> Result<Vec<i64>, Error> {
+    let offsets_for = |rate: Option<f64>, count: usize| -> Result<(Vec<i64>, f64), Error> {
         match (workload.timeline_ns(), rate) {
             (Some(tl), rate) => {
                 let base = cycle(tl, count);
-                let t = match rate {
-                    Some(r) => schedule::retarget(&base, r)?,
-                    None => base,
+                let (t, f) = match rate {
+                    Some(r) => (
+                        schedule::retarget(&base, r)?,
+                        schedule::retarget_factor(&base, r),
+                    ),
+                    None => (base, 1.0),
                 };
                 match cfg.time_scale {
-                    Some(f) => schedule::time_scale(&t, f),
-                    None => Ok(t),
+                    Some(s) => Ok((schedule::time_scale(&t, s)?, f * s)),
+                    None => Ok((t, f)),
                 }
             }
-            (None, Some(r)) => schedule::offsets_ns(&cfg.arrival, r, count, cfg.seed),
+            (None, Some(r)) => Ok((schedule::offsets_ns(&cfg.arrival, r, count, cfg.seed)?, 1.0)),
             (None, None) => Err(Error::Config("no --rate for a synthetic workload".into())),
         }
     };
@@ -67,11 +73,13 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
     if cfg.warmup > 0 {
         let w = usize::try_from(cfg.warmup)
             .map_err(|_| Error::Config(format!("too many warmup requests: {}", cfg.warmup)))?;
+        let (offsets_ns, time_factor) = offsets_for(rates[0], w)?;
         plans.push(StagePlan {
             label: "warmup".into(),
             target_rate: rates[0],
-            offsets_ns: offsets_for(rates[0], w)?,
+            offsets_ns,
             first_item: 0,
+            time_factor,
         });
     }
     let mut first_item = 0u64;
@@ -80,11 +88,13 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
             (Some(d), Some(r)) => ((r * d.as_secs_f64()).round() as usize).max(1),
             _ => n_usize,
         };
+        let (offsets_ns, time_factor) = offsets_for(*rate, count)?;
         plans.push(StagePlan {
             label: rate.map_or_else(|| "recorded".to_string(), stage_label),
             target_rate: *rate,
-            offsets_ns: offsets_for(*rate, count)?,
+            offsets_ns,
             first_item,
+            time_factor,
         });
         first_item += count as u64;
     }

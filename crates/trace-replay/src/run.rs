@@ -48,6 +48,8 @@ pub struct Summary {
     pub rows: u64,
     /// How prompt lengths were made exact.
     pub prompt_lengths: PromptLengths,
+    /// Sessions in the workload, when it was replayed as sessions.
+    pub sessions: Option<usize>,
     /// Things the user must read: uncalibrated prompt lengths, prompts the server counted
     /// differently from the workload.
     pub warnings: Vec<String>,
@@ -67,11 +69,18 @@ impl RequestSender for ClientSender {
         cancel: SendFuture<'a>,
     ) -> SendFuture<'a> {
         Box::pin(async move {
+            let prompt = if item.history.is_empty() {
+                Prompt::Text(item.prompt.clone())
+            } else {
+                Prompt::Chat(crate::session::messages(&item.history, &item.prompt))
+            };
             let spec = RequestSpec {
                 request_id: item.request_id.clone(),
-                prompt: Prompt::Text(item.prompt.clone()),
+                prompt,
+                // A turn with history is longer than its own input: the server counts it.
                 prompt_tokens: i32::try_from(item.prompt_tokens).ok(),
                 max_tokens: item.max_tokens.and_then(|m| i32::try_from(m).ok()),
+                keep_output: item.keep_output,
             };
             self.client
                 .send_cancellable(&spec, clock, rec, cancel)
@@ -169,6 +178,7 @@ async fn template_tokens(client: &Client, maker: &PromptMaker) -> u32 {
         prompt: Prompt::Text(prompt),
         prompt_tokens: None,
         max_tokens: Some(1),
+        keep_output: false,
     };
     let mut rec = TraceRecord::default();
     client.send(&spec, &RunClock::start(), &mut rec).await;
@@ -215,7 +225,7 @@ pub async fn run(
         trace_client::HfTokenizer::load(p)?;
     }
     if !matches!(cfg.workload, WorkloadSpec::Random(_)) {
-        Workload::load(&cfg.workload, cfg.seed)?;
+        Workload::load(&cfg.workload, cfg.seed, &cfg.sessions)?;
     }
     let api = ServerApi::new(
         &cfg.client.base_url,
@@ -267,7 +277,7 @@ pub async fn run(
         Duration::from_secs(10),
     )?;
     let prompts = prompts_for(&cfg, &api, info.tokenize, &client).await?;
-    let mut workload = Workload::load(&cfg.workload, cfg.seed)?;
+    let mut workload = Workload::load(&cfg.workload, cfg.seed, &cfg.sessions)?;
     workload.set_prompts(prompts.maker.clone());
     let workload = Arc::new(workload);
     let plans = plan_stages(&cfg, &workload)?;
@@ -281,6 +291,24 @@ pub async fn run(
     }
     m.set(meta::WORKLOAD, workload.spec_json().to_string());
     m.set(meta::SEED, cfg.seed.to_string());
+    if let Some(n) = workload.session_count() {
+        let o = &cfg.sessions;
+        m.set(
+            meta::SESSIONS,
+            serde_json::json!({
+                "sessions": n,
+                "history": o.history.as_str(),
+                "on_turn_error": match o.on_turn_error {
+                    crate::session::OnTurnError::End => "end",
+                    crate::session::OnTurnError::Continue => "continue",
+                },
+                "max_sessions": o.max_sessions,
+                "think_scale": o.think_scale,
+                "skipped_rows": workload.skipped().len(),
+            })
+            .to_string(),
+        );
+    }
     m.set_schedule(&schedule_meta(
         &cfg,
         &workload,
@@ -346,6 +374,8 @@ pub async fn run(
         stop: run_stop.clone(),
         cancel: CancellationToken::new(),
         drain_timeout: cfg.drain_timeout,
+        sessions: cfg.sessions,
+        store_output: cfg.client.store_output,
     };
     let mut infos = Vec::new();
     let mut summaries = Vec::new();
@@ -409,8 +439,16 @@ pub async fn run(
         interrupted: stop.is_cancelled(),
         rows: stats.rows,
         prompt_lengths: prompts.lengths,
+        sessions: workload.session_count(),
         warnings: {
             let mut w = prompts.warnings;
+            if let Some(first) = workload.skipped().first() {
+                w.push(format!(
+                    "{} row(s) of the workload were left out for bad session links (--skip-bad); \
+                     the first: {first}",
+                    workload.skipped().len()
+                ));
+            }
             if resent > 0 {
                 w.push(format!(
                     "{resent} request(s) were sent a second time: the server closed their \

@@ -222,6 +222,18 @@ pub fn retarget(timeline_ns: &[i64], rate_per_s: f64) -> Result<Vec<i64>, Error>
     time_scale(timeline_ns, new_span_ns / span as f64)
 }
 
+/// The factor [`retarget`] stretches `timeline_ns` by: 0 for `inf`, 1 when it leaves it as is.
+pub fn retarget_factor(timeline_ns: &[i64], rate_per_s: f64) -> f64 {
+    if rate_per_s.is_infinite() {
+        return 0.0;
+    }
+    let span = timeline_ns.last().copied().unwrap_or(0) - timeline_ns.first().copied().unwrap_or(0);
+    if timeline_ns.len() < 2 || span <= 0 || !(rate_per_s > 0.0) {
+        return 1.0;
+    }
+    (timeline_ns.len() - 1) as f64 / rate_per_s * 1e9 / span as f64
+}
+
 /// Multiplies every offset by `factor` (> 0, finite): 2 plays the trace twice as slowly.
 pub fn time_scale(timeline_ns: &[i64], factor: f64) -> Result<Vec<i64>, Error> {
     if !(factor.is_finite() && factor > 0.0) {

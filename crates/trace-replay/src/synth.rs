@@ -228,6 +228,115 @@ pub struct SynthConfig {
     pub seed: u64,
     /// Model name for every row.
     pub model: Option<String>,
+    /// Sessions instead of single requests: arrivals (and `count`) are then sessions.
+    pub sessions: Option<SessionSynth>,
+}
+
+/// Tokens per `hash_ids` block of synthetic session prefixes.
+pub const SYNTH_BLOCK_TOKENS: u32 = 16;
+
+/// A think-time distribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThinkDist {
+    /// Always this long.
+    Fixed(Duration),
+    /// Exponential with this mean (a user's pauses, a tool's run times).
+    Exponential(Duration),
+}
+
+impl ThinkDist {
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i64 {
+        let ns = match *self {
+            ThinkDist::Fixed(d) => d.as_nanos() as f64,
+            ThinkDist::Exponential(d) => {
+                let u: f64 = rng.random();
+                -(1.0 - u).ln() * d.as_nanos() as f64
+            }
+        };
+        ns.round().clamp(0.0, i64::MAX as f64) as i64
+    }
+
+    /// The spec string (`exp:2s`, `fixed:500ms`).
+    pub fn spec(&self) -> String {
+        match self {
+            ThinkDist::Fixed(d) => format!("fixed:{d:?}"),
+            ThinkDist::Exponential(d) => format!("exp:{d:?}"),
+        }
+    }
+}
+
+/// How `trace synth` makes sessions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionSynth {
+    /// Turns per session (a distribution; `fixed:N` for N).
+    pub turns: LengthDist,
+    /// Client-side delay before each later turn.
+    pub think: ThinkDist,
+    /// Tokens of the shared system prompt at the start of every session (0: none).
+    pub prefix_len: u32,
+    /// Distinct shared prefixes; session k uses prefix k mod G.
+    pub prefix_groups: u32,
+}
+
+/// One synthetic session's rows, turn by turn: the first carries the group prefix and its own
+/// input as `hash_ids` blocks; each later one is its parent's prompt plus the parent's reply
+/// plus new input, scheduled (as a workload, not a measurement) at the parent's time plus the
+/// think time.
+fn session_rows(
+    s: &SessionSynth,
+    k: u64,
+    t0: i64,
+    input: &LengthDist,
+    output: &LengthDist,
+    rng: &mut ChaCha8Rng,
+    model: &Option<String>,
+) -> Vec<TraceRecord> {
+    let turns = s.turns.sample(rng).max(1) as usize;
+    let group = k % u64::from(s.prefix_groups.max(1));
+    let bs = SYNTH_BLOCK_TOKENS;
+    let mut rows: Vec<TraceRecord> = Vec::with_capacity(turns);
+    for j in 0..turns {
+        let new_input = input.sample(rng);
+        let max_tokens = output.sample(rng);
+        let id = format!("s{k}-t{j}");
+        let mut rec = TraceRecord {
+            request_id: id,
+            stage: WORKLOAD_STAGE.into(),
+            session_id: Some(format!("s{k}")),
+            turn: Some(j as i32),
+            max_tokens: Some(max_tokens),
+            model: model.clone(),
+            ..TraceRecord::default()
+        };
+        match rows.last() {
+            None => {
+                let prefix_blocks = s.prefix_len.div_ceil(bs);
+                let own_blocks = (new_input as u32).div_ceil(bs);
+                // Group blocks are numbered below 2^32, a session's own blocks above: no
+                // accidental sharing.
+                rec.hash_ids = (0..prefix_blocks)
+                    .map(|b| (group << 20) | u64::from(b))
+                    .chain((0..own_blocks).map(|b| (1 << 32) | (k << 16) | u64::from(b)))
+                    .collect();
+                rec.prompt_tokens = Some((s.prefix_len as i32).saturating_add(new_input));
+                rec.scheduled_ns = t0;
+            }
+            Some(p) => {
+                let think = s.think.sample(rng);
+                rec.prompt_tokens = Some(
+                    p.prompt_tokens
+                        .unwrap_or(0)
+                        .saturating_add(p.max_tokens.unwrap_or(0))
+                        .saturating_add(new_input),
+                );
+                rec.parent_id = Some(p.request_id.clone());
+                rec.think_ns = Some(think);
+                rec.scheduled_ns = p.scheduled_ns.saturating_add(think);
+            }
+        }
+        rows.push(rec);
+    }
+    rows
 }
 
 /// What [`synth`] wrote.
@@ -235,6 +344,8 @@ pub struct SynthConfig {
 pub struct SynthSummary {
     /// Requests written.
     pub rows: u64,
+    /// Sessions written, when making sessions.
+    pub sessions: Option<u64>,
     /// Last arrival offset, ns.
     pub last_ns: i64,
     /// Prompt-length distribution used.
@@ -288,6 +399,9 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
         ..ScheduleMeta::default()
     });
     m.set(meta::SEED, cfg.seed.to_string());
+    if cfg.sessions.is_some() {
+        m.set(meta::HASH_BLOCK_TOKENS, SYNTH_BLOCK_TOKENS.to_string());
+    }
     let fit_json = fit.map(|f| {
         json!({
             "file": cfg.fit.as_ref().map(|p| p.display().to_string()),
@@ -304,6 +418,12 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
             "duration_s": cfg.duration.map(|d| d.as_secs_f64()),
             "count": cfg.count,
             "fit": fit_json,
+            "sessions": cfg.sessions.map(|s| json!({
+                "turns": s.turns.spec(),
+                "think_time": s.think.spec(),
+                "prefix_len": s.prefix_len,
+                "prefix_groups": s.prefix_groups,
+            })),
         })
         .to_string(),
     );
@@ -322,11 +442,22 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
         .duration
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let mut rows = 0u64;
+    let mut units = 0u64;
     let mut last_ns = 0;
     let res: Result<()> = (|| {
         for t in arrivals {
-            if cfg.count.is_some_and(|n| rows >= n) || limit_ns.is_some_and(|l| t >= l) {
+            if cfg.count.is_some_and(|n| units >= n) || limit_ns.is_some_and(|l| t >= l) {
                 break;
+            }
+            units += 1;
+            if let Some(s) = &cfg.sessions {
+                let k = units - 1;
+                for rec in session_rows(s, k, t, &input, &output, &mut len_rng, &cfg.model) {
+                    writer.write_owned(rec)?;
+                    rows += 1;
+                }
+                last_ns = t;
+                continue;
             }
             let rec = TraceRecord {
                 request_id: format!("synth-{rows}"),
@@ -350,6 +481,7 @@ pub fn synth(cfg: &SynthConfig) -> Result<SynthSummary> {
     writer.close()?;
     Ok(SynthSummary {
         rows,
+        sessions: cfg.sessions.map(|_| units),
         last_ns,
         input,
         output,

@@ -14,15 +14,17 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use trace_client::HfTokenizer;
 
-use crate::prompts::Vocab;
+use trace_client::Message;
 
 use crate::Error;
+use crate::prompts::Vocab;
+use crate::session::{self, History, Linked, RowLinks, Session, SessionOptions};
 
 /// Tokens per `hash_ids` block when rebuilding prefix-sharing prompts (Mooncake's block size).
 pub const HASH_BLOCK_TOKENS: u32 = 512;
 
 /// One request of a workload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkItem {
     /// Stable id, kept from the source so runs pair up.
     pub request_id: String,
@@ -36,6 +38,56 @@ pub struct WorkItem {
     pub hash_ids: Vec<u64>,
     /// Previous turn's request id, if any.
     pub parent_id: Option<String>,
+    /// The session this turn belongs to (session workloads).
+    pub session_id: Option<String>,
+    /// The turn's number in its session, 0-based.
+    pub turn: Option<u32>,
+    /// The think time applied before this turn, set when it is scheduled.
+    pub think_ns: Option<i64>,
+    /// The messages before this turn's own (`prompt`): a session's history. Empty: the prompt is
+    /// sent alone.
+    pub history: Arc<Vec<Message>>,
+    /// Keep the streamed reply for the next turn (live history).
+    pub keep_output: bool,
+}
+
+/// One turn of a [`SessionWork`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnWork {
+    /// What to send, but for `history` and `think_ns`, set when the turn is scheduled. `prompt`
+    /// is the turn's own new input, or its whole prompt when `whole_prompt`.
+    pub item: WorkItem,
+    /// The prompt is the whole recorded prompt (`hash_ids` blocks): no history goes before it.
+    pub whole_prompt: bool,
+    /// The parent turn (index into the session's turns).
+    pub parent: Option<usize>,
+    /// Turns sent once this one ends.
+    pub children: Vec<usize>,
+    /// Recorded think time before this turn (after its parent ended), unscaled.
+    pub think_ns: Option<i64>,
+    /// Recorded gap from the parent's send to this one's, used when the think time is unknown.
+    pub gap_ns: Option<i64>,
+    /// The recorded reply (stored text, else synthetic of the recorded length), for recorded
+    /// history; empty for turns without children.
+    pub recorded_reply: String,
+}
+
+/// One session to send: its turns, the root first, parents before children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionWork {
+    /// The session id (with a lap suffix when the workload cycles).
+    pub id: String,
+    /// The turns.
+    pub turns: Vec<TurnWork>,
+}
+
+/// What a stage releases at each arrival.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unit {
+    /// One request.
+    Request(WorkItem),
+    /// One session, its first turn at the arrival.
+    Session(SessionWork),
 }
 
 /// Settings of the `random` workload.
@@ -118,6 +170,14 @@ struct TraceItem {
     stored: bool,
     /// Row index, for the item's RNG stream.
     index: u64,
+    /// Recorded send time, ns.
+    scheduled_ns: i64,
+    /// Recorded think time before this turn.
+    think_ns: Option<i64>,
+    /// Recorded reply length in tokens (`output_tokens`, else `max_tokens`).
+    reply_tokens: u32,
+    /// Recorded reply text, when stored.
+    reply_text: Option<String>,
 }
 
 /// How synthetic prompts are made: `tokens` long to the server.
@@ -154,12 +214,27 @@ impl PromptMaker {
         synthetic_prompt(rng, i, n)
     }
 
-    /// A prompt of `tokens` tokens built from `hash_ids` blocks.
-    fn blocks(&self, hash_ids: &[u64], tokens: u32) -> String {
+    /// Text of exactly `tokens` tokens, no template allowance: a turn's new input or a
+    /// recorded reply inside a conversation whose template was counted at its first turn.
+    fn words(&self, rng: &mut ChaCha8Rng, i: u64, tokens: u32) -> String {
+        let n = tokens.max(1);
+        if let Some(v) = &self.vocab {
+            return v.random(rng, i, n);
+        }
+        if let Some(t) = &self.tokenizer
+            && let Ok((text, _)) = trace_client::random_prompt(t, n as usize, rng)
+        {
+            return text;
+        }
+        synthetic_prompt(rng, i, n)
+    }
+
+    /// A prompt of `tokens` tokens built from `hash_ids` blocks of `block` tokens.
+    fn blocks(&self, hash_ids: &[u64], block: u32, tokens: u32) -> String {
         let n = self.content(tokens);
         match &self.vocab {
-            Some(v) => v.blocks(hash_ids, HASH_BLOCK_TOKENS, n),
-            None => hashed_prompt(hash_ids, n),
+            Some(v) => v.blocks(hash_ids, block, n),
+            None => hashed_prompt(hash_ids, block, n),
         }
     }
 }
@@ -173,15 +248,38 @@ pub struct Workload {
     spec_json: serde_json::Value,
     prompts: PromptMaker,
     id_prefix: Option<String>,
+    /// Sessions of a trace workload (replayed closed-loop), when it has any.
+    sessions: Option<Arc<Vec<Session>>>,
+    /// Rows left out for bad session links (`skip_bad`).
+    skipped: Vec<String>,
+    history: History,
+    /// Tokens per `hash_ids` block.
+    block_tokens: u32,
 }
 
 impl Workload {
-    /// Loads a workload. `seed` drives synthetic prompts and lengths.
-    pub fn load(spec: &WorkloadSpec, seed: u64) -> Result<Self, Error> {
+    /// Loads a workload. `seed` drives synthetic prompts and lengths; `sessions` says how a
+    /// trace's sessions are read.
+    pub fn load(spec: &WorkloadSpec, seed: u64, sessions: &SessionOptions) -> Result<Self, Error> {
         match spec {
             WorkloadSpec::Random(r) => Self::random(*r, seed),
             WorkloadSpec::ShareGpt(p) => Self::sharegpt(p, seed),
-            WorkloadSpec::Trace(p) => Self::trace(p, seed),
+            WorkloadSpec::Trace(p) => Self::trace(p, seed, sessions),
+        }
+    }
+
+    fn with_source(source: Source, seed: u64, spec_json: serde_json::Value) -> Self {
+        Self {
+            source,
+            seed,
+            timeline_ns: None,
+            spec_json,
+            prompts: PromptMaker::default(),
+            id_prefix: None,
+            sessions: None,
+            skipped: Vec::new(),
+            history: History::Recorded,
+            block_tokens: HASH_BLOCK_TOKENS,
         }
     }
 
@@ -199,15 +297,12 @@ impl Workload {
                 spec.range_ratio
             )));
         }
-        Ok(Self {
-            source: Source::Random(spec),
+        Ok(Self::with_source(
+            Source::Random(spec),
             seed,
-            timeline_ns: None,
-            prompts: PromptMaker::default(),
-            id_prefix: None,
-            spec_json: serde_json::json!({"kind": "random", "input_len": spec.input_len,
+            serde_json::json!({"kind": "random", "input_len": spec.input_len,
                 "output_len": spec.output_len, "range_ratio": spec.range_ratio}),
-        })
+        ))
     }
 
     /// A ShareGPT file, read by trace-import's one reader (as `trace import sharegpt` reads it):
@@ -222,8 +317,7 @@ impl Workload {
                 prompt: it.prompt,
                 prompt_tokens: it.prompt_words,
                 max_tokens: Some(it.reply_words),
-                hash_ids: Vec::new(),
-                parent_id: None,
+                ..WorkItem::default()
             });
             Ok(trace_import::Next::Continue)
         })?;
@@ -233,31 +327,30 @@ impl Workload {
                 problem: "no conversation with a human turn followed by a reply".into(),
             });
         }
-        Ok(Self {
-            source: Source::Items(Arc::new(items)),
+        Ok(Self::with_source(
+            Source::Items(Arc::new(items)),
             seed,
-            timeline_ns: None,
-            prompts: PromptMaker::default(),
-            id_prefix: None,
-            spec_json: serde_json::json!({"kind": "sharegpt", "file": path.display().to_string()}),
-        })
+            serde_json::json!({"kind": "sharegpt", "file": path.display().to_string()}),
+        ))
     }
 
     /// A trace file: request ids kept, prompt text if stored else a synthetic prompt of the
     /// recorded length (built from `hash_ids` blocks when present, so prefix sharing is
-    /// reproduced), output cap from `max_tokens` else `output_tokens` (else none), and `scheduled_ns` as
-    /// the recorded timeline.
-    pub fn trace(path: &Path, seed: u64) -> Result<Self, Error> {
-        let (_meta, mut recs) = trace_format::read_all(path)?;
+    /// reproduced), output cap from `max_tokens` else `output_tokens` (else none), and
+    /// `scheduled_ns` as the recorded timeline. Rows with session links (`session_id`,
+    /// `parent_id`) make sessions, replayed closed-loop: the timeline is then the sessions'
+    /// first turns (see [`crate::session`]).
+    pub fn trace(path: &Path, seed: u64, opts: &SessionOptions) -> Result<Self, Error> {
+        let (meta, mut recs) = trace_format::read_all(path)?;
         if recs.is_empty() {
             return Err(Error::Workload {
                 path: path.to_path_buf(),
                 problem: "the trace has no rows".into(),
             });
         }
+        let block_tokens = block_tokens(&meta);
+        // Stable: rows sent at one instant keep the file's order.
         recs.sort_by_key(|r| r.scheduled_ns);
-        let timeline =
-            crate::schedule::recorded(&recs.iter().map(|r| r.scheduled_ns).collect::<Vec<_>>());
         let mut items = Vec::with_capacity(recs.len());
         for (i, r) in recs.into_iter().enumerate() {
             let stored = r.prompt.is_some();
@@ -291,6 +384,11 @@ impl Workload {
             } else {
                 r.request_id
             };
+            let reply_tokens = r
+                .output_tokens
+                .filter(|&t| t > 0)
+                .or(r.max_tokens)
+                .map_or(0, |t| t.max(0) as u32);
             items.push(TraceItem {
                 item: WorkItem {
                     request_id,
@@ -299,19 +397,169 @@ impl Workload {
                     max_tokens,
                     hash_ids: r.hash_ids,
                     parent_id: r.parent_id,
+                    session_id: r.session_id,
+                    turn: r.turn.and_then(|t| u32::try_from(t).ok()),
+                    ..WorkItem::default()
                 },
                 stored,
                 index: i as u64,
+                scheduled_ns: r.scheduled_ns,
+                think_ns: r.think_ns.filter(|&t| t >= 0),
+                reply_tokens,
+                reply_text: r.output_text,
             });
         }
-        Ok(Self {
-            source: Source::Trace(Arc::new(items)),
+        let has_links = items
+            .iter()
+            .any(|t| t.item.session_id.is_some() || t.item.parent_id.is_some());
+        let linked = if opts.enabled && has_links {
+            let rows: Vec<RowLinks<'_>> = items
+                .iter()
+                .map(|t| RowLinks {
+                    request_id: &t.item.request_id,
+                    session_id: t.item.session_id.as_deref(),
+                    turn: t.item.turn.map(|t| t as i32),
+                    parent_id: t.item.parent_id.as_deref(),
+                    scheduled_ns: t.scheduled_ns,
+                })
+                .collect();
+            Some(
+                session::link(&rows, opts.skip_bad).map_err(|problem| Error::Workload {
+                    path: path.to_path_buf(),
+                    problem: format!("{problem} (--skip-bad leaves such rows out)"),
+                })?,
+            )
+        } else {
+            None
+        };
+        let starts: Vec<i64> = match &linked {
+            Some(l) => l
+                .sessions
+                .iter()
+                .map(|s| items[s.turns[0].row].scheduled_ns)
+                .collect(),
+            None => items.iter().map(|t| t.scheduled_ns).collect(),
+        };
+        if starts.is_empty() {
+            return Err(Error::Workload {
+                path: path.to_path_buf(),
+                problem: "every row was left out for bad session links".into(),
+            });
+        }
+        let timeline = crate::schedule::recorded(&starts);
+        let mut w = Self::with_source(
+            Source::Trace(Arc::new(items)),
             seed,
-            timeline_ns: Some(Arc::new(timeline)),
-            prompts: PromptMaker::default(),
-            id_prefix: None,
-            spec_json: serde_json::json!({"kind": "trace", "file": path.display().to_string()}),
-        })
+            serde_json::json!({"kind": "trace", "file": path.display().to_string()}),
+        );
+        w.timeline_ns = Some(Arc::new(timeline));
+        w.block_tokens = block_tokens;
+        w.history = opts.history;
+        if let Some(Linked { sessions, skipped }) = linked {
+            w.sessions = Some(Arc::new(sessions));
+            w.skipped = skipped;
+        }
+        Ok(w)
+    }
+
+    /// Sessions in the workload (replayed closed-loop), if any.
+    pub fn session_count(&self) -> Option<usize> {
+        self.sessions.as_ref().map(|s| s.len())
+    }
+
+    /// Rows left out for bad session links, each with its problem.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// What arrival `i` releases: a request, or a whole session.
+    pub fn unit(&self, i: u64) -> Unit {
+        match self.sessions.is_some() {
+            true => Unit::Session(self.session(i)),
+            false => Unit::Request(self.item(i)),
+        }
+    }
+
+    /// The `i`-th session (cycling, a lap suffix on every id as for items).
+    pub fn session(&self, i: u64) -> SessionWork {
+        let (Some(sessions), Source::Trace(items)) = (&self.sessions, &self.source) else {
+            return SessionWork {
+                id: format!("session-{i}"),
+                turns: Vec::new(),
+            };
+        };
+        let n = sessions.len() as u64;
+        let s = &sessions[(i % n) as usize];
+        let lap = i / n;
+        let suffix = |id: &str| {
+            let mut id = if lap > 0 {
+                format!("{id}#{lap}")
+            } else {
+                id.to_string()
+            };
+            if let Some(p) = &self.id_prefix {
+                id.insert_str(0, p);
+            }
+            id
+        };
+        let turns = s
+            .turns
+            .iter()
+            .map(|link| {
+                let t = &items[link.row];
+                let parent = link.parent.map(|p| &items[s.turns[p].row]);
+                let mut item = t.item.clone();
+                let whole = !item.hash_ids.is_empty()
+                    && (parent.is_none() || self.history == History::Recorded);
+                if !t.stored {
+                    let mut rng = item_rng(self.seed, t.index);
+                    item.prompt = match parent {
+                        _ if whole => self.prompts.blocks(
+                            &item.hash_ids,
+                            self.block_tokens,
+                            item.prompt_tokens,
+                        ),
+                        None => self.prompts.random(&mut rng, t.index, item.prompt_tokens),
+                        // The new input: what the recorded prompt adds to the parent's prompt
+                        // and reply.
+                        Some(p) => {
+                            let new = item
+                                .prompt_tokens
+                                .saturating_sub(p.item.prompt_tokens)
+                                .saturating_sub(p.reply_tokens);
+                            self.prompts.words(&mut rng, t.index, new)
+                        }
+                    };
+                }
+                item.request_id = suffix(&item.request_id);
+                item.parent_id = parent.map(|p| suffix(&p.item.request_id));
+                item.session_id = Some(suffix(&s.id));
+                item.turn = Some(depth(s, link));
+                item.keep_output = self.history == History::Live && !link.children.is_empty();
+                let recorded_reply = if link.children.is_empty() || self.history == History::Live {
+                    String::new()
+                } else if let Some(r) = &t.reply_text {
+                    r.clone()
+                } else {
+                    // A different stream from the prompt's: reply and input do not repeat.
+                    let mut rng = item_rng(self.seed ^ REPLY_STREAM, t.index);
+                    self.prompts.words(&mut rng, t.index, t.reply_tokens)
+                };
+                TurnWork {
+                    item,
+                    whole_prompt: whole,
+                    parent: link.parent,
+                    children: link.children.clone(),
+                    think_ns: t.think_ns,
+                    gap_ns: parent.map(|p| t.scheduled_ns - p.scheduled_ns),
+                    recorded_reply,
+                }
+            })
+            .collect();
+        SessionWork {
+            id: suffix(&s.id),
+            turns,
+        }
     }
 
     /// Makes synthetic prompts (random ones, and a trace's rows without stored text) with
@@ -328,8 +576,12 @@ impl Workload {
         }
     }
 
-    /// Number of distinct items; None for an unbounded synthetic workload.
+    /// Number of distinct items (sessions, for a session workload); None for an unbounded
+    /// synthetic workload.
     pub fn len(&self) -> Option<usize> {
+        if let Some(s) = &self.sessions {
+            return Some(s.len());
+        }
         match &self.source {
             Source::Random(_) => None,
             Source::Items(v) => Some(v.len()),
@@ -373,8 +625,7 @@ impl Workload {
                     prompt: self.prompts.random(&mut rng, i, input),
                     prompt_tokens: input,
                     max_tokens: Some(output),
-                    hash_ids: Vec::new(),
-                    parent_id: None,
+                    ..WorkItem::default()
                 }
             }
             Source::Items(items) => lap(items, i, |it| it.clone()),
@@ -385,7 +636,8 @@ impl Workload {
                         let mut rng = item_rng(self.seed, t.index);
                         self.prompts.random(&mut rng, t.index, it.prompt_tokens)
                     } else {
-                        self.prompts.blocks(&it.hash_ids, it.prompt_tokens)
+                        self.prompts
+                            .blocks(&it.hash_ids, self.block_tokens, it.prompt_tokens)
                     };
                 }
                 it
@@ -403,6 +655,35 @@ fn lap<T>(items: &[T], i: u64, make: impl Fn(&T) -> WorkItem) -> WorkItem {
         it.request_id = format!("{}#{lap}", it.request_id);
     }
     it
+}
+
+/// Salt of the RNG streams of recorded replies, apart from the prompts'.
+const REPLY_STREAM: u64 = 0x5e55_1011_0000_0001;
+
+/// Tokens per `hash_ids` block of a trace: its `trace.hash_block_tokens`, else the block size
+/// an importer noted in `trace.source`, else Mooncake's 512.
+fn block_tokens(meta: &trace_format::TraceMeta) -> u32 {
+    let from_source = || {
+        let v: serde_json::Value =
+            serde_json::from_str(meta.get(trace_format::meta::SOURCE)?).ok()?;
+        u32::try_from(v.get("block_size")?.as_u64()?).ok()
+    };
+    meta.get(trace_format::meta::HASH_BLOCK_TOKENS)
+        .and_then(|v| v.parse().ok())
+        .or_else(from_source)
+        .filter(|&b| b > 0)
+        .unwrap_or(HASH_BLOCK_TOKENS)
+}
+
+/// A turn's depth in its session tree: its turn number as replayed.
+fn depth(s: &Session, link: &session::TurnLink) -> u32 {
+    let mut d = 0;
+    let mut at = link.parent;
+    while let Some(p) = at {
+        d += 1;
+        at = s.turns[p].parent;
+    }
+    d
 }
 
 /// One RNG stream per item: item i is the same whatever else the run draws.
@@ -431,16 +712,16 @@ fn synthetic_prompt(rng: &mut ChaCha8Rng, i: u64, tokens: u32) -> String {
     s
 }
 
-/// A prompt whose k-th block of [`HASH_BLOCK_TOKENS`] words depends only on `hash_ids[k]`, so
-/// requests sharing leading hashes share a prefix, truncated to `tokens` words.
-fn hashed_prompt(hash_ids: &[u64], tokens: u32) -> String {
+/// A prompt whose k-th block of `block` words depends only on `hash_ids[k]`, so requests
+/// sharing leading hashes share a prefix, truncated to `tokens` words.
+fn hashed_prompt(hash_ids: &[u64], block: u32, tokens: u32) -> String {
     let mut s = String::with_capacity(tokens as usize * 8);
     let mut n = 0;
     'outer: for h in hash_ids
         .iter()
         .chain(std::iter::repeat(hash_ids.last().unwrap_or(&0)))
     {
-        for j in 0..HASH_BLOCK_TOKENS {
+        for j in 0..block.max(1) {
             if n == tokens {
                 break 'outer;
             }
@@ -641,7 +922,7 @@ mod tests {
             .unwrap();
         }
         w.close().unwrap();
-        let wl = Workload::trace(&p, 0).unwrap();
+        let wl = Workload::trace(&p, 0, &SessionOptions::default()).unwrap();
         assert_eq!(wl.timeline_ns().unwrap(), &[0, 1_000, 2_000]);
         let ids: Vec<String> = (0..3).map(|i| wl.item(i).request_id).collect();
         assert_eq!(ids, ["x", "z", "y"]);
@@ -672,7 +953,7 @@ mod tests {
         })
         .unwrap();
         w.close().unwrap();
-        let wl = Workload::trace(&p, 0).unwrap();
+        let wl = Workload::trace(&p, 0, &SessionOptions::default()).unwrap();
         assert_eq!(wl.item(0).max_tokens, None);
         assert_eq!(wl.item(0).prompt_tokens, 3);
     }
@@ -681,7 +962,9 @@ mod tests {
     fn trace_workload_errors_name_the_file() {
         let d = tempfile::tempdir().unwrap();
         let p = write(&d, "junk.parquet", "not parquet");
-        let e = Workload::trace(&p, 0).unwrap_err().to_string();
+        let e = Workload::trace(&p, 0, &SessionOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("junk.parquet"), "{e}");
     }
 }

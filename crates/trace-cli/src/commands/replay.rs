@@ -225,6 +225,79 @@ pub struct ReplayArgs {
     /// TLS, headers and HTTP version.
     #[command(flatten)]
     pub transport: super::transport::TransportArgs,
+
+    /// Sessions of a trace workload (rows with session_id or parent_id).
+    #[command(flatten)]
+    pub sessions: SessionArgs,
+}
+
+/// Where a session turn's history comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryArg {
+    /// The recorded prompts and replies (or hash_ids blocks).
+    Recorded,
+    /// The previous messages plus the reply the engine streamed in this run.
+    Live,
+}
+
+/// What a failed turn does to its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TurnErrorArg {
+    /// The session ends; its remaining turns are rows with error_kind dropped.
+    End,
+    /// The session goes on.
+    Continue,
+}
+
+/// How a trace's sessions are replayed: turn k+1 is sent when turn k ended plus its think time.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sessions")]
+pub struct SessionArgs {
+    /// Where each turn's history comes from.
+    #[arg(long, value_enum, default_value_t = HistoryArg::Recorded)]
+    pub history: HistoryArg,
+
+    /// What a failed turn does to its session.
+    #[arg(long, value_enum, default_value_t = TurnErrorArg::End)]
+    pub on_turn_error: TurnErrorArg,
+
+    /// At most N sessions at once; later sessions wait (the wait is recorded as send lag).
+    #[arg(long, value_name = "N", value_parser = crate::parse::positive_usize)]
+    pub max_sessions: Option<usize>,
+
+    /// Multiplies every think time (after --rate or --time-scale stretched the timeline).
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub think_scale: f64,
+
+    /// Leave out rows with bad session links (a missing parent, a cycle, a turn before its
+    /// parent) and their descendants, counted, instead of refusing the workload.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Replay every row as an independent request at its recorded time, ignoring sessions.
+    #[arg(long)]
+    pub no_sessions: bool,
+}
+
+impl SessionArgs {
+    /// The library's options.
+    pub fn to_options(&self) -> trace_replay::session::SessionOptions {
+        use trace_replay::session::{History, OnTurnError, SessionOptions};
+        SessionOptions {
+            enabled: !self.no_sessions,
+            history: match self.history {
+                HistoryArg::Recorded => History::Recorded,
+                HistoryArg::Live => History::Live,
+            },
+            on_turn_error: match self.on_turn_error {
+                TurnErrorArg::End => OnTurnError::End,
+                TurnErrorArg::Continue => OnTurnError::Continue,
+            },
+            max_sessions: self.max_sessions,
+            think_scale: self.think_scale,
+            skip_bad: self.skip_bad,
+        }
+    }
 }
 
 impl ReplayArgs {
@@ -311,6 +384,7 @@ impl ReplayArgs {
             },
             scrape_metrics: !self.no_metrics,
             metrics_interval: self.metrics_interval,
+            sessions: self.sessions.to_options(),
         };
         cfg.validate()?;
         let inputs: Vec<&std::path::Path> = cfg
@@ -404,6 +478,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         summary.server_samples,
         summary.max_in_flight
     );
+    if let Some(n) = summary.sessions {
+        eprintln!(
+            "replayed as {n} session(s), closed-loop within each (--history {})",
+            args.sessions
+                .history
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        );
+    }
     for w in &summary.warnings {
         eprintln!("warning: {w}");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use trace_replay::synth::{LengthDist, SynthConfig};
+use trace_replay::synth::{LengthDist, SessionSynth, SynthConfig, ThinkDist};
 use trace_replay::{Arrival, DailyProfile};
 
 /// The arrival process of `trace synth`.
@@ -31,7 +31,9 @@ Examples:
   trace synth --rate 5 --duration 10m -o poisson.parquet
   trace synth --burstiness 0.5 --rate 5 -n 2000 --fit azure.parquet -o bursty.parquet
   trace synth --arrival daily --rate 2 --duration 24h --amplitude 0.6 --peak 14h -o day.parquet
-  trace synth --rate 10 -n 500 --input-dist pareto:200,1.5 --output-dist fixed:128 -o p.parquet")]
+  trace synth --rate 10 -n 500 --input-dist pareto:200,1.5 --output-dist fixed:128 -o p.parquet
+  trace synth --rate 2 -n 200 --turns 5 --think-time exp:3s --prefix-len 1000 --prefix-groups 4 \\
+      --input-dist fixed:100 --output-dist fixed:200 -o chat-sessions.parquet")]
 pub struct SynthArgs {
     /// Output workload file.
     #[arg(short, long)]
@@ -81,6 +83,38 @@ pub struct SynthArgs {
     /// Model name written into every row.
     #[arg(long)]
     pub model: Option<String>,
+    /// Sessions: turns per session, a number or a distribution (`lognormal:1.5,0.5`). With any
+    /// session flag, arrivals and -n count sessions, and --input-dist is each turn's new input.
+    #[arg(long, value_name = "N|SPEC", value_parser = turns, help_heading = "Sessions")]
+    pub turns: Option<LengthDist>,
+    /// Client-side delay before each later turn: a duration (`2s`) or an exponential with that
+    /// mean (`exp:2s`).
+    #[arg(long, value_name = "SPEC", value_parser = think_time, help_heading = "Sessions")]
+    pub think_time: Option<ThinkDist>,
+    /// Tokens of a system prompt shared by every session of a group (rounded up to 16-token
+    /// blocks).
+    #[arg(long, value_name = "L", help_heading = "Sessions")]
+    pub prefix_len: Option<u32>,
+    /// Distinct shared prefixes: session k uses prefix k mod G.
+    #[arg(long, value_name = "G", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Sessions")]
+    pub prefix_groups: u32,
+}
+
+fn turns(s: &str) -> Result<LengthDist, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err(format!("invalid turns '{s}': must be >= 1")),
+        Ok(n) => Ok(LengthDist::Fixed(n)),
+        Err(_) => s.parse(),
+    }
+}
+
+fn think_time(s: &str) -> Result<ThinkDist, String> {
+    match s.strip_prefix("exp:") {
+        Some(mean) => crate::parse::duration(mean).map(ThinkDist::Exponential),
+        None => crate::parse::duration_or_zero(s.strip_prefix("fixed:").unwrap_or(s))
+            .map(ThinkDist::Fixed),
+    }
 }
 
 fn hourly_profile(s: &str) -> Result<Vec<f64>, String> {
@@ -151,6 +185,13 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         fit: args.fit,
         seed: args.seed,
         model: args.model,
+        sessions: (args.turns.is_some() || args.think_time.is_some() || args.prefix_len.is_some())
+            .then(|| SessionSynth {
+                turns: args.turns.unwrap_or(LengthDist::Fixed(1)),
+                think: args.think_time.unwrap_or(ThinkDist::Fixed(Duration::ZERO)),
+                prefix_len: args.prefix_len.unwrap_or(0),
+                prefix_groups: args.prefix_groups,
+            }),
     };
     let s = trace_replay::synth::synth(&cfg)
         .with_context(|| format!("writing {}", cfg.output.display()))?;
@@ -160,12 +201,23 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     } else {
         0.0
     };
-    println!(
-        "wrote {} requests over {span_s:.1} s ({achieved:.2} req/s achieved, {} requested) to {}",
-        s.rows,
-        cfg.rate,
-        cfg.output.display()
-    );
+    match s.sessions {
+        Some(n) => println!(
+            "wrote {n} sessions ({} turns) over {span_s:.1} s ({:.2} sessions/s achieved, {} \
+             requested) to {}",
+            s.rows,
+            if span_s > 0.0 { n as f64 / span_s } else { 0.0 },
+            cfg.rate,
+            cfg.output.display()
+        ),
+        None => println!(
+            "wrote {} requests over {span_s:.1} s ({achieved:.2} req/s achieved, {} requested) \
+             to {}",
+            s.rows,
+            cfg.rate,
+            cfg.output.display()
+        ),
+    }
     if let Some(f) = s.fit {
         println!(
             "  fitted lognormal prompt: mu={:.4} sigma={:.4} (median {:.0} tokens, n={})",
