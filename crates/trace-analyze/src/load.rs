@@ -66,6 +66,10 @@ pub struct ReqRow {
     pub reasoning: bool,
     /// Prompt tokens served from the server's prefix cache, when it says.
     pub cached_tokens: Option<u32>,
+    /// The turn's number in its session (`turn`), when the row is a session turn.
+    pub turn: Option<u32>,
+    /// The row's session, interned per run (`session_id`).
+    pub session: Option<u32>,
 }
 
 /// One stage's requests and pooled inter-token gaps.
@@ -124,6 +128,10 @@ pub struct ServerPoint {
     pub running: Option<f64>,
     /// KV-cache usage, 0 to 1.
     pub kv_usage: Option<f64>,
+    /// Prefix-cache lookups so far (a counter), in tokens or blocks as the engine counts.
+    pub prefix_queries: Option<f64>,
+    /// Prefix-cache hits so far (a counter).
+    pub prefix_hits: Option<f64>,
 }
 
 /// A loaded run.
@@ -193,6 +201,8 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
             waiting: s.waiting,
             running: s.running,
             kv_usage: s.kv_usage,
+            prefix_queries: s.prefix_queries,
+            prefix_hits: s.prefix_hits,
         })
         .collect();
     let mut run = RunData {
@@ -224,6 +234,8 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
         col::CHUNK_REASONING,
         col::REASONING_TOKENS,
         col::CACHED_TOKENS,
+        col::TURN,
+        col::SESSION_ID,
     ];
     if opts.with_ids {
         cols.extend([col::REQUEST_ID, col::PROMPT_HASH]);
@@ -244,6 +256,8 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
                     .map(|c| {
                         if present.contains(c) || !col::ADDED.contains(c) {
                             polars::prelude::col(*c)
+                        } else if *c == col::SESSION_ID {
+                            lit(NULL).cast(DataType::String).alias(*c)
                         } else if *c == col::CHUNK_REASONING {
                             lit(NULL)
                                 .cast(DataType::List(Box::new(DataType::Int32)))
@@ -339,6 +353,8 @@ struct Accumulator {
     index: HashMap<String, usize>,
     bad_rows: u64,
     first_bad: Option<String>,
+    /// Session ids seen, interned.
+    sessions: HashMap<String, u32>,
 }
 
 fn reduce(
@@ -380,6 +396,12 @@ fn reduce(
     let gap = i32c(col::EVENT_TOKENS_GAP)?;
     let reasoning_tokens = i32c(col::REASONING_TOKENS)?;
     let cached_tokens = i32c(col::CACHED_TOKENS)?;
+    let turns = i32c(col::TURN)?;
+    let session_ids = series(path, df, col::SESSION_ID)?
+        .str()
+        .map_err(|e| bad(path, col::SESSION_ID, e.to_string()))?
+        .clone();
+    let mut session_iter = session_ids.iter().zip(turns.iter());
     // Per-row reasoning lists, materialised (rare, small): None for a null list.
     let chunk_reasoning: Vec<Option<Vec<i32>>> = series(path, df, col::CHUNK_REASONING)?
         .list()
@@ -459,6 +481,7 @@ fn reduce(
         index,
         bad_rows,
         first_bad,
+        sessions,
     } = acc;
     let mut cols = stage
         .iter()
@@ -482,6 +505,7 @@ fn reduce(
             .unwrap_or(&[]);
         // The id columns advance with every row, kept or not.
         let ids = id_iter.as_mut().and_then(|it| it.next());
+        let (session, turn) = session_iter.next().unwrap_or((None, None));
         let raw = RowRef {
             scheduled_ns: sched.unwrap_or(-1),
             sent_ns: sent,
@@ -535,6 +559,11 @@ fn reduce(
         row.reasoning = !reasoning.is_empty() || reasoned.is_some();
         row.reasoning_tokens = reasoned.unwrap_or(0).max(0) as u32;
         row.cached_tokens = cached.and_then(|c| u32::try_from(c).ok());
+        row.turn = turn.and_then(|t| u32::try_from(t).ok());
+        row.session = session.map(|id| {
+            let next = sessions.len() as u32;
+            *sessions.entry(id.to_string()).or_insert(next)
+        });
         if row.ok {
             push_gaps(s, times, toks);
         }
@@ -574,6 +603,8 @@ fn req_row(r: RowRef<'_>, prompt_tokens: Option<i32>) -> ReqRow {
         reasoning_tokens: 0,
         reasoning: false,
         cached_tokens: None,
+        turn: None,
+        session: None,
     }
 }
 

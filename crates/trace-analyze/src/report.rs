@@ -166,10 +166,49 @@ pub struct StageReport {
     pub cached_tokens: Option<u64>,
     /// cached_tokens / the prompt tokens of the same requests; None when none reports it.
     pub cache_hit_rate: Option<f64>,
+    /// The server's own prefix-cache hit rate over the stage (the change of its hit and query
+    /// counters, `vllm:prefix_cache_hits_total` / `..._queries_total`), when scraped.
+    pub server_cache_hit_rate: Option<f64>,
+    /// Sessions, for a session workload.
+    pub sessions: Option<SessionReport>,
     /// Latency distributions, ms.
     pub metrics: Metrics,
     /// Saturation verdict and evidence.
     pub saturation: StageSaturation,
+}
+
+/// A stage's sessions (rows with `session_id`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionReport {
+    /// Sessions with a turn in the stage.
+    pub sessions: usize,
+    /// Sessions whose every turn completed.
+    pub completed: usize,
+    /// Sessions with a failed or dropped turn.
+    pub failed: usize,
+    /// Turns per session, mean.
+    pub turns_mean: f64,
+    /// Completed sessions' span, first scheduled send to last stream end, s.
+    pub duration_s: Dist,
+    /// First turns (turn 0).
+    pub first_turn: TurnReport,
+    /// Later turns (turn >= 1), which resend history and so meet the prefix cache.
+    pub later_turns: TurnReport,
+}
+
+/// Latency of one group of turns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TurnReport {
+    /// Turns in the group.
+    pub turns: usize,
+    /// Completed turns.
+    pub completed: usize,
+    /// TTFT of completed turns, ms.
+    pub ttft: Dist,
+    /// TPOT of completed turns, ms.
+    pub tpot: Dist,
+    /// Cached prompt tokens / prompt tokens of completed turns that report them.
+    pub cache_hit_rate: Option<f64>,
 }
 
 /// The whole report.
@@ -195,6 +234,97 @@ pub struct Report {
     pub saturation: RunSaturation,
     /// Warnings a reader must see (send lag, interrupted run, failures).
     pub warnings: Vec<String>,
+}
+
+/// Cached prompt tokens of the completed rows that report them, and their share of those rows'
+/// prompt tokens; None when none reports.
+fn cache_hits<'a>(rows: impl Iterator<Item = &'a crate::ReqRow>) -> (Option<u64>, Option<f64>) {
+    let (cached, prompt) = rows
+        .filter(|r| r.ok)
+        .filter_map(|r| {
+            r.cached_tokens
+                .map(|c| (u64::from(c), u64::from(r.input_tokens)))
+        })
+        .fold((None, 0u64), |(c, p), (ci, pi)| {
+            (Some(c.unwrap_or(0) + ci), p + pi)
+        });
+    let rate = cached.map(|c| {
+        if prompt > 0 {
+            c as f64 / prompt as f64
+        } else {
+            0.0
+        }
+    });
+    (cached, rate)
+}
+
+/// The server's hit rate between `start` and `end` from its cumulative counters: the last
+/// sample at or before the start (else the first) to the first at or after the end (else the
+/// last). None without counters or without lookups in between.
+fn server_hit_rate(
+    server: &[crate::ServerPoint],
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Option<f64> {
+    let (start, end) = (start?, end?);
+    let with: Vec<(i64, f64, f64)> = server
+        .iter()
+        .filter_map(|p| Some((p.t_ns, p.prefix_queries?, p.prefix_hits?)))
+        .collect();
+    let a = with
+        .iter()
+        .rev()
+        .find(|p| p.0 <= start)
+        .or(with.first())?;
+    let b = with.iter().find(|p| p.0 >= end).or(with.last())?;
+    let (q, h) = (b.1 - a.1, b.2 - a.2);
+    (q > 0.0 && h >= 0.0).then(|| (h / q).min(1.0))
+}
+
+/// Sessions of a stage; None when no row has a session.
+fn session_report(s: &StageData, ps: &[f64]) -> Option<SessionReport> {
+    use std::collections::HashMap;
+    // Per session: turns, any failure, first scheduled send, last end.
+    let mut by: HashMap<u32, (usize, bool, i64, i64)> = HashMap::new();
+    for r in &s.rows {
+        let Some(id) = r.session else { continue };
+        let e = by.entry(id).or_insert((0, false, i64::MAX, i64::MIN));
+        e.0 += 1;
+        e.1 |= !r.ok;
+        e.2 = e.2.min(r.scheduled_ns);
+        e.3 = e.3.max(r.end_ns);
+    }
+    if by.is_empty() {
+        return None;
+    }
+    let failed = by.values().filter(|v| v.1).count();
+    let durations = by
+        .values()
+        .filter(|v| !v.1 && v.3 > v.2)
+        .map(|v| (v.3 - v.2) as f64 / 1e9);
+    let group = |first: bool| {
+        let rows = || {
+            s.rows
+                .iter()
+                .filter(move |r| r.session.is_some() && (r.turn.unwrap_or(0) == 0) == first)
+        };
+        TurnReport {
+            turns: rows().count(),
+            completed: rows().filter(|r| r.ok).count(),
+            ttft: dist_f64(rows().filter(|r| r.ok).map(|r| r.ttft_ms), ps),
+            tpot: dist_f64(rows().filter(|r| r.ok).map(|r| r.tpot_ms), ps),
+            cache_hit_rate: cache_hits(rows()).1,
+        }
+    };
+    Some(SessionReport {
+        sessions: by.len(),
+        completed: by.len() - failed,
+        failed,
+        turns_mean: by.values().map(|v| v.0).sum::<usize>() as f64 / by.len() as f64,
+        duration_s: dist_f64(durations, ps),
+        first_turn: group(true),
+        later_turns: group(false),
+    })
 }
 
 /// Computes the per-stage latency distributions.
@@ -413,24 +543,9 @@ fn stage_report(
             .map(|r| u64::from(r.reasoning_tokens))
             .sum()
     });
-    let (cached, prompt) = s
-        .rows
-        .iter()
-        .filter(|r| r.ok)
-        .filter_map(|r| {
-            r.cached_tokens
-                .map(|c| (u64::from(c), u64::from(r.input_tokens)))
-        })
-        .fold((None, 0u64), |(c, p), (ci, pi)| {
-            (Some(c.unwrap_or(0) + ci), p + pi)
-        });
-    let cache_hit_rate = cached.map(|c| {
-        if prompt > 0 {
-            c as f64 / prompt as f64
-        } else {
-            0.0
-        }
-    });
+    let (cached, cache_hit_rate) = cache_hits(s.rows.iter());
+    let server_cache_hit_rate = server_hit_rate(server, s.start_ns(), s.end_ns());
+    let sessions = session_report(s, ps);
     let saturation = stage_saturation(s, server);
     let metrics = stage_metrics(s, ps);
     StageReport {
@@ -456,6 +571,8 @@ fn stage_report(
         reasoning_tokens,
         cached_tokens: cached,
         cache_hit_rate,
+        server_cache_hit_rate,
+        sessions,
         metrics,
         saturation,
     }

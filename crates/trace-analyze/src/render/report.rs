@@ -115,6 +115,30 @@ impl Report {
                     format!("{:.1}%", 100.0 * h),
                 );
             }
+            if let Some(h) = s.server_cache_hit_rate {
+                kv(
+                    &mut o,
+                    "Server prefix cache hit rate:",
+                    format!("{:.1}%", 100.0 * h),
+                );
+            }
+            if let Some(ss) = &s.sessions {
+                kv(
+                    &mut o,
+                    "Sessions (completed/failed):",
+                    format!("{} ({}/{})", ss.sessions, ss.completed, ss.failed),
+                );
+                kv(&mut o, "Turns per session:", format!("{:.2}", ss.turns_mean));
+                kv(
+                    &mut o,
+                    "Session duration p50/max (s):",
+                    format!(
+                        "{}/{}",
+                        num(ss.duration_s.pct(50.0), 2),
+                        num(ss.duration_s.max, 2)
+                    ),
+                );
+            }
             kv(
                 &mut o,
                 "Request throughput (req/s):",
@@ -163,6 +187,24 @@ impl Report {
                     let _ = write!(o, "{:>10}", num(d.pct(*p), 2));
                 }
                 let _ = writeln!(o);
+            }
+            if let Some(ss) = &s.sessions {
+                let _ = write!(o, "{:<20}{:>10}", "turns (ms)", "count");
+                for p in &self.percentiles {
+                    let _ = write!(o, "{:>10}", format!("TTFT {}", p_label(*p)));
+                }
+                let _ = writeln!(o, "{:>10}{:>10}", "TPOT p50", "cache hit");
+                for (name, t) in [("first turn", &ss.first_turn), ("later turns", &ss.later_turns)]
+                {
+                    let _ = write!(o, "{name:<20}{:>10}", t.completed);
+                    for p in &self.percentiles {
+                        let _ = write!(o, "{:>10}", num(t.ttft.pct(*p), 2));
+                    }
+                    let hit = t
+                        .cache_hit_rate
+                        .map_or("-".to_string(), |h| format!("{:.1}%", 100.0 * h));
+                    let _ = writeln!(o, "{:>10}{hit:>10}", num(t.tpot.pct(50.0), 2));
+                }
             }
             let _ = writeln!(
                 o,
@@ -289,6 +331,21 @@ impl Report {
             );
             row("stage", "cached_tokens", s.cached_tokens.map(|c| c as f64));
             row("stage", "cache_hit_rate", s.cache_hit_rate);
+            row("stage", "server_cache_hit_rate", s.server_cache_hit_rate);
+            if let Some(ss) = &s.sessions {
+                row("sessions", "count", Some(ss.sessions as f64));
+                row("sessions", "completed", Some(ss.completed as f64));
+                row("sessions", "failed", Some(ss.failed as f64));
+                row("sessions", "turns_mean", Some(ss.turns_mean));
+                row("sessions", "duration_s_p50", ss.duration_s.pct(50.0));
+                for (g, t) in [("first_turn", &ss.first_turn), ("later_turns", &ss.later_turns)] {
+                    row(g, "count", Some(t.completed as f64));
+                    row(g, "ttft_p50", t.ttft.pct(50.0));
+                    row(g, "ttft_p99", t.ttft.pct(99.0));
+                    row(g, "tpot_p50", t.tpot.pct(50.0));
+                    row(g, "cache_hit_rate", t.cache_hit_rate);
+                }
+            }
             row(
                 "stage",
                 "saturated",
