@@ -271,11 +271,7 @@ fn server_hit_rate(
         .iter()
         .filter_map(|p| Some((p.t_ns, p.prefix_queries?, p.prefix_hits?)))
         .collect();
-    let a = with
-        .iter()
-        .rev()
-        .find(|p| p.0 <= start)
-        .or(with.first())?;
+    let a = with.iter().rev().find(|p| p.0 <= start).or(with.first())?;
     let b = with.iter().find(|p| p.0 >= end).or(with.last())?;
     let (q, h) = (b.1 - a.1, b.2 - a.2);
     (q > 0.0 && h >= 0.0).then(|| (h / q).min(1.0))

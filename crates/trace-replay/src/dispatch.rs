@@ -167,6 +167,8 @@ pub(crate) struct Shared {
     pub(crate) session_sem: Option<Arc<Semaphore>>,
     /// Think times are multiplied by this: the stage's time factor times `--think-scale`.
     pub(crate) think_factor: f64,
+    /// Precise wake-ups for session turns under [`Timer::Thread`].
+    pub(crate) alarms: Option<crate::alarm::Alarms>,
     stats: Mutex<StageStats>,
     /// Units (requests or whole sessions) not finished: the stage waits for 0.
     in_flight: AtomicI64,
@@ -204,6 +206,7 @@ impl Dispatcher {
         self.counters
             .stage_total
             .store(plan.offsets_ns.len() as u64, Ordering::Relaxed);
+        let sessions = workload.session_count().is_some();
         let shared = Arc::new(Shared {
             d: self.clone(),
             workload,
@@ -216,6 +219,9 @@ impl Dispatcher {
                 .max_sessions
                 .map(|c| Arc::new(Semaphore::new(c.max(1)))),
             think_factor: plan.time_factor * self.sessions.think_scale,
+            alarms: (self.timer == Timer::Thread && sessions)
+                .then(crate::alarm::Alarms::start)
+                .flatten(),
             stats: Mutex::new(StageStats::default()),
             in_flight: AtomicI64::new(0),
             idle: Notify::new(),

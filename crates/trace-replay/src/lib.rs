@@ -22,6 +22,7 @@
 //! given). It must not depend on clap or polars: trace-cli parses and renders, trace-analyze
 //! analyses.
 
+mod alarm;
 pub mod config;
 pub mod dispatch;
 pub mod plan;

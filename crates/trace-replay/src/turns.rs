@@ -121,9 +121,20 @@ fn spawn_turn(
 ) {
     let shared = shared.clone();
     set.spawn(async move {
-        let at = Instant::from_std(shared.clock.instant_at(due_ns));
+        let at = shared.clock.instant_at(due_ns);
+        let due = async {
+            match &shared.alarms {
+                Some(a) => {
+                    // A dropped alarm (the thread gone) falls back to tokio's timer.
+                    if a.at(at).await.is_err() {
+                        tokio::time::sleep_until(Instant::from_std(at)).await;
+                    }
+                }
+                None => tokio::time::sleep_until(Instant::from_std(at)).await,
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep_until(at) => {}
+            () = due => {}
             () = shared.d.stop.cancelled() => return (idx, None),
         }
         (idx, Some(send_request(&shared, item, due_ns).await))
@@ -195,7 +206,13 @@ mod tests {
     }
 
     /// (id, session, parent, think ms, recorded send ms)
-    type Row = (&'static str, &'static str, Option<&'static str>, Option<i64>, i64);
+    type Row = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<i64>,
+        i64,
+    );
 
     fn workload(rows: &[Row], opts: &SessionOptions) -> (tempfile::TempDir, Workload) {
         let d = tempfile::tempdir().unwrap();
@@ -362,7 +379,13 @@ mod tests {
                 (Role::Assistant, "re:q1"),
             ]
         );
-        assert!(!seen.iter().find(|i| i.request_id == "q2").unwrap().keep_output);
+        assert!(
+            !seen
+                .iter()
+                .find(|i| i.request_id == "q2")
+                .unwrap()
+                .keep_output
+        );
 
         // Recorded history: synthetic replies of the recorded length (4 tokens), not the stream.
         let (_, seen) = run(&rows, SessionOptions::default(), 1.0).await;
@@ -410,7 +433,10 @@ mod tests {
         let (recs, _) = run(&rows, capped, 1.0).await;
         // a runs 0..500; b arrives at 10 and waits for it.
         let b0 = &recs[2];
-        assert_eq!((b0.scheduled_ns / 1_000_000, ms(b0.sent_ns)), (10, Some(500)));
+        assert_eq!(
+            (b0.scheduled_ns / 1_000_000, ms(b0.sent_ns)),
+            (10, Some(500))
+        );
         assert_eq!(ms(recs[3].sent_ns), Some(800));
     }
 }

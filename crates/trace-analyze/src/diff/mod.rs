@@ -36,8 +36,24 @@ pub(crate) type Getter = fn(&ReqRow) -> f64;
 pub(crate) type Pairs = Vec<(usize, usize)>;
 
 /// Latency metrics compared, with their per-request accessor (None: pooled ITL).
-pub(crate) const LATENCY: [(&str, Option<Getter>); 6] = [
+pub(crate) const LATENCY: [(&str, Option<Getter>); 8] = [
     ("ttft", Some(|r: &ReqRow| r.ttft_ms)),
+    // Session workloads: first turns and later ones (which resend history and meet the prefix
+    // cache) apart; NaN leaves a row out. Compared only when both runs have sessions.
+    (
+        "ttft_first_turn",
+        Some(|r: &ReqRow| match (r.session, r.turn) {
+            (Some(_), Some(0) | None) => r.ttft_ms,
+            _ => f64::NAN,
+        }),
+    ),
+    (
+        "ttft_later_turns",
+        Some(|r: &ReqRow| match (r.session, r.turn) {
+            (Some(_), Some(t)) if t > 0 => r.ttft_ms,
+            _ => f64::NAN,
+        }),
+    ),
     // Compared only when both runs reason (else it repeats TTFT): see `stage_diff`.
     ("ttfa", Some(|r: &ReqRow| r.ttfa_ms)),
     ("tpot", Some(|r: &ReqRow| r.tpot_ms)),

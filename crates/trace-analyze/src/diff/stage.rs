@@ -48,6 +48,15 @@ pub(super) fn rel(a: Option<f64>, b: Option<f64>) -> (Option<f64>, Option<f64>) 
     }
 }
 
+/// A latency metric's distribution in a stage's report; the per-turn ones from its sessions.
+fn report_dist<'r>(r: &'r StageReport, name: &str) -> Option<&'r trace_stats::Dist> {
+    match name {
+        "ttft_first_turn" => r.sessions.as_ref().map(|s| &s.first_turn.ttft),
+        "ttft_later_turns" => r.sessions.as_ref().map(|s| &s.later_turns.ttft),
+        _ => r.metrics.get(name),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn stage_diff(
     sa: &StageData,
@@ -65,9 +74,12 @@ pub(super) fn stage_diff(
         if name == "ttfa" && (ra.reasoning_tokens.is_none() || rb.reasoning_tokens.is_none()) {
             continue;
         }
-        let (Some(da), Some(db)) = (ra.metrics.get(name), rb.metrics.get(name)) else {
+        let (Some(da), Some(db)) = (report_dist(ra, name), report_dist(rb, name)) else {
             continue;
         };
+        if da.count == 0 && db.count == 0 {
+            continue;
+        }
         let points: Vec<(Option<f64>, Option<f64>)> = std::iter::once((da.mean, db.mean))
             .chain(ps.iter().map(|p| (da.pct(*p), db.pct(*p))))
             .collect();
@@ -185,6 +197,29 @@ pub(super) fn stage_diff(
             "fraction",
             ra.cache_hit_rate,
             rb.cache_hit_rate,
+        ));
+    }
+    if ra.server_cache_hit_rate.is_some() || rb.server_cache_hit_rate.is_some() {
+        metrics.push(scalar(
+            "server_cache_hit_rate",
+            "fraction",
+            ra.server_cache_hit_rate,
+            rb.server_cache_hit_rate,
+        ));
+    }
+    if let (Some(a), Some(b)) = (&ra.sessions, &rb.sessions) {
+        let failed = |s: &crate::report::SessionReport| s.failed as f64 / s.sessions.max(1) as f64;
+        metrics.push(scalar(
+            "session_failure_rate",
+            "fraction",
+            Some(failed(a)),
+            Some(failed(b)),
+        ));
+        metrics.push(scalar(
+            "session_duration_p50",
+            "s",
+            a.duration_s.pct(50.0),
+            b.duration_s.pct(50.0),
         ));
     }
     if ra.reasoning_tokens.is_some() || rb.reasoning_tokens.is_some() {

@@ -128,7 +128,11 @@ impl Report {
                     "Sessions (completed/failed):",
                     format!("{} ({}/{})", ss.sessions, ss.completed, ss.failed),
                 );
-                kv(&mut o, "Turns per session:", format!("{:.2}", ss.turns_mean));
+                kv(
+                    &mut o,
+                    "Turns per session:",
+                    format!("{:.2}", ss.turns_mean),
+                );
                 kv(
                     &mut o,
                     "Session duration p50/max (s):",
@@ -194,8 +198,10 @@ impl Report {
                     let _ = write!(o, "{:>10}", format!("TTFT {}", p_label(*p)));
                 }
                 let _ = writeln!(o, "{:>10}{:>10}", "TPOT p50", "cache hit");
-                for (name, t) in [("first turn", &ss.first_turn), ("later turns", &ss.later_turns)]
-                {
+                for (name, t) in [
+                    ("first turn", &ss.first_turn),
+                    ("later turns", &ss.later_turns),
+                ] {
                     let _ = write!(o, "{name:<20}{:>10}", t.completed);
                     for p in &self.percentiles {
                         let _ = write!(o, "{:>10}", num(t.ttft.pct(*p), 2));
@@ -338,7 +344,10 @@ impl Report {
                 row("sessions", "failed", Some(ss.failed as f64));
                 row("sessions", "turns_mean", Some(ss.turns_mean));
                 row("sessions", "duration_s_p50", ss.duration_s.pct(50.0));
-                for (g, t) in [("first_turn", &ss.first_turn), ("later_turns", &ss.later_turns)] {
+                for (g, t) in [
+                    ("first_turn", &ss.first_turn),
+                    ("later_turns", &ss.later_turns),
+                ] {
                     row(g, "count", Some(t.completed as f64));
                     row(g, "ttft_p50", t.ttft.pct(50.0));
                     row(g, "ttft_p99", t.ttft.pct(99.0));
