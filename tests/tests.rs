@@ -22,4 +22,5 @@ mod report;
 mod safety;
 mod saturation;
 mod selfcheck;
+mod sessions;
 mod tls;

@@ -110,20 +110,37 @@ struct MooncakeLine {
     model: Option<String>,
     #[serde(default)]
     request_id: Option<serde_json::Value>,
+    /// The session (multi-turn extension of the format, as AIPerf reads it).
+    #[serde(default)]
+    session_id: Option<serde_json::Value>,
+    /// Delay before this turn after the previous turn of its session ended, ms.
+    #[serde(default)]
+    delay: Option<f64>,
 }
 
-/// Imports a Mooncake trace (timestamps in ms).
+/// A JSON id (string or number) as text; None for null or absent.
+fn id_text(v: Option<serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        v => Some(v.to_string()),
+    }
+}
+
+/// Imports a Mooncake trace (timestamps in ms; `session_id` and `delay` where the file has
+/// them, so multi-turn sessions replay closed-loop).
 pub(crate) fn import_mooncake(sink: &mut Sink) -> Result<()> {
     each_line(sink, |sink, l, line| {
         let row = parse_line::<MooncakeLine>(sink, l, line).and_then(|m| {
             let t = non_negative_ns(sink, line, "timestamp", m.timestamp, 1e6)?;
             let prompt = count(sink, line, "input_length", m.input_length)?;
             let out = count(sink, line, "output_length", m.output_length)?;
-            let request_id = match m.request_id {
-                Some(serde_json::Value::String(s)) => s,
-                Some(v) if !v.is_null() => v.to_string(),
-                _ => format!("{}-{line}", Format::Mooncake.name()),
-            };
+            let request_id = id_text(m.request_id)
+                .unwrap_or_else(|| format!("{}-{line}", Format::Mooncake.name()));
+            let think_ns = m
+                .delay
+                .map(|d| non_negative_ns(sink, line, "delay", d, 1e6))
+                .transpose()?;
             Ok(Row {
                 time_ns: Some(t),
                 rec: TraceRecord {
@@ -133,6 +150,8 @@ pub(crate) fn import_mooncake(sink: &mut Sink) -> Result<()> {
                     max_tokens: Some(out),
                     hash_ids: m.hash_ids,
                     model: m.model,
+                    session_id: id_text(m.session_id),
+                    think_ns,
                     ..TraceRecord::default()
                 },
                 log_type: None,
@@ -155,10 +174,13 @@ struct BailianLine {
     output_length: u64,
     #[serde(default)]
     hash_ids: Vec<u64>,
+    #[serde(default)]
+    turn: Option<i64>,
 }
 
 /// Imports an Alibaba Bailian/Qwen trace (timestamps in s; `chat_id` and `parent_chat_id`
-/// become `request_id` and `parent_id`, so sessions stay linked).
+/// become `request_id` and `parent_id`, `turn` is kept, so sessions stay linked and replay
+/// closed-loop; the trace has send times only, so a turn's think time is its recorded gap).
 pub(crate) fn import_bailian(sink: &mut Sink) -> Result<()> {
     each_line(sink, |sink, l, line| {
         let row = parse_line::<BailianLine>(sink, l, line).and_then(|m| {
@@ -170,6 +192,7 @@ pub(crate) fn import_bailian(sink: &mut Sink) -> Result<()> {
                 rec: TraceRecord {
                     request_id: m.chat_id.to_string(),
                     parent_id: m.parent_chat_id.filter(|&p| p >= 0).map(|p| p.to_string()),
+                    turn: m.turn.and_then(|t| i32::try_from(t).ok()),
                     stage: WORKLOAD_STAGE.into(),
                     prompt_tokens: Some(prompt),
                     max_tokens: Some(out),
