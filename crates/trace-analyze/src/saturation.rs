@@ -555,6 +555,8 @@ mod tests {
             reasoning_tokens: 0,
             reasoning: false,
             cached_tokens: None,
+            turn: None,
+            session: None,
         }
     }
 
@@ -756,6 +758,8 @@ mod tests {
                     waiting: Some(waiting),
                     running: Some(4.0),
                     kv_usage: None,
+                    prefix_queries: None,
+                    prefix_hits: None,
                 }
             })
             .collect();

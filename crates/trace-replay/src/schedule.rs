@@ -228,7 +228,7 @@ pub fn retarget_factor(timeline_ns: &[i64], rate_per_s: f64) -> f64 {
         return 0.0;
     }
     let span = timeline_ns.last().copied().unwrap_or(0) - timeline_ns.first().copied().unwrap_or(0);
-    if timeline_ns.len() < 2 || span <= 0 || !(rate_per_s > 0.0) {
+    if timeline_ns.len() < 2 || span <= 0 || rate_per_s.is_nan() || rate_per_s <= 0.0 {
         return 1.0;
     }
     (timeline_ns.len() - 1) as f64 / rate_per_s * 1e9 / span as f64

@@ -238,8 +238,8 @@ pub fn link(rows: &[RowLinks<'_>], skip_bad: bool) -> Result<Linked, String> {
         return Err(p.clone());
     }
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for i in 0..n {
-        if let Some(j) = parent[i] {
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(j) = *p {
             children[j].push(i);
         }
     }

@@ -286,7 +286,9 @@ mod tests {
             ("b0", "b", None, None, 30),
         ];
         let (recs, _) = run(&rows, SessionOptions::default(), 1.0).await;
-        let got: Vec<(&str, i64, Option<i64>, Option<i64>, Option<i32>)> = recs
+        // (id, scheduled ms, sent ms, think ms, turn)
+        type Seen<'a> = (&'a str, i64, Option<i64>, Option<i64>, Option<i32>);
+        let got: Vec<Seen<'_>> = recs
             .iter()
             .map(|r| {
                 (
