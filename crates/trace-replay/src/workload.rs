@@ -202,16 +202,7 @@ impl PromptMaker {
     /// Calibrated words come first, so two engines with one tokenizer (one through its
     /// `/tokenize`, one through `--tokenizer`) get the same prompts.
     pub(crate) fn random(&self, rng: &mut ChaCha8Rng, i: u64, tokens: u32) -> String {
-        let n = self.content(tokens);
-        if let Some(v) = &self.vocab {
-            return v.random(rng, i, n);
-        }
-        if let Some(t) = &self.tokenizer
-            && let Ok((text, _)) = trace_client::random_prompt(t, n as usize, rng)
-        {
-            return text;
-        }
-        synthetic_prompt(rng, i, n)
+        self.words(rng, i, self.content(tokens))
     }
 
     /// Text of exactly `tokens` tokens, no template allowance: a turn's new input or a
