@@ -90,7 +90,7 @@ impl ServerApi {
     pub async fn probe(&self) -> Result<ServerInfo, Error> {
         let mut info = ServerInfo::default();
         let url = self.url.api("models");
-        let got = self.get(&url).send().await;
+        let got = retried(|| self.get(&url)).await;
         if let Err(e) = &got
             && let Some(why) = tls_failure(e)
         {
@@ -131,24 +131,12 @@ impl ServerApi {
         if let Some(m) = &self.model {
             body["model"] = json!(m);
         }
-        // Idempotent, so a connection the server closed under us (an idle keep-alive it
-        // dropped, a full accept queue on a small host) is retried a few times.
-        let mut attempt = 0;
-        let resp = loop {
-            match self.post(&url).json(&body).send().await {
-                Ok(r) => break r,
-                Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => {
-                    return Err(Error::Http {
-                        url: url.clone(),
-                        msg: error_chain(&e),
-                    });
-                }
-            }
-        };
+        let resp = retried(|| self.post(&url).json(&body))
+            .await
+            .map_err(|e| Error::Http {
+                url: url.clone(),
+                msg: error_chain(&e),
+            })?;
         if !resp.status().is_success() {
             return Err(Error::Status {
                 url,
@@ -168,5 +156,29 @@ impl ServerApi {
             url,
             msg: "neither 'count' nor 'tokens' in the answer".into(),
         })
+    }
+}
+
+/// Sends an idempotent request, again up to three times when it could not be sent: a connection
+/// the server closed under us (an idle keep-alive it dropped, a full accept queue on a small
+/// host), or one whose TLS handshake it refused just as the request went out, which hyper then
+/// reports as a cancelled request, without the TLS reason; the next attempt meets the refusal
+/// in the handshake and says why. A TLS failure is not retried.
+async fn retried(
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut attempt = 0;
+    loop {
+        match make().send().await {
+            Err(e)
+                if attempt < 3
+                    && (e.is_connect() || e.is_request())
+                    && crate::transport::tls_failure(&e).is_none() =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            r => return r,
+        }
     }
 }

@@ -430,7 +430,7 @@ fn serve_thread(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let (shared, http) = (shared.clone(), http.clone());
                         match &tls {
@@ -440,15 +440,9 @@ fn serve_thread(
                             Some(acceptor) => {
                                 let acceptor = acceptor.clone();
                                 tokio::spawn(async move {
-                                    // A client that never finishes its hello is dropped.
-                                    let hs = tokio::time::timeout(
-                                        Duration::from_secs(10),
-                                        acceptor.accept(stream),
-                                    );
-                                    match hs.await {
-                                        Ok(Ok(s)) => serve_connection(shared, http, s).await,
-                                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                                    let tls = trace_sys::tls::accept(&acceptor, stream, peer);
+                                    if let Some(s) = tls.await {
+                                        serve_connection(shared, http, s).await;
                                     }
                                 });
                             }

@@ -95,6 +95,52 @@ pub fn acceptor(
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Longest a TLS handshake may take before the connection is dropped: a client that connects
+/// and never says hello holds nothing for long.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The server side of a TLS handshake on `sock`; None when it failed or timed out (logged at
+/// debug, naming `peer`).
+///
+/// A failed handshake's alert (a missing client certificate, an unknown CA) must reach the
+/// client, so the socket is then closed gracefully: our side shut, and what the client already
+/// sent read and dropped until it closes too (at most a second). Dropping it with those bytes
+/// unread resets the connection, which can discard the alert: under TLS 1.3 the client sends its
+/// request before the server has checked its certificate, and an mTLS refusal was seen as a
+/// bare reset instead of `CertificateRequired`, now and then, on a loaded host.
+pub async fn accept<IO>(
+    acceptor: &TlsAcceptor,
+    sock: IO,
+    peer: impl std::fmt::Display,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hs = acceptor.accept(sock).into_fallible();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err((e, mut io))) => {
+            tracing::debug!("TLS handshake with {peer} failed: {e}");
+            let _ = io.shutdown().await;
+            let mut buf = [0u8; 4096];
+            let drain = async {
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake with {peer} timed out");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
