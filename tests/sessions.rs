@@ -340,3 +340,89 @@ fn bad_session_links_are_named_or_skipped_with_a_count() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows.iter().filter(|r| r.parent_id.is_some()).count(), 1);
 }
+
+/// What pairs two replays of one workload: id, parent, turn, prompt length, prompt hash.
+type Key = (
+    String,
+    Option<String>,
+    Option<i32>,
+    Option<i32>,
+    Option<u64>,
+);
+
+#[test]
+fn sharegpt_conversations_replay_as_sessions_alike_from_the_file_and_its_import() {
+    let d = tempfile::tempdir().unwrap();
+    let sample = repo().join("traces/sharegpt_sample.json");
+    let imported = d.path().join("sharegpt.parquet");
+    ok(&[
+        "import",
+        "sharegpt",
+        sample.to_str().unwrap(),
+        "-o",
+        imported.to_str().unwrap(),
+    ]);
+    let s = sim(None);
+    let url = s.url();
+    let replay = |workload: &str, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "replay",
+            workload,
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--rate",
+            "20",
+            "-n",
+            "6",
+            "--seed",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = ok(&args);
+        assert!(stderr(&o).contains("replayed as 6 session(s)") || extra.contains(&"first"));
+        read_all(out).unwrap().1
+    };
+    let direct = format!("sharegpt={}", sample.display());
+    let (a, b) = (d.path().join("a.parquet"), d.path().join("b.parquet"));
+    let key = |rows: Vec<TraceRecord>| {
+        let mut v: Vec<Key> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.request_id,
+                    r.parent_id,
+                    r.turn,
+                    r.prompt_tokens,
+                    r.prompt_hash,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (ra, rb) = (
+        key(replay(&direct, &a, &[])),
+        key(replay(imported.to_str().unwrap(), &b, &[])),
+    );
+    assert_eq!(ra, rb, "one reader, one workload");
+    assert!(ra.len() > 6, "later turns were sent: {}", ra.len());
+    // A later turn resends the conversation: the server counts more than the first turn's.
+    let rows = read_all(&a).unwrap().1;
+    let ids = by_id(&rows);
+    for r in rows.iter().filter(|r| r.parent_id.is_some()) {
+        let p = ids[r.parent_id.as_deref().unwrap()];
+        assert!(r.prompt_tokens.unwrap() > p.prompt_tokens.unwrap() + p.output_tokens.unwrap());
+    }
+    let c = d.path().join("c.parquet");
+    let first = replay(&direct, &c, &["--sharegpt-turns", "first"]);
+    assert_eq!(first.len(), 6);
+    assert!(
+        first
+            .iter()
+            .all(|r| r.session_id.is_none() && r.parent_id.is_none())
+    );
+}

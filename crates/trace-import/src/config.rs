@@ -261,6 +261,9 @@ pub struct ImportConfig {
     pub skip_bad: bool,
     /// Block size of `hash_ids` in tokens (Mooncake 512, Bailian 16 by default).
     pub block_size: Option<u32>,
+    /// ShareGPT: only each conversation's first turn, as vLLM's benchmark sends it (off: every
+    /// turn, each conversation a session).
+    pub sharegpt_first_turn: bool,
 }
 
 impl ImportConfig {
@@ -276,6 +279,7 @@ impl ImportConfig {
             filters: Vec::new(),
             skip_bad: false,
             block_size: None,
+            sharegpt_first_turn: false,
         }
     }
 }

@@ -32,7 +32,7 @@ use trace_format::{TraceMeta, meta};
 pub use config::{Bound, Filter, FilterKey, Format, ImportConfig, ImportSummary, Window};
 pub use error::{Error, Location, Result};
 pub use export::{ExportSummary, export_mooncake};
-pub use sharegpt::{Next, ShareGptItem, ShareGptStats, read_sharegpt};
+pub use sharegpt::{Next, ShareGptItem, ShareGptStats, ShareGptTurn, read_sharegpt};
 pub use timestamp::parse_datetime_ns;
 
 /// The `stage` label of imported and synthetic workloads (replay sets its own).

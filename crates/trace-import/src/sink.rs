@@ -88,6 +88,10 @@ impl Sink {
         &self.cfg.input
     }
 
+    pub(crate) fn config(&self) -> &ImportConfig {
+        &self.cfg
+    }
+
     pub(crate) fn at(&self, line: u64, column: Option<u64>, field: Option<&str>) -> Location {
         Location {
             path: self.cfg.input.clone(),

@@ -202,7 +202,9 @@ fn bailian_sessions_and_seconds() {
 #[test]
 fn sharegpt_first_human_turn_and_reply_words() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, _, recs) = run(&cfg(Format::ShareGpt, fixture("sharegpt.json"), &dir));
+    let mut first = cfg(Format::ShareGpt, fixture("sharegpt.json"), &dir);
+    first.sharegpt_first_turn = true;
+    let (s, _, recs) = run(&first);
     assert_eq!(recs.len(), 3);
     assert_eq!(s.rows_excluded, 1, "the conversation without a reply");
     assert_eq!(
@@ -226,6 +228,34 @@ fn sharegpt_first_human_turn_and_reply_words() {
     let mut c = cfg(Format::ShareGpt, fixture("sharegpt.json"), &dir);
     c.limit = Some(1);
     assert_eq!(run(&c).2.len(), 1);
+}
+
+#[test]
+fn sharegpt_conversations_become_sessions_of_their_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, m, recs) = run(&cfg(Format::ShareGpt, fixture("sharegpt.json"), &dir));
+    assert_eq!(s.rows_excluded, 1, "the conversation without a reply");
+    let ids: Vec<&str> = recs.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["conv-a", "conv-a-t1", "conv-b", "42"]);
+    let (a0, a1) = (&recs[0], &recs[1]);
+    assert_eq!(
+        (a0.session_id.as_deref(), a0.turn),
+        (Some("conv-a"), Some(0))
+    );
+    assert_eq!(
+        (a1.session_id.as_deref(), a1.turn),
+        (Some("conv-a"), Some(1))
+    );
+    assert_eq!(a1.parent_id.as_deref(), Some("conv-a"));
+    assert_eq!(a1.prompt.as_deref(), Some("And paged attention?"));
+    // The whole conversation so far: 6 + 22 words, then the new 3.
+    let reply = a0.output_text.as_deref().unwrap();
+    assert!(reply.starts_with("Continuous batching adds"), "{reply}");
+    assert_eq!(a1.prompt_tokens, Some(6 + 22 + 3));
+    assert_eq!(a1.output_text, None, "the last turn's reply is not needed");
+    assert_eq!(recs[2].session_id.as_deref(), Some("conv-b"));
+    // No timing in ShareGPT, and the source says so (replay then takes arrivals from --rate).
+    assert!(source(&m)["time_unit"].is_null());
 }
 
 #[test]

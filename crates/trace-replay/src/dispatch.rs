@@ -123,8 +123,10 @@ pub struct StageOutcome {
     pub start_ns: i64,
     /// When its last request finished, ns since run start.
     pub end_ns: i64,
-    /// Requests released (fewer than planned after a stop).
+    /// Arrivals released, requests or sessions (fewer than planned after a stop).
     pub released: u64,
+    /// Rows the stage wrote: every request, and the turns of sessions never sent.
+    pub rows: u64,
     /// The summary's running totals and histograms (fixed size).
     pub stats: StageStats,
 }
@@ -174,6 +176,8 @@ pub(crate) struct Shared {
     in_flight: AtomicI64,
     idle: Notify,
     last_end_ns: AtomicI64,
+    /// Rows handed to the sink.
+    rows: AtomicU64,
     stage: String,
     target_rate: Option<f64>,
 }
@@ -226,6 +230,7 @@ impl Dispatcher {
             in_flight: AtomicI64::new(0),
             idle: Notify::new(),
             last_end_ns: AtomicI64::new(start_ns),
+            rows: AtomicU64::new(0),
             stage: plan.label.clone(),
             target_rate: plan.target_rate,
         });
@@ -245,6 +250,7 @@ impl Dispatcher {
             start_ns,
             end_ns: shared.last_end_ns.load(Ordering::SeqCst),
             released,
+            rows: shared.rows.load(Ordering::SeqCst),
             stats,
         }
     }
@@ -469,6 +475,7 @@ async fn finish(shared: &Shared, rec: TraceRecord) {
     if let Ok(mut s) = shared.stats.lock() {
         s.add(&stat);
     }
+    shared.rows.fetch_add(1, Ordering::SeqCst);
     shared.d.sink.put(rec).await;
     c.done.fetch_add(1, Ordering::Relaxed);
 }

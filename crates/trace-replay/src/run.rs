@@ -48,8 +48,8 @@ pub struct Summary {
     pub rows: u64,
     /// How prompt lengths were made exact.
     pub prompt_lengths: PromptLengths,
-    /// Sessions in the workload, when it was replayed as sessions.
-    pub sessions: Option<usize>,
+    /// Sessions sent (warmup left out), when the workload was replayed as sessions.
+    pub sessions: Option<u64>,
     /// Things the user must read: uncalibrated prompt lengths, prompts the server counted
     /// differently from the workload.
     pub warnings: Vec<String>,
@@ -379,6 +379,7 @@ pub async fn run(
     };
     let mut infos = Vec::new();
     let mut summaries = Vec::new();
+    let mut sessions_sent = 0;
     for plan in &plans {
         if run_stop.is_cancelled() {
             break;
@@ -394,11 +395,12 @@ pub async fn run(
             target_rate: out.target_rate,
             start_ns: out.start_ns,
             end_ns: Some(out.end_ns),
-            requests: out.released,
+            requests: out.rows,
         });
         writer.set_meta(meta::STAGES, trace_format::to_json(&infos));
         if out.label != "warmup" {
             summaries.push(out.stats.summary(&out.label, out.target_rate));
+            sessions_sent += out.released;
         }
     }
     drop(d);
@@ -439,7 +441,7 @@ pub async fn run(
         interrupted: stop.is_cancelled(),
         rows: stats.rows,
         prompt_lengths: prompts.lengths,
-        sessions: workload.session_count(),
+        sessions: workload.session_count().map(|_| sessions_sent),
         warnings: {
             let mut w = prompts.warnings;
             if let Some(first) = workload.skipped().first() {

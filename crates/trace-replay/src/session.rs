@@ -66,6 +66,9 @@ pub struct SessionOptions {
     /// Leave out rows whose session links are bad (and their descendants), counted, instead of
     /// refusing the workload.
     pub skip_bad: bool,
+    /// A ShareGPT workload sends each conversation's first turn alone (vLLM's reading), not
+    /// the conversation as a session.
+    pub sharegpt_first_turn: bool,
 }
 
 impl Default for SessionOptions {
@@ -77,6 +80,7 @@ impl Default for SessionOptions {
             max_sessions: None,
             think_scale: 1.0,
             skip_bad: false,
+            sharegpt_first_turn: false,
         }
     }
 }

@@ -157,7 +157,6 @@ impl WorkloadSpec {
 #[derive(Debug, Clone)]
 enum Source {
     Random(RandomSpec),
-    Items(Arc<Vec<WorkItem>>),
     /// A trace's rows; prompts without stored text are made on demand.
     Trace(Arc<Vec<TraceItem>>),
 }
@@ -254,7 +253,7 @@ impl Workload {
     pub fn load(spec: &WorkloadSpec, seed: u64, sessions: &SessionOptions) -> Result<Self, Error> {
         match spec {
             WorkloadSpec::Random(r) => Self::random(*r, seed),
-            WorkloadSpec::ShareGpt(p) => Self::sharegpt(p, seed),
+            WorkloadSpec::ShareGpt(p) => Self::sharegpt(p, seed, sessions),
             WorkloadSpec::Trace(p) => Self::trace(p, seed, sessions),
         }
     }
@@ -296,33 +295,28 @@ impl Workload {
         ))
     }
 
-    /// A ShareGPT file, read by trace-import's one reader (as `trace import sharegpt` reads it):
-    /// for each conversation, the first human turn is the prompt and the next turn's length (in
-    /// words) is the output cap, as vLLM's loader does; conversations without a reply are
-    /// skipped.
-    pub fn sharegpt(path: &Path, seed: u64) -> Result<Self, Error> {
-        let mut items = Vec::new();
+    /// A ShareGPT file, read by trace-import's one reader into the rows `trace import sharegpt`
+    /// writes ([`trace_import::ShareGptItem::records`]): each conversation a session of its
+    /// turns, or with `sessions.sharegpt_first_turn` its first turn alone (vLLM's reading: the
+    /// first human turn is the prompt and the reply's length in words the output cap).
+    /// Conversations without a reply are skipped. The file has no timing: arrivals come from
+    /// `--rate`.
+    pub fn sharegpt(path: &Path, seed: u64, sessions: &SessionOptions) -> Result<Self, Error> {
+        let mut recs = Vec::new();
         trace_import::read_sharegpt(path, |it| {
-            items.push(WorkItem {
-                request_id: it.request_id,
-                prompt: it.prompt,
-                prompt_tokens: it.prompt_words,
-                max_tokens: Some(it.reply_words),
-                ..WorkItem::default()
-            });
+            recs.extend(it.records(!sessions.sharegpt_first_turn));
             Ok(trace_import::Next::Continue)
         })?;
-        if items.is_empty() {
+        if recs.is_empty() {
             return Err(Error::Workload {
                 path: path.to_path_buf(),
                 problem: "no conversation with a human turn followed by a reply".into(),
             });
         }
-        Ok(Self::with_source(
-            Source::Items(Arc::new(items)),
-            seed,
-            serde_json::json!({"kind": "sharegpt", "file": path.display().to_string()}),
-        ))
+        let mut w = Self::from_records(path, recs, seed, sessions, false)?;
+        w.spec_json = serde_json::json!({"kind": "sharegpt", "file": path.display().to_string(),
+            "turns": if sessions.sharegpt_first_turn { "first" } else { "all" }});
+        Ok(w)
     }
 
     /// A trace file: request ids kept, prompt text if stored else a synthetic prompt of the
@@ -332,14 +326,27 @@ impl Workload {
     /// `parent_id`) make sessions, replayed closed-loop: the timeline is then the sessions'
     /// first turns (see [`crate::session`]).
     pub fn trace(path: &Path, seed: u64, opts: &SessionOptions) -> Result<Self, Error> {
-        let (meta, mut recs) = trace_format::read_all(path)?;
+        let (meta, recs) = trace_format::read_all(path)?;
         if recs.is_empty() {
             return Err(Error::Workload {
                 path: path.to_path_buf(),
                 problem: "the trace has no rows".into(),
             });
         }
-        let block_tokens = block_tokens(&meta);
+        let mut w = Self::from_records(path, recs, seed, opts, timed(&meta))?;
+        w.block_tokens = block_tokens(&meta);
+        Ok(w)
+    }
+
+    /// A workload of trace rows read from `path`; `timed`: their `scheduled_ns` is a recorded
+    /// timeline (else arrivals come from `--rate`).
+    fn from_records(
+        path: &Path,
+        mut recs: Vec<trace_format::TraceRecord>,
+        seed: u64,
+        opts: &SessionOptions,
+        timed: bool,
+    ) -> Result<Self, Error> {
         // Stable: rows sent at one instant keep the file's order.
         recs.sort_by_key(|r| r.scheduled_ns);
         let mut items = Vec::with_capacity(recs.len());
@@ -443,8 +450,7 @@ impl Workload {
             seed,
             serde_json::json!({"kind": "trace", "file": path.display().to_string()}),
         );
-        w.timeline_ns = Some(Arc::new(timeline));
-        w.block_tokens = block_tokens;
+        w.timeline_ns = timed.then(|| Arc::new(timeline));
         w.history = opts.history;
         if let Some(Linked { sessions, skipped }) = linked {
             w.sessions = Some(Arc::new(sessions));
@@ -575,7 +581,6 @@ impl Workload {
         }
         match &self.source {
             Source::Random(_) => None,
-            Source::Items(v) => Some(v.len()),
             Source::Trace(v) => Some(v.len()),
         }
     }
@@ -619,7 +624,6 @@ impl Workload {
                     ..WorkItem::default()
                 }
             }
-            Source::Items(items) => lap(items, i, |it| it.clone()),
             Source::Trace(items) => lap(items, i, |t| {
                 let mut it = t.item.clone();
                 if !t.stored {
@@ -664,6 +668,15 @@ fn block_tokens(meta: &trace_format::TraceMeta) -> u32 {
         .or_else(from_source)
         .filter(|&b| b > 0)
         .unwrap_or(HASH_BLOCK_TOKENS)
+}
+
+/// Whether a trace's `scheduled_ns` is a timeline: not for an import from a source without
+/// one (ShareGPT: `trace.source` says `time_unit: null`), whose rows all sit at 0.
+fn timed(meta: &trace_format::TraceMeta) -> bool {
+    let source = meta
+        .get(trace_format::meta::SOURCE)
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+    !source.is_some_and(|v| v.get("time_unit").is_some_and(serde_json::Value::is_null))
 }
 
 /// A turn's depth in its session tree: its turn number as replayed.
@@ -847,7 +860,7 @@ mod tests {
                {"conversations":[{"from":"system","value":"s"},{"from":"human","value":"q"},
                 {"from":"gpt","value":"r"}]}]"#,
         );
-        let w = Workload::sharegpt(&p, 0).unwrap();
+        let w = Workload::sharegpt(&p, 0, &SessionOptions::default()).unwrap();
         assert_eq!(w.len(), Some(2));
         let a = w.item(0);
         assert_eq!(
@@ -862,28 +875,76 @@ mod tests {
     fn sharegpt_bad_files_name_file_and_entry() {
         let d = tempfile::tempdir().unwrap();
         let p = write(&d, "bad.json", "{not json");
-        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
+        let e = Workload::sharegpt(&p, 0, &SessionOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.json") && e.contains("line 1"), "{e}");
         let p = write(
             &d,
             "bad2.json",
             r#"[{"conversations":[]},{"conversations":[{"from":1}]}]"#,
         );
-        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
-        assert!(e.contains("bad2.json") && e.contains("entry 1"), "{e}");
-        let p = write(&d, "empty.json", "[]");
-        let e = Workload::sharegpt(&p, 0).unwrap_err().to_string();
-        assert!(e.contains("no conversation"), "{e}");
-        let e = Workload::sharegpt(&d.path().join("missing.json"), 0)
+        let e = Workload::sharegpt(&p, 0, &SessionOptions::default())
             .unwrap_err()
             .to_string();
+        assert!(e.contains("bad2.json") && e.contains("entry 1"), "{e}");
+        let p = write(&d, "empty.json", "[]");
+        let e = Workload::sharegpt(&p, 0, &SessionOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no conversation"), "{e}");
+        let e = Workload::sharegpt(
+            &d.path().join("missing.json"),
+            0,
+            &SessionOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("missing.json"), "{e}");
+    }
+
+    #[test]
+    fn sharegpt_conversations_are_sessions_or_first_turns() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            &d,
+            "multi.json",
+            r#"[{"id":"c","conversations":[{"from":"human","value":"one two"},
+                {"from":"gpt","value":"three four five"},{"from":"human","value":"six"},
+                {"from":"gpt","value":"seven eight"},{"from":"human","value":"nine"}]}]"#,
+        );
+        let w = Workload::sharegpt(&p, 0, &SessionOptions::default()).unwrap();
+        assert_eq!((w.len(), w.session_count()), (Some(1), Some(1)));
+        assert!(
+            w.timeline_ns().is_none(),
+            "no timing: arrivals come from --rate"
+        );
+        let s = w.session(0);
+        assert_eq!(s.id, "c");
+        assert_eq!(s.turns.len(), 2, "the last human turn has no reply");
+        let (t0, t1) = (&s.turns[0], &s.turns[1]);
+        assert_eq!(
+            (t0.item.prompt.as_str(), t0.item.max_tokens),
+            ("one two", Some(3))
+        );
+        assert_eq!(t0.recorded_reply, "three four five");
+        assert_eq!(t1.item.request_id, "c-t1");
+        assert_eq!(t1.item.parent_id.as_deref(), Some("c"));
+        // The new message, and the whole conversation's length: 2 + 3 + 1 words.
+        assert_eq!((t1.item.prompt.as_str(), t1.item.prompt_tokens), ("six", 6));
+        let first = SessionOptions {
+            sharegpt_first_turn: true,
+            ..SessionOptions::default()
+        };
+        let w = Workload::sharegpt(&p, 0, &first).unwrap();
+        assert_eq!((w.len(), w.session_count()), (Some(1), None));
+        assert_eq!(w.item(0).prompt, "one two");
     }
 
     #[test]
     fn shipped_sharegpt_sample_loads() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../traces/sharegpt_sample.json");
-        let w = Workload::sharegpt(&p, 0).unwrap();
+        let w = Workload::sharegpt(&p, 0, &SessionOptions::default()).unwrap();
         assert!(w.len().unwrap() >= 40);
     }
 

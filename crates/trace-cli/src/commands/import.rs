@@ -93,6 +93,10 @@ pub struct ImportArgs {
     /// Write the other way: read the trace INPUT and write FORMAT (mooncake only) to OUTPUT.
     #[arg(long)]
     pub export: bool,
+    /// sharegpt: every turn of each conversation (a session per conversation), or the first
+    /// alone (vLLM's reading).
+    #[arg(long, value_enum, default_value_t = super::replay::SharegptTurnsArg::All)]
+    pub sharegpt_turns: super::replay::SharegptTurnsArg,
 }
 
 /// Runs `trace import`.
@@ -129,6 +133,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         filters: args.filter,
         skip_bad: args.skip_bad,
         block_size: args.block_size,
+        sharegpt_first_turn: args.sharegpt_turns == super::replay::SharegptTurnsArg::First,
     };
     let s = trace_import::import(&cfg)
         .with_context(|| format!("importing {} as {format}", cfg.input.display()))?;

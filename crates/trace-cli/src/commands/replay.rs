@@ -240,6 +240,15 @@ pub enum HistoryArg {
     Live,
 }
 
+/// Which turns of a ShareGPT conversation are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SharegptTurnsArg {
+    /// Every turn: each conversation a session, its history resent.
+    All,
+    /// The first human turn alone, as vLLM's benchmark sends it.
+    First,
+}
+
 /// What a failed turn does to its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TurnErrorArg {
@@ -277,6 +286,10 @@ pub struct SessionArgs {
     /// Replay every row as an independent request at its recorded time, ignoring sessions.
     #[arg(long)]
     pub no_sessions: bool,
+
+    /// A sharegpt=FILE workload: every turn of each conversation, or the first alone.
+    #[arg(long, value_enum, default_value_t = SharegptTurnsArg::All)]
+    pub sharegpt_turns: SharegptTurnsArg,
 }
 
 impl SessionArgs {
@@ -296,6 +309,7 @@ impl SessionArgs {
             max_sessions: self.max_sessions,
             think_scale: self.think_scale,
             skip_bad: self.skip_bad,
+            sharegpt_first_turn: self.sharegpt_turns == SharegptTurnsArg::First,
         }
     }
 }
