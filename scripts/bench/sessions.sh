@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Issue 18's benchmark: 10,000 concurrent sessions with live history from one machine. Each
-# session has 4 turns (64 new tokens, 32 out, 5 s think): all 10,000 start within 1 s and
-# stay open through their think times. Measures the replay's peak RSS with live history, with
+# session has 4 turns (64 new tokens, 32 out, 20 s think): they arrive at 1,000/s, so all
+# 10,000 are open together from 10 s to about 40 s (about 330 requests/s meanwhile). Measures the replay's peak RSS with live history, with
 # recorded history, and for the same 40,000 requests without sessions (--no-sessions), so the
 # memory a live session holds is the difference over 10,000; and the send lag of later turns.
 # Needs the release binary.
 #   scripts/bench/sessions.sh [SESSIONS] [DIR]
 set -eu
-n=${1:-10000}; dir=${2:-/tmp/trace-sessions}
+n=${1:-10000}; dir=${2:-/tmp/trace-sessions}; rate=${RATE:-1000}; think=${THINK:-20s}
 cargo build --release --locked 2>&1 | tail -1
 bin=target/release/trace
 mkdir -p "$dir"
-$bin synth --rate "$n" -n "$n" --turns 4 --think-time 5s --input-dist fixed:64 \
+$bin synth --rate "$rate" -n "$n" --turns 4 --think-time "$think" --input-dist fixed:64 \
   --output-dist fixed:32 --prefix-len 256 --prefix-groups 8 --force -o "$dir/w.parquet"
 # A fixed-timing simulator (no batching queue): the client is what is measured.
 $bin sim --port 0 --ttft 20ms --itl 2ms --model m > "$dir/sim.log" 2>&1 &
