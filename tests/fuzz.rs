@@ -132,13 +132,14 @@ proptest! {
 
     #[test]
     fn importers_take_any_mutant_of_their_fixtures(
-        k in 0usize..8,
+        k in 0usize..9,
         seed in any::<u64>(),
     ) {
         let (format, name) = [
             (Format::Mooncake, "mooncake.jsonl"),
             (Format::Bailian, "bailian.jsonl"),
             (Format::Aiperf, "aiperf.jsonl"),
+            (Format::CopilotAgent, "copilot_agent.jsonl"),
             (Format::Azure, "azure_2023.csv"),
             (Format::BurstGpt, "burstgpt.csv"),
             (Format::ShareGpt, "sharegpt.json"),

@@ -426,3 +426,50 @@ fn sharegpt_conversations_replay_as_sessions_alike_from_the_file_and_its_import(
             .all(|r| r.session_id.is_none() && r.parent_id.is_none())
     );
 }
+
+#[test]
+fn a_coding_agent_trace_replays_its_calls_as_chains_with_their_tool_times() {
+    let d = tempfile::tempdir().unwrap();
+    let src = repo().join("traces/import/copilot_agent.jsonl");
+    let (w, out) = (d.path().join("agent.parquet"), d.path().join("r.parquet"));
+    ok(&[
+        "import",
+        "copilot-agent",
+        src.to_str().unwrap(),
+        "-o",
+        w.to_str().unwrap(),
+    ]);
+    let s = sim(None);
+    // A hundredth of the recorded time: arrivals and tool/user think times alike.
+    ok(&[
+        "replay",
+        w.to_str().unwrap(),
+        "--url",
+        &s.url(),
+        "--model",
+        "m",
+        "--endpoint",
+        "completions",
+        "--time-scale",
+        "0.01",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let (_, rows) = read_all(&out).unwrap();
+    assert_eq!(rows.len(), 5);
+    let ids = by_id(&rows);
+    let a2 = ids["m-a2"];
+    assert_eq!(
+        a2.think_ns,
+        Some(25_000_000),
+        "2.5 s of tools, scaled by 0.01"
+    );
+    assert_eq!(a2.scheduled_ns, ids["m-a1"].end_ns.unwrap() + 25_000_000);
+    // Each call resends the one before it: the simulator serves that prefix from its cache.
+    assert!(
+        a2.cached_tokens.unwrap() >= ids["m-a1"].prompt_tokens.unwrap() - 16,
+        "{a2:?}"
+    );
+    let rep = report_json(&out);
+    assert_eq!(rep["stages"][0]["sessions"]["sessions"], 2);
+}

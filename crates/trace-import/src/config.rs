@@ -26,11 +26,14 @@ pub enum Format {
     SglangJsonl,
     /// AIPerf `profile_export.jsonl` per-request records.
     Aiperf,
+    /// GitHub Copilot coding-agent sessions (AzurePublicDataset 2026): one JSON session per line,
+    /// `turns[].llm_calls[]` with ISO `timestamp`, `duration_ms` and `tokens`.
+    CopilotAgent,
 }
 
 impl Format {
     /// Every format, in help order.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::Azure,
         Format::BurstGpt,
         Format::Mooncake,
@@ -39,6 +42,7 @@ impl Format {
         Format::VllmJson,
         Format::SglangJsonl,
         Format::Aiperf,
+        Format::CopilotAgent,
     ];
 
     /// The name used on the command line and in the `source` metadata.
@@ -52,6 +56,7 @@ impl Format {
             Format::VllmJson => "vllm-json",
             Format::SglangJsonl => "sglang-jsonl",
             Format::Aiperf => "aiperf",
+            Format::CopilotAgent => "copilot-agent",
         }
     }
 
@@ -66,7 +71,7 @@ impl Format {
 
     /// Whether rows carry absolute wall-clock times (so a datetime `--window` applies).
     pub fn has_absolute_time(self) -> bool {
-        matches!(self, Format::Azure | Format::Aiperf)
+        matches!(self, Format::Azure | Format::Aiperf | Format::CopilotAgent)
     }
 
     /// Whether the format's rows come in time order (arrival logs); AIPerf writes records as

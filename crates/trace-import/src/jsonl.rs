@@ -1,5 +1,5 @@
-//! The JSON-lines traces: Mooncake, Alibaba Bailian/Qwen, and AIPerf's per-request export.
-//! Read line by line through one reused buffer.
+//! The JSON-lines traces: Mooncake, Alibaba Bailian/Qwen, AIPerf's per-request export, and
+//! GitHub Copilot's coding-agent sessions. Read line by line through one reused buffer.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -428,5 +428,156 @@ pub(crate) fn import_aiperf(sink: &mut Sink) -> Result<()> {
                 log_type: None,
             },
         )
+    })
+}
+
+#[derive(Deserialize)]
+struct AgentSession {
+    session_id: serde_json::Value,
+    #[serde(default)]
+    turns: Vec<AgentTurn>,
+}
+
+#[derive(Deserialize)]
+struct AgentTurn {
+    #[serde(default)]
+    llm_calls: Vec<AgentCall>,
+}
+
+#[derive(Deserialize)]
+struct AgentCall {
+    #[serde(default)]
+    message_id: Option<String>,
+    timestamp: String,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    tokens: AgentTokens,
+}
+
+#[derive(Deserialize, Default)]
+struct AgentTokens {
+    #[serde(default)]
+    prompt: Option<u64>,
+    #[serde(default)]
+    completion: Option<u64>,
+    #[serde(default)]
+    cached: Option<u64>,
+}
+
+/// One LLM call of an agent session, parsed.
+struct AgentRow {
+    t: i64,
+    end: i64,
+    rec: TraceRecord,
+}
+
+/// Parses one session line into its calls as rows, in time order: each call after the one
+/// before (its parent), its think time the gap from that call's end (tool execution, or the
+/// user's pause before a new turn).
+fn agent_rows(sink: &Sink, l: &[u8], line: u64) -> Result<Vec<AgentRow>> {
+    let s: AgentSession = parse_line(sink, l, line)?;
+    let sid = id_text(Some(s.session_id)).ok_or_else(|| Error::BadRow {
+        at: sink.at(line, None, Some("session_id")),
+        problem: "is null".into(),
+    })?;
+    let mut rows = Vec::new();
+    for call in s.turns.into_iter().flat_map(|t| t.llm_calls) {
+        let t = crate::timestamp::parse_datetime_ns(&call.timestamp).map_err(|problem| {
+            Error::BadRow {
+                at: sink.at(line, None, Some("timestamp")),
+                problem,
+            }
+        })?;
+        let dur = non_negative_ns(
+            sink,
+            line,
+            "duration_ms",
+            call.duration_ms.unwrap_or(0.0),
+            1e6,
+        )?;
+        let tok = call.tokens;
+        let prompt = count(sink, line, "tokens.prompt", tok.prompt.unwrap_or(0))?;
+        let completion = count(sink, line, "tokens.completion", tok.completion.unwrap_or(0))?;
+        let cached = tok
+            .cached
+            .map(|c| count(sink, line, "tokens.cached", c))
+            .transpose()?;
+        let failed = call
+            .result
+            .as_deref()
+            .filter(|r| !r.eq_ignore_ascii_case("success"));
+        rows.push(AgentRow {
+            t,
+            end: t.saturating_add(dur),
+            rec: TraceRecord {
+                request_id: call.message_id.unwrap_or_default(),
+                stage: WORKLOAD_STAGE.into(),
+                prompt_tokens: Some(prompt),
+                max_tokens: Some(completion),
+                cached_tokens: cached,
+                model: call.model,
+                session_id: Some(sid.clone()),
+                error_kind: failed.map(|_| ErrorKind::SourceFailed),
+                error_msg: failed.map(|r| format!("source result: {r}")),
+                ..TraceRecord::default()
+            },
+        });
+    }
+    rows.sort_by_key(|r| r.t);
+    for k in 0..rows.len() {
+        if rows[k].rec.request_id.is_empty() {
+            rows[k].rec.request_id = format!("{sid}-{k}");
+        }
+        rows[k].rec.turn = i32::try_from(k).ok();
+        if k > 0 {
+            let (prev_id, prev_end) = (rows[k - 1].rec.request_id.clone(), rows[k - 1].end);
+            rows[k].rec.parent_id = Some(prev_id);
+            rows[k].rec.think_ns = Some((rows[k].t - prev_end).max(0));
+        }
+    }
+    Ok(rows)
+}
+
+/// Imports GitHub Copilot coding-agent sessions: every LLM call a row, each session a chain of
+/// turns (a call follows the one before it, after its think time: the tools it ran, or the
+/// user's pause), prompt and completion tokens as recorded, the source's cache hits in
+/// `cached_tokens`, calls that did not succeed (`result` other than `Success`) marked
+/// `source_failed`. Sessions need not be in time order: the earliest call is found first.
+pub(crate) fn import_copilot_agent(sink: &mut Sink) -> Result<()> {
+    let mut first: Option<i64> = None;
+    // First pass: only the earliest call; bad lines are reported by the second pass.
+    each_line(sink, |sink, l, line| {
+        if let Some(r) = agent_rows(sink, l, line)
+            .ok()
+            .and_then(|v| v.into_iter().next())
+        {
+            first = Some(first.map_or(r.t, |f| f.min(r.t)));
+        }
+        Ok(Flow::Continue)
+    })?;
+    if let Some(f) = first {
+        sink.set_origin(f);
+    }
+    each_line(sink, |sink, l, line| {
+        let rows = match agent_rows(sink, l, line) {
+            Ok(r) => r,
+            Err(e) => return sink.bad(e).map(|()| Flow::Continue),
+        };
+        for r in rows {
+            let row = Row {
+                time_ns: Some(r.t),
+                rec: r.rec,
+                log_type: None,
+            };
+            if sink.push(line, row)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     })
 }

@@ -50,6 +50,7 @@ fn time_unit(format: Format) -> Option<&'static str> {
         Format::ShareGpt => None,
         Format::VllmJson | Format::SglangJsonl => Some("s"),
         Format::Aiperf => Some("ns"),
+        Format::CopilotAgent => Some("datetime"),
     }
 }
 
@@ -128,6 +129,7 @@ pub fn import(cfg: &ImportConfig) -> Result<ImportSummary> {
         Format::Mooncake => jsonl::import_mooncake(&mut sink).map(|()| Vec::new()),
         Format::Bailian => jsonl::import_bailian(&mut sink).map(|()| Vec::new()),
         Format::Aiperf => jsonl::import_aiperf(&mut sink).map(|()| Vec::new()),
+        Format::CopilotAgent => jsonl::import_copilot_agent(&mut sink).map(|()| Vec::new()),
         Format::ShareGpt => sharegpt::import_sharegpt(&mut sink).map(|()| Vec::new()),
         Format::VllmJson | Format::SglangJsonl => results::import_results(&mut sink, f),
     };

@@ -259,6 +259,55 @@ fn sharegpt_conversations_become_sessions_of_their_turns() {
 }
 
 #[test]
+fn copilot_agent_sessions_become_chains_with_tool_and_user_think_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, m, recs) = run(&cfg(
+        Format::CopilotAgent,
+        fixture("copilot_agent.jsonl"),
+        &dir,
+    ));
+    assert_eq!(s.rows_written, 5);
+    assert_eq!(s.source_failures, 1, "the cancelled call");
+    let by = |id: &str| recs.iter().find(|r| r.request_id == id).unwrap();
+    // Times from the earliest call of the file (sess-b's, on the second line).
+    assert_eq!(by("m-b1").scheduled_ns, 0);
+    assert_eq!(by("m-a1").scheduled_ns, 5000 * MS);
+    let a2 = by("m-a2");
+    assert_eq!(a2.session_id.as_deref(), Some("sess-a"));
+    assert_eq!((a2.turn, a2.parent_id.as_deref()), (Some(1), Some("m-a1")));
+    assert_eq!(
+        a2.think_ns,
+        Some(2500 * MS),
+        "tools ran 2.5 s after the call ended"
+    );
+    assert_eq!(
+        (a2.prompt_tokens, a2.max_tokens, a2.cached_tokens),
+        (Some(4900), Some(80), Some(4096))
+    );
+    let a3 = by("m-a3");
+    assert_eq!(a3.think_ns, Some(30_000 * MS), "the user's pause");
+    assert_eq!(a3.error_kind.as_deref(), Some(SOURCE_FAILED));
+    assert!(a3.error_msg.as_deref().unwrap().contains("UserCancel"));
+    assert_eq!(by("m-b2").think_ns, Some(200 * MS));
+    assert_eq!(by("m-b1").parent_id, None);
+    assert_eq!(source(&m)["time_unit"], "datetime");
+
+    // A bad timestamp names the file, the line and the field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        r#"{"session_id":"x","turns":[{"llm_calls":[{"timestamp":"yesterday","tokens":{}}]}]}"#,
+    )
+    .unwrap();
+    let msg = err_of(&cfg(Format::CopilotAgent, &bad, &dir));
+    assert!(
+        msg.contains("bad.jsonl:1") && msg.contains("timestamp"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn vllm_detailed_rebuilds_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let (s, m, recs) = run(&cfg(Format::VllmJson, fixture("vllm_detailed.json"), &dir));
@@ -541,6 +590,7 @@ fn a_byte_order_mark_changes_nothing() {
         (Format::Mooncake, "mooncake.jsonl"),
         (Format::Bailian, "bailian.jsonl"),
         (Format::Aiperf, "aiperf.jsonl"),
+        (Format::CopilotAgent, "copilot_agent.jsonl"),
         (Format::Azure, "azure_2023.csv"),
         (Format::BurstGpt, "burstgpt.csv"),
         (Format::ShareGpt, "sharegpt.json"),

@@ -29,6 +29,9 @@ pub enum FormatArg {
     /// its `request_latency`, the server's usage counts when kept (else AIPerf's tokenizer's,
     /// `token_source = tokenizer`), every time metric by its unit.
     Aiperf,
+    /// GitHub Copilot coding-agent sessions (AzurePublicDataset 2026, gunzipped shards): every
+    /// LLM call a turn of its session, think time the gap after the previous call ended.
+    CopilotAgent,
 }
 
 impl From<FormatArg> for Format {
@@ -42,6 +45,7 @@ impl From<FormatArg> for Format {
             FormatArg::VllmJson => Format::VllmJson,
             FormatArg::SglangJsonl => Format::SglangJsonl,
             FormatArg::Aiperf => Format::Aiperf,
+            FormatArg::CopilotAgent => Format::CopilotAgent,
         }
     }
 }
