@@ -137,6 +137,11 @@ pub struct StageSaturation {
     pub completion_rate: Option<f64>,
     /// Completions / arrivals inside the steady window (near 1 when keeping up).
     pub completion_ratio: Option<f64>,
+    /// From the stage's last arrival to its last stream end, s: a stage that kept up drains in
+    /// about one E2E (its last request did not wait); a queue left behind takes longer.
+    pub drain_s: Option<f64>,
+    /// Median E2E from the scheduled time, s (what `drain_s` is measured against).
+    pub median_e2e_s: Option<f64>,
     /// TTFT from the scheduled time over arrival time (s/s).
     pub ttft: Option<Trend>,
     /// TPOT over arrival time (s/s).
@@ -260,6 +265,8 @@ fn latency_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation 
         window_s: None,
         completion_rate: None,
         completion_ratio: None,
+        drain_s: None,
+        median_e2e_s: None,
         ttft: None,
         tpot: None,
         backlog_slope: None,
@@ -279,10 +286,12 @@ fn latency_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation 
         return out;
     };
     out.service_time_s = Some(service);
+    out.median_e2e_s = Some(median_e2e);
     let Some(first) = s.start_ns() else {
         return out;
     };
     let last = s.rows.iter().map(|r| r.scheduled_ns).max().unwrap_or(first);
+    out.drain_s = s.end_ns().map(|e| (e - last).max(0) as f64 / 1e9);
     let t0 = first as f64 / 1e9;
     let span = (last - first) as f64 / 1e9;
     // The backlog of a stable engine fills within about one E2E; a saturated stage's median
@@ -384,7 +393,29 @@ fn latency_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation 
             Verdict::Stable,
             format!("{l}, but the backlog does not: a latency drift, not a queue"),
         ),
-        (None, Some(q)) => (Verdict::Stable, format!("{q}, but latency does not grow")),
+        // Queue signs without a latency trend: the arithmetic of the stage's end decides. A
+        // stage that kept up drains within one E2E of its last arrival (its last request did
+        // not wait); one that left a queue behind takes longer to empty it.
+        (None, Some(q)) => match out.drain_s {
+            Some(d) if d <= median_e2e => (
+                Verdict::Stable,
+                format!(
+                    "{q} inside the window, but latency does not grow and the stage drained \
+                     {d:.1} s after its last arrival, within one median E2E ({median_e2e:.1} s): \
+                     no queue was left"
+                ),
+            ),
+            Some(d) if backlog_up && behind => (
+                Verdict::Saturated,
+                format!(
+                    "{q}, and the stage took {d:.1} s to drain after its last arrival, {:.1}x \
+                     the median E2E: a queue was left behind, whatever the latency trend tests \
+                     say",
+                    d / median_e2e.max(f64::MIN_POSITIVE)
+                ),
+            ),
+            _ => (Verdict::Stable, format!("{q}, but latency does not grow")),
+        },
         (None, None) => {
             // Say when a trend was significant but too small to matter, so a reader who sees
             // its CI above zero in the evidence knows why it did not count.
@@ -723,6 +754,34 @@ mod tests {
             s.completion_rate.unwrap() * (b - a) < arrived / 2.0,
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn a_queue_left_behind_is_saturated_though_ttft_and_tpot_stay_flat() {
+        // An admit-all engine whose requests take longer and longer (their outputs grow, each
+        // step as fast as before): TTFT and TPOT are flat, but requests pile up, and the last
+        // one ends long after a typical request would have.
+        let rows = (0..120)
+            .map(|i| {
+                let t = i as f64 / 2.0;
+                row(t, 50.0 + jitter(i), 10.0, 10 + 10 * i as u32)
+            })
+            .collect();
+        let st = stage(2.0, rows);
+        let s = stage_saturation(&st, &[]);
+        assert!(
+            !s.ttft.unwrap().growing() && !s.tpot.unwrap().growing(),
+            "{s:?}"
+        );
+        let ratio = s.completion_ratio.unwrap();
+        assert!((OVERLOAD_RATIO..COMPLETION_FLOOR).contains(&ratio), "{s:?}");
+        assert_eq!(s.verdict, Verdict::Saturated, "{s:?}");
+        assert!(s.reason.contains("a queue was left behind"), "{}", s.reason);
+        // The arithmetic: the stage drained in more than one median E2E.
+        let (d, m) = (s.drain_s.unwrap(), s.median_e2e_s.unwrap());
+        let last_arrival = st.rows.iter().map(|r| r.scheduled_ns).max().unwrap();
+        assert_eq!(d, (st.end_ns().unwrap() - last_arrival) as f64 / 1e9);
+        assert!(d > m, "{d} {m}");
     }
 
     #[test]

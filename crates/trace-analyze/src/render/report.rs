@@ -49,6 +49,11 @@ fn evidence(sat: &StageSaturation) -> Vec<String> {
     if let Some(c) = sat.completion_ratio {
         e.push(format!("completions/arrivals {c:.2}"));
     }
+    if let (Some(d), Some(m)) = (sat.drain_s, sat.median_e2e_s) {
+        e.push(format!(
+            "drained {d:.2} s after the last arrival (median E2E {m:.2} s)"
+        ));
+    }
     if let Some(s) = sat.send_lag_slope {
         e.push(format!("send-lag slope {:+.2e} s/s", s.slope));
     }
