@@ -403,3 +403,61 @@ fn the_simulator_refuses_unknown_models_and_overlong_requests_as_engines_do() {
     );
     sim.shutdown().unwrap();
 }
+
+#[test]
+fn a_concurrency_sweep_runs_one_closed_loop_stage_per_cap() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("conc.parquet");
+    let o = out.to_str().unwrap();
+    let args: Vec<&str> = ["replay", "--max-concurrency", "1,4", "-n", "12", "-o", o]
+        .into_iter()
+        .chain(SMALL)
+        .collect();
+    let res = run_ok_in(&args, d.path());
+    let table = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        table.contains("conc=1") && table.contains("conc=4"),
+        "{table}"
+    );
+    let r = TraceReader::open(&out).unwrap();
+    let sched = r.meta().schedule().unwrap();
+    assert_eq!(sched.concurrencies, [1, 4]);
+    let recs: Vec<_> = r.records().collect::<Result<_, _>>().unwrap();
+    // At most C in flight at any send: count the requests of the stage still running then.
+    let most_in_flight = |stage: &str| {
+        let rows: Vec<_> = recs.iter().filter(|x| x.stage == stage).collect();
+        assert_eq!(rows.len(), 12);
+        rows.iter()
+            .map(|a| {
+                let t = a.sent_ns.unwrap();
+                rows.iter()
+                    .filter(|b| b.sent_ns.unwrap() <= t && b.end_ns.unwrap() > t)
+                    .count()
+            })
+            .max()
+            .unwrap()
+    };
+    assert_eq!(most_in_flight("conc=1"), 1);
+    let four = most_in_flight("conc=4");
+    assert!(four > 1 && four <= 4, "{four}");
+    // Closed loop: no open-loop verdict, and the wait for a slot is not called lag.
+    let rep = String::from_utf8(run_ok_in(&["report", o], d.path()).stdout).unwrap();
+    assert!(rep.contains("closed-loop stages (conc=1, conc=4)"), "{rep}");
+    assert!(!rep.contains("send lag P99"), "{rep}");
+
+    let bad = run_in(
+        &[
+            "replay",
+            "--max-concurrency",
+            "1,4",
+            "--rate",
+            "2",
+            "-o",
+            o,
+            "--force",
+        ],
+        d.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--rate inf"), "{}", stderr(&bad));
+}

@@ -466,7 +466,13 @@ pub fn token_count_warnings(run: &RunData) -> Vec<String> {
 }
 
 /// The send-lag warning of a stage, when its P99 exceeds both 1 ms and 5% of the median TTFT.
+///
+/// Not for a stage at rate `inf` (a concurrency sweep's closed-loop stages): every request is
+/// due at once, and its lag is its wait for a slot under the cap, by design.
 pub fn send_lag_warning(s: &StageReport) -> Option<String> {
+    if s.target_rate.is_some_and(f64::is_infinite) {
+        return None;
+    }
     let p99 = s.metrics.send_lag.pct(99.0).or(s.metrics.send_lag.max)?;
     let ttft = s.metrics.ttft.median().unwrap_or(0.0);
     let limit = SEND_LAG_WARN_MS.max(SEND_LAG_TTFT_FRACTION * ttft);

@@ -32,6 +32,9 @@ use serde::Serialize;
 use crate::load::{ServerPoint, StageData};
 use trace_stats::{MannKendall, Slope, mann_kendall, ols, percentiles_in_place};
 
+/// How the reason of a stage whose requests all arrived at once begins.
+const ALL_AT_ONCE: &str = "every request arrived at once";
+
 /// Fraction of a stage's arrival span always dropped as warm-up before the trend tests.
 pub const WARMUP_FRACTION: f64 = 0.15;
 /// A latency rise must exceed this fraction of the series' median...
@@ -305,6 +308,13 @@ fn latency_saturation(s: &StageData, server: &[ServerPoint]) -> StageSaturation 
         .filter(|r| r.scheduled_ns as f64 / 1e9 >= cut)
         .collect();
     let kept_ok = kept.iter().filter(|r| r.ok).count();
+    if span <= 0.0 {
+        out.reason = format!(
+            "{ALL_AT_ONCE} (rate inf, a closed-loop stage): an open-loop stage's saturation test \
+             does not apply; compare throughput and latency across stages"
+        );
+        return out;
+    }
     if t1 - cut < service || kept_ok < MIN_POINTS {
         out.reason = format!(
             "too short to judge: arrivals span {span:.1} s and one request takes ~{service:.1} s, \
@@ -484,9 +494,19 @@ pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturati
         .filter(|s| low.is_some() && rate(s) > sat_rate)
         .map(|s| s.0.clone())
         .collect();
+    // Stages whose requests all arrived at once (rate inf, a concurrency sweep) have no
+    // open-loop verdict; the others were too short.
+    let closed_loop = |s: &&(String, &StageSaturation, f64)| {
+        s.1.verdict == Verdict::Insufficient && s.1.reason.starts_with(ALL_AT_ONCE)
+    };
+    let closed: Vec<String> = stages
+        .iter()
+        .filter(closed_loop)
+        .map(|s| s.0.clone())
+        .collect();
     let insufficient: Vec<String> = stages
         .iter()
-        .filter(|s| s.1.verdict == Verdict::Insufficient)
+        .filter(|s| s.1.verdict == Verdict::Insufficient && !closed_loop(s))
         .map(|s| s.0.clone())
         .collect();
     let failing: Vec<String> = stages
@@ -517,6 +537,11 @@ pub fn run_saturation(stages: &[(String, &StageSaturation, f64)]) -> RunSaturati
         (None, Some(b)) => format!(
             "no stage saturated; highest stable throughput {:.2} req/s at {}",
             b.2, b.0
+        ),
+        (None, None) if !closed.is_empty() && insufficient.is_empty() => format!(
+            "closed-loop stages ({}): no open-loop saturation verdict; compare their throughput \
+             and latency",
+            closed.join(", ")
         ),
         (None, None) => "no stage could be judged".to_string(),
     };

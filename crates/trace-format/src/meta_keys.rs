@@ -249,6 +249,9 @@ pub struct ScheduleMeta {
     pub warmup: u64,
     /// The concurrency cap.
     pub max_concurrency: Option<usize>,
+    /// A concurrency sweep's caps, one closed-loop stage each (`conc=C`); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub concurrencies: Vec<usize>,
     /// Seed of the schedule.
     pub seed: Option<u64>,
     /// Random schedules rescaled so their realised mean rate is the target exactly.

@@ -39,6 +39,9 @@ pub struct ReplayConfig {
     pub warmup: u64,
     /// Concurrency cap.
     pub max_concurrency: Option<usize>,
+    /// A concurrency sweep: one closed-loop stage per cap (`conc=C`, every request released at
+    /// once and at most C in flight), as `rates` gives one stage per rate. Empty: no sweep.
+    pub concurrencies: Vec<usize>,
     /// Open files each in-flight request holds in this process: 1 (its socket), 2 when the
     /// target is the embedded simulator (the server's end too). Sizes the cap that keeps the
     /// open-file limit from starving the trace writer.
@@ -79,6 +82,7 @@ impl ReplayConfig {
             stage_duration: None,
             warmup: 0,
             max_concurrency: None,
+            concurrencies: Vec::new(),
             fds_per_request: 1,
             seed: 0,
             output: output.into(),
@@ -160,6 +164,20 @@ impl ReplayConfig {
                 MAX_PLANNED.as_secs() / 86_400
             )));
         }
+        if !self.concurrencies.is_empty() {
+            if self.concurrencies.contains(&0) {
+                return Err(Error::Config(
+                    "invalid max concurrency '0': must be >= 1".into(),
+                ));
+            }
+            if self.rates.iter().any(|r| r.is_finite()) || self.stage_duration.is_some() {
+                return Err(Error::Config(
+                    "a concurrency sweep (--max-concurrency C1,C2,...) runs closed-loop stages: \
+                     give --rate inf or no --rate, and -n rather than --stage-duration"
+                        .into(),
+                ));
+            }
+        }
         if self.max_concurrency == Some(0) {
             return Err(Error::Config(
                 "invalid max concurrency '0': must be >= 1".into(),
@@ -177,7 +195,10 @@ impl ReplayConfig {
                 "invalid max sessions '0': must be >= 1".into(),
             ));
         }
-        if self.rates.is_empty() && !matches!(self.workload, WorkloadSpec::Trace(_)) {
+        if self.rates.is_empty()
+            && self.concurrencies.is_empty()
+            && !matches!(self.workload, WorkloadSpec::Trace(_))
+        {
             return Err(Error::Config(
                 "no --rate: only a trace workload has recorded timing to replay; give --rate R"
                     .into(),

@@ -215,8 +215,9 @@ impl Dispatcher {
             d: self.clone(),
             workload,
             clock: *clock,
-            sem: self
+            sem: plan
                 .max_concurrency
+                .or(self.max_concurrency)
                 .map(|c| Arc::new(Semaphore::new(c.max(1)))),
             session_sem: self
                 .sessions
@@ -558,6 +559,7 @@ mod tests {
             offsets_ns: offsets_ms.iter().map(|m| m * 1_000_000).collect(),
             first_item: 0,
             time_factor: 1.0,
+            max_concurrency: None,
         }
     }
 

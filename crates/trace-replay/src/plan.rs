@@ -24,6 +24,13 @@ pub struct StagePlan {
     /// How much the recorded timeline was stretched (retargeting times `--time-scale`): a
     /// session's think times stretch with it. 1 for synthetic arrivals.
     pub time_factor: f64,
+    /// The stage's own concurrency cap (a concurrency sweep's `conc=C`); None: the run's.
+    pub max_concurrency: Option<usize>,
+}
+
+/// The stage label of a concurrency sweep's stage: `conc=128`.
+pub fn conc_label(c: usize) -> String {
+    format!("conc={c}")
 }
 
 /// The stage label of a rate: `rate=5`, `rate=0.5`, `rate=inf`.
@@ -64,6 +71,9 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
             (None, None) => Err(Error::Config("no --rate for a synthetic workload".into())),
         }
     };
+    if !cfg.concurrencies.is_empty() {
+        return Ok(concurrency_stages(cfg, n_usize));
+    }
     let rates: Vec<Option<f64>> = if cfg.rates.is_empty() {
         vec![None]
     } else {
@@ -80,6 +90,7 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
             offsets_ns,
             first_item: 0,
             time_factor,
+            max_concurrency: None,
         });
     }
     let mut first_item = 0u64;
@@ -95,10 +106,34 @@ pub fn plan_stages(cfg: &ReplayConfig, workload: &Workload) -> Result<Vec<StageP
             offsets_ns,
             first_item,
             time_factor,
+            max_concurrency: None,
         });
         first_item += count as u64;
     }
     Ok(plans)
+}
+
+/// A concurrency sweep: per cap, `n` requests released at once (rate `inf`) with at most the
+/// cap in flight, closed-loop; a warmup at the first cap. Think times shrink to nothing, as at
+/// `--rate inf`.
+fn concurrency_stages(cfg: &ReplayConfig, n: usize) -> Vec<StagePlan> {
+    let stage = |label: String, c: usize, count: usize, first_item: u64| StagePlan {
+        label,
+        target_rate: Some(f64::INFINITY),
+        offsets_ns: vec![0; count],
+        first_item,
+        time_factor: 0.0,
+        max_concurrency: Some(c),
+    };
+    let mut plans = Vec::new();
+    if cfg.warmup > 0 {
+        let w = usize::try_from(cfg.warmup).unwrap_or(usize::MAX);
+        plans.push(stage("warmup".into(), cfg.concurrencies[0], w, 0));
+    }
+    for (k, &c) in cfg.concurrencies.iter().enumerate() {
+        plans.push(stage(conc_label(c), c, n, (k * n) as u64));
+    }
+    plans
 }
 
 /// The first `count` offsets of a recorded timeline, cycling it (each lap after the last
@@ -186,6 +221,49 @@ mod tests {
                 ..cfg.clone()
             })
             .contains("finite --rate")
+        );
+    }
+
+    #[test]
+    fn a_concurrency_sweep_is_one_closed_loop_stage_per_cap() {
+        let cfg = ReplayConfig {
+            concurrencies: vec![1, 128],
+            requests: Some(4),
+            warmup: 2,
+            ..cfg()
+        };
+        cfg.validate().unwrap();
+        let w = Workload::random(RandomSpec::default(), 0).unwrap();
+        let p = plan_stages(&cfg, &w).unwrap();
+        let got: Vec<(&str, Option<usize>, usize, u64)> = p
+            .iter()
+            .map(|s| {
+                (
+                    s.label.as_str(),
+                    s.max_concurrency,
+                    s.offsets_ns.len(),
+                    s.first_item,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("warmup", Some(1), 2, 0),
+                ("conc=1", Some(1), 4, 0),
+                ("conc=128", Some(128), 4, 4)
+            ]
+        );
+        assert!(p.iter().all(|s| s.offsets_ns.iter().all(|&o| o == 0)));
+        let bad = ReplayConfig {
+            rates: vec![2.0],
+            ..cfg.clone()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--rate inf")
         );
     }
 

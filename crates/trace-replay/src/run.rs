@@ -96,8 +96,9 @@ fn schedule_meta(
     per_stage: Option<usize>,
 ) -> ScheduleMeta {
     let recorded = workload.timeline_ns().is_some();
+    let sweep = !cfg.concurrencies.is_empty();
     ScheduleMeta {
-        arrival: (!recorded).then(|| cfg.arrival.clone()),
+        arrival: (!recorded && !sweep).then(|| cfg.arrival.clone()),
         rates: cfg.rates.clone(),
         time_scale: cfg.time_scale,
         // Under --stage-duration each stage has its own count (in trace.stages).
@@ -109,8 +110,10 @@ fn schedule_meta(
         stage_duration_s: cfg.stage_duration.map(|d| d.as_secs_f64()),
         warmup: cfg.warmup,
         max_concurrency: cfg.max_concurrency,
+        concurrencies: cfg.concurrencies.clone(),
         seed: Some(cfg.seed),
         rescaled_to_exact_rate: !recorded
+            && !sweep
             && !matches!(cfg.arrival, Arrival::Constant | Arrival::Daily { .. }),
         timer: Some(format!("{:?}", cfg.timer).to_lowercase()),
         ..ScheduleMeta::default()
@@ -214,10 +217,13 @@ pub async fn run(
     cfg.validate()?;
     let fd_cap = fd_cap(cfg.fds_per_request);
     let asked = cfg.max_concurrency;
-    if let Some(cap) = fd_cap
-        && cfg.max_concurrency.is_none_or(|m| m > cap)
-    {
-        cfg.max_concurrency = Some(cap);
+    if let Some(cap) = fd_cap {
+        if cfg.max_concurrency.is_none_or(|m| m > cap) {
+            cfg.max_concurrency = Some(cap);
+        }
+        for c in &mut cfg.concurrencies {
+            *c = (*c).min(cap);
+        }
     }
     let target = ServerUrl::parse(&cfg.client.base_url)?;
     // Bad input fails before anything is sent: the tokenizer and the workload file first.

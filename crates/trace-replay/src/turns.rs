@@ -264,6 +264,7 @@ mod tests {
             offsets_ns: offsets[..n].to_vec(),
             first_item: 0,
             time_factor,
+            max_concurrency: None,
         };
         let clock = RunClock::from_parts(Instant::now().into_std(), 0);
         d.run_stage(&clock, &plan, Arc::new(wl)).await;

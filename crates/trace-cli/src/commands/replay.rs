@@ -146,9 +146,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1.0, value_parser = crate::parse::ratio)]
     pub range_ratio: f64,
 
-    /// At most C requests in flight; later arrivals wait (the wait is recorded).
-    #[arg(long, value_name = "C", value_parser = crate::parse::positive_usize)]
-    pub max_concurrency: Option<usize>,
+    /// At most C requests in flight; later arrivals wait (the wait is recorded). Several values
+    /// (`1,32,128`) sweep concurrency: one closed-loop stage per value (`conc=C`), every request
+    /// released at once (`--rate inf`, the default then), -n requests each.
+    #[arg(long, value_name = "C", value_delimiter = ',', value_parser = crate::parse::positive_usize)]
+    pub max_concurrency: Vec<usize>,
 
     /// Warmup requests sent before the first stage, recorded under stage `warmup`.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -385,7 +387,15 @@ impl ReplayArgs {
             requests: self.requests,
             stage_duration: self.stage_duration,
             warmup: self.warmup,
-            max_concurrency: self.max_concurrency,
+            max_concurrency: match self.max_concurrency.as_slice() {
+                [c] => Some(*c),
+                _ => None,
+            },
+            concurrencies: if self.max_concurrency.len() > 1 {
+                self.max_concurrency.clone()
+            } else {
+                Vec::new()
+            },
             fds_per_request: 1,
             seed: self.seed,
             output,
