@@ -461,3 +461,121 @@ fn a_concurrency_sweep_runs_one_closed_loop_stage_per_cap() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("--rate inf"), "{}", stderr(&bad));
 }
+
+#[test]
+fn prompt_datasets_send_their_records_at_each_concurrency() {
+    let d = tempfile::tempdir().unwrap();
+    // open_qa.jsonl's layout and LongAlpaca's, as published.
+    let qa = d.path().join("open_qa.jsonl");
+    let lines: String = (0..6)
+        .map(|i| format!("{{\"question\": \"what is item {i} of the list\", \"answer\": \"a\"}}\n"))
+        .collect();
+    std::fs::write(&qa, lines).unwrap();
+    let la = d.path().join("LongAlpaca-12k.json");
+    std::fs::write(
+        &la,
+        r#"[{"instruction": "Summarise the paper.", "input": "word word word word word word word word", "output": "x"},
+            {"instruction": "Say hi.", "input": "", "output": "hi"}]"#,
+    )
+    .unwrap();
+    let out = d.path().join("qa.parquet");
+    let o = out.to_str().unwrap();
+    let workload = format!("jsonl={}", qa.display());
+    let args: Vec<&str> = [
+        "replay",
+        &workload,
+        "--max-concurrency",
+        "1,4",
+        "-n",
+        "6",
+        "--output-len",
+        "4",
+        "--store",
+        "prompts",
+        "-o",
+        o,
+    ]
+    .into_iter()
+    .collect();
+    run_ok_in(&args, d.path());
+    let recs: Vec<_> = TraceReader::open(&out)
+        .unwrap()
+        .records()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(recs.len(), 12);
+    let first = recs
+        .iter()
+        .find(|r| r.request_id == "jsonl-0" && r.stage == "conc=1")
+        .unwrap();
+    assert_eq!(first.prompt.as_deref(), Some("what is item 0 of the list"));
+    assert_eq!(first.prompt_tokens, Some(7), "the simulator counts words");
+    // Both stages send the same records: they pair in a diff.
+    let ids = |stage: &str| {
+        let mut v: Vec<&str> = recs
+            .iter()
+            .filter(|r| r.stage == stage)
+            .map(|r| r.request_id.split('#').next().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids("conc=1"), ids("conc=4"));
+
+    // A length bound leaves the long LongAlpaca record out.
+    let out2 = d.path().join("la.parquet");
+    let workload = format!("json={}", la.display());
+    let args = [
+        "replay",
+        &workload,
+        "--rate",
+        "inf",
+        "-n",
+        "2",
+        "--max-prompt-length",
+        "5",
+        "--store",
+        "prompts",
+        "-o",
+        out2.to_str().unwrap(),
+    ];
+    run_ok_in(&args, d.path());
+    let recs: Vec<_> = TraceReader::open(&out2)
+        .unwrap()
+        .records()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        recs.iter().all(|r| r.prompt.as_deref() == Some("Say hi.")),
+        "{recs:?}"
+    );
+
+    // A record without the field: exit 2 naming the file, the line and the field.
+    std::fs::write(&qa, "{\"question\": \"q\"}\n{\"q\": \"x\"}\n").unwrap();
+    let workload = format!("jsonl={}", qa.display());
+    let bad = run_in(
+        &[
+            "replay",
+            &workload,
+            "--rate",
+            "1",
+            "--prompt-field",
+            "question",
+            "-o",
+            o,
+            "--force",
+        ],
+        d.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let e = stderr(&bad);
+    assert!(
+        e.contains("open_qa.jsonl") && e.contains("line 2") && e.contains("'question'"),
+        "{e}"
+    );
+    let bad = run_in(
+        &["replay", "random", "--rate", "1", "--prompt-field", "x"],
+        d.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -39,8 +39,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Capture real traffic through a recording OpenAI-compatible proxy.
     Record(commands::record::RecordArgs),
-    /// Re-issue a workload (random, ShareGPT or a trace) at chosen rates and record every chunk.
-    Replay(commands::replay::ReplayArgs),
+    /// Re-issue a workload (random, ShareGPT, a prompt dataset or a trace) at chosen rates or
+    /// concurrencies and record every chunk.
+    Replay(Box<commands::replay::ReplayArgs>),
     /// Compare runs: percentiles, throughput and saturation with confidence intervals.
     #[cfg(feature = "analyze")]
     Diff(commands::diff::DiffArgs),
@@ -65,7 +66,7 @@ pub enum Cmd {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Record(a) => commands::record::run(a),
-        Cmd::Replay(a) => commands::replay::run(a),
+        Cmd::Replay(a) => commands::replay::run(*a),
         #[cfg(feature = "analyze")]
         Cmd::Diff(a) => commands::diff::run(a),
         #[cfg(feature = "analyze")]

@@ -149,7 +149,7 @@ enum Native {
     /// SGLang: `text` is everything so far (its length seen is kept), `meta_info` counts.
     Sglang { seen: usize },
     /// The text delta at this path of each event.
-    Field(Vec<String>),
+    Field(String),
     /// OpenAI Responses: typed events.
     Responses,
     /// Anthropic Messages: typed events.
@@ -178,13 +178,7 @@ impl StreamState {
             Endpoint::Sglang => Native::Sglang { seen: 0 },
             Endpoint::Responses => Native::Responses,
             Endpoint::Messages => Native::Messages,
-            Endpoint::Custom => Native::Field(
-                text_field
-                    .unwrap_or("text")
-                    .split('.')
-                    .map(str::to_string)
-                    .collect(),
-            ),
+            Endpoint::Custom => Native::Field(text_field.unwrap_or("text").to_string()),
             _ => Native::None,
         };
         s
@@ -653,14 +647,10 @@ impl Acc {
                 (delta, n)
             }
             Native::Field(path) => {
-                let mut cur = Some(&v);
-                for k in path.iter() {
-                    cur = cur.and_then(|c| match k.parse::<usize>() {
-                        Ok(i) if c.is_array() => c.get(i),
-                        _ => c.get(k.as_str()),
-                    });
-                }
-                let delta = cur.and_then(Value::as_str).unwrap_or("").to_string();
+                let delta = trace_format::json_at(&v, path)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if let Some(u) = v
                     .get("usage")
                     .and_then(|u| serde_json::from_value(u.clone()).ok())

@@ -16,6 +16,7 @@ pub mod derive;
 mod error;
 mod error_kind;
 mod guard;
+mod json_path;
 mod meta_keys;
 mod printable;
 mod reader;
@@ -26,6 +27,7 @@ mod writer;
 pub use error::Error;
 pub use error_kind::ErrorKind;
 pub use guard::guarded;
+pub use json_path::json_at;
 pub use meta_keys::{
     Arrival, ClientMeta, DailyProfile, ScheduleMeta, ServerSample, StageInfo, TraceMeta, meta,
     to_json,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::BufRead;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -34,7 +35,13 @@ pub(crate) fn each_line(
     mut f: impl FnMut(&mut Sink, &[u8], u64) -> Result<Flow>,
 ) -> Result<()> {
     let path = sink.path().to_path_buf();
-    let mut rdr = crate::input::open_lines(&path)?;
+    lines(&path, |l, line| f(sink, l, line))
+}
+
+/// Calls `f` with each non-blank line of `path` (without its line ending) and its 1-based
+/// number, until it says stop; one reused buffer.
+pub(crate) fn lines(path: &Path, mut f: impl FnMut(&[u8], u64) -> Result<Flow>) -> Result<()> {
+    let mut rdr = crate::input::open_lines(path)?;
     let mut buf = Vec::with_capacity(4096);
     let mut line = 0u64;
     loop {
@@ -42,7 +49,7 @@ pub(crate) fn each_line(
         let n = rdr
             .read_until(b'\n', &mut buf)
             .map_err(|source| Error::Io {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             })?;
         if n == 0 {
@@ -56,7 +63,7 @@ pub(crate) fn each_line(
         if l.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if f(sink, l, line)? == Flow::Stop {
+        if f(l, line)? == Flow::Stop {
             return Ok(());
         }
     }

@@ -15,8 +15,10 @@
 //! Main types: [`ImportConfig`] -> [`import`] -> [`ImportSummary`]. It depends on trace-format
 //! only; it must not depend on clap, tokio or polars.
 
+mod array;
 mod config;
 mod csv_formats;
+pub mod datasets;
 mod error;
 mod export;
 mod input;

@@ -8,16 +8,13 @@
 //! one before), or its first turn alone as vLLM sends it. The file is one JSON array, visited
 //! element by element (a serde `SeqAccess`), never held whole.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use trace_format::TraceRecord;
 
 use crate::WORKLOAD_STAGE;
-use crate::error::{Error, Result};
-use crate::jsonl::json_problem;
+use crate::error::Result;
 use crate::sink::{Flow, Row, Sink};
 
 /// One usable conversation of a ShareGPT file.
@@ -186,56 +183,6 @@ fn item(index: u64, c: Conversation) -> Option<ShareGptItem> {
     })
 }
 
-struct Elements<'a, F> {
-    each: &'a mut F,
-    stats: ShareGptStats,
-    /// The callback's error, carried out through serde's error type.
-    failed: Option<Error>,
-    /// The callback asked to stop: the rest of the array is left unread on purpose.
-    stopped: bool,
-    /// The top-level array was entered: errors from here on sit in an entry.
-    in_array: bool,
-}
-
-impl<'de, F: FnMut(ShareGptItem) -> Result<Next>> Visitor<'de> for &mut Elements<'_, F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON array of ShareGPT conversations")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.in_array = true;
-        while let Some(c) = seq.next_element::<Conversation>()? {
-            let index = self.stats.conversations;
-            self.stats.conversations += 1;
-            let Some(it) = item(index, c) else {
-                self.stats.skipped += 1;
-                continue;
-            };
-            match (self.each)(it) {
-                Ok(Next::Continue) => {}
-                Ok(Next::Stop) => {
-                    self.stopped = true;
-                    return Err(serde::de::Error::custom("stopped"));
-                }
-                Err(e) => {
-                    self.failed = Some(e);
-                    return Err(serde::de::Error::custom("failed"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de, F: FnMut(ShareGptItem) -> Result<Next>> DeserializeSeed<'de> for &mut Elements<'_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
 /// Streams the ShareGPT file at `path`, calling `each` for every usable conversation in order.
 /// A malformed file is an error naming the file, the entry, the line and the column (a syntax
 /// error breaks the array: it cannot be skipped).
@@ -243,32 +190,15 @@ pub fn read_sharegpt(
     path: &Path,
     mut each: impl FnMut(ShareGptItem) -> Result<Next>,
 ) -> Result<ShareGptStats> {
-    let mut de = serde_json::Deserializer::from_reader(crate::input::open_document(path)?);
-    let mut el = Elements {
-        each: &mut each,
-        stats: ShareGptStats::default(),
-        failed: None,
-        stopped: false,
-        in_array: false,
-    };
-    let res = (&mut el).deserialize(&mut de);
-    if let Some(e) = el.failed {
-        return Err(e);
-    }
-    if el.stopped {
-        return Ok(el.stats);
-    }
-    let (stats, in_array) = (el.stats, el.in_array);
-    res.and_then(|()| de.end()).map_err(|e| {
-        let (problem, col) = json_problem(&e);
-        let entry = if in_array {
-            format!("entry {}, ", stats.conversations)
-        } else {
-            String::new()
-        };
-        Error::BadInput {
-            path: path.to_path_buf(),
-            problem: format!("{entry}line {}, column {col}: {problem}", e.line()),
+    let mut stats = ShareGptStats::default();
+    crate::array::each_element(path, |index, c: Conversation| {
+        stats.conversations += 1;
+        match item(index, c) {
+            Some(it) => each(it),
+            None => {
+                stats.skipped += 1;
+                Ok(Next::Continue)
+            }
         }
     })?;
     Ok(stats)

@@ -147,7 +147,11 @@ impl ReplayConfig {
         }
         let planned_s: f64 = match (self.stage_duration, self.requests, &self.workload) {
             (Some(d), _, _) => d.as_secs_f64() * self.rates.len() as f64,
-            (None, n, WorkloadSpec::Random(_) | WorkloadSpec::ShareGpt(_)) => self
+            (
+                None,
+                n,
+                WorkloadSpec::Random(_) | WorkloadSpec::ShareGpt(_) | WorkloadSpec::Dataset(_),
+            ) => self
                 .rates
                 .iter()
                 .filter(|r| r.is_finite())

@@ -138,7 +138,11 @@ async fn prompts_for(
     tokenize: bool,
     client: &Client,
 ) -> Result<Prompts, Error> {
-    let synthetic = !matches!(cfg.workload, WorkloadSpec::ShareGpt(_));
+    // Prompts the run makes up; ShareGPT and datasets bring their own text.
+    let synthetic = matches!(
+        cfg.workload,
+        WorkloadSpec::Random(_) | WorkloadSpec::Trace(_)
+    );
     let mut maker = PromptMaker::default();
     let mut warnings = Vec::new();
     let lengths = if let Some(t) = client.shared_tokenizer() {

@@ -111,6 +111,25 @@ impl Default for RandomSpec {
     }
 }
 
+/// A prompt dataset (`jsonl=FILE`, `json=FILE`): one prompt per record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSpec {
+    /// The file.
+    pub path: PathBuf,
+    /// JSON lines or one JSON array.
+    pub kind: trace_import::datasets::DatasetKind,
+    /// Dotted path to the prompt in each record; None: the published layouts' fields.
+    pub field: Option<String>,
+    /// Leave out prompts shorter than this many tokens.
+    pub min_tokens: Option<u32>,
+    /// Leave out prompts longer than this many tokens.
+    pub max_tokens: Option<u32>,
+    /// Counts prompt tokens for the bounds (`--tokenizer`); None: whitespace words.
+    pub tokenizer: Option<PathBuf>,
+    /// Output cap of every request (`--output-len`).
+    pub output_len: u32,
+}
+
 /// Which workload to replay, before it is loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkloadSpec {
@@ -118,6 +137,8 @@ pub enum WorkloadSpec {
     Random(RandomSpec),
     /// A ShareGPT JSON file.
     ShareGpt(PathBuf),
+    /// A prompt dataset.
+    Dataset(DatasetSpec),
     /// A trace file (.parquet).
     Trace(PathBuf),
 }
@@ -128,14 +149,35 @@ impl WorkloadSpec {
         match self {
             Self::Random(_) => None,
             Self::ShareGpt(p) | Self::Trace(p) => Some(p),
+            Self::Dataset(d) => Some(&d.path),
         }
     }
 
-    /// Parses the positional WORKLOAD argument: `random`, `sharegpt=FILE` or a `.parquet` path.
-    /// Lengths of `random` come from `random` (the `--input-len`... flags).
+    /// Parses the positional WORKLOAD argument: `random`, `sharegpt=FILE`, `jsonl=FILE`,
+    /// `json=FILE` or a `.parquet` path. Lengths of `random` come from `random` (the
+    /// `--input-len`... flags), as does a dataset's output cap.
     pub fn parse(s: &str, random: RandomSpec) -> Result<Self, Error> {
+        use trace_import::datasets::DatasetKind;
         if s == "random" {
             return Ok(Self::Random(random));
+        }
+        for (prefix, kind) in [("jsonl=", DatasetKind::Jsonl), ("json=", DatasetKind::Json)] {
+            if let Some(f) = s.strip_prefix(prefix) {
+                if f.is_empty() {
+                    return Err(Error::Config(format!(
+                        "invalid workload '{s}': missing file"
+                    )));
+                }
+                return Ok(Self::Dataset(DatasetSpec {
+                    path: f.into(),
+                    kind,
+                    field: None,
+                    min_tokens: None,
+                    max_tokens: None,
+                    tokenizer: None,
+                    output_len: random.output_len,
+                }));
+            }
         }
         if let Some(f) = s.strip_prefix("sharegpt=") {
             if f.is_empty() {
@@ -149,7 +191,8 @@ impl WorkloadSpec {
             return Ok(Self::Trace(s.into()));
         }
         Err(Error::Config(format!(
-            "invalid workload '{s}': expected 'random', 'sharegpt=FILE' or a .parquet trace"
+            "invalid workload '{s}': expected 'random', 'sharegpt=FILE', 'jsonl=FILE', \
+             'json=FILE' or a .parquet trace"
         )))
     }
 }
@@ -254,6 +297,7 @@ impl Workload {
         match spec {
             WorkloadSpec::Random(r) => Self::random(*r, seed),
             WorkloadSpec::ShareGpt(p) => Self::sharegpt(p, seed, sessions),
+            WorkloadSpec::Dataset(d) => Self::dataset(d, seed),
             WorkloadSpec::Trace(p) => Self::trace(p, seed, sessions),
         }
     }
@@ -316,6 +360,67 @@ impl Workload {
         let mut w = Self::from_records(path, recs, seed, sessions, false)?;
         w.spec_json = serde_json::json!({"kind": "sharegpt", "file": path.display().to_string(),
             "turns": if sessions.sharegpt_first_turn { "first" } else { "all" }});
+        Ok(w)
+    }
+
+    /// A prompt dataset: every record's prompt (within the length bounds, in tokens by the
+    /// tokenizer when given, else whitespace words) with the dataset's output cap; ids
+    /// `<kind>-<record index>`, so runs of one dataset pair up. No timing: arrivals come from
+    /// `--rate`, or all at once in a concurrency sweep.
+    pub fn dataset(spec: &DatasetSpec, seed: u64) -> Result<Self, Error> {
+        use trace_import::datasets::DatasetKind;
+        let tokenizer = spec
+            .tokenizer
+            .as_deref()
+            .map(HfTokenizer::load)
+            .transpose()?;
+        let count = |t: &str| -> u32 {
+            let n = match &tokenizer {
+                Some(tk) => tk.count(t).unwrap_or(0),
+                None => t.split_whitespace().count(),
+            };
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        let name = match spec.kind {
+            DatasetKind::Jsonl => "jsonl",
+            DatasetKind::Json => "json",
+        };
+        let (mut recs, mut outside) = (Vec::new(), 0u64);
+        let empty = trace_import::datasets::read_prompts(
+            &spec.path,
+            spec.kind,
+            spec.field.as_deref(),
+            |p| {
+                let n = count(&p.text);
+                if spec.min_tokens.is_some_and(|m| n < m) || spec.max_tokens.is_some_and(|m| n > m)
+                {
+                    outside += 1;
+                    return Ok(trace_import::Next::Continue);
+                }
+                recs.push(trace_format::TraceRecord {
+                    request_id: format!("{name}-{}", p.index),
+                    prompt_tokens: i32::try_from(n).ok(),
+                    max_tokens: i32::try_from(spec.output_len).ok(),
+                    prompt: Some(p.text),
+                    ..trace_format::TraceRecord::default()
+                });
+                Ok(trace_import::Next::Continue)
+            },
+        )?;
+        if recs.is_empty() {
+            return Err(Error::Workload {
+                path: spec.path.clone(),
+                problem: format!(
+                    "no prompt to send ({outside} outside the length bounds, {empty} empty)"
+                ),
+            });
+        }
+        let mut w = Self::from_records(&spec.path, recs, seed, &SessionOptions::default(), false)?;
+        w.spec_json = serde_json::json!({"kind": name, "file": spec.path.display().to_string(),
+            "field": spec.field, "min_prompt_tokens": spec.min_tokens,
+            "max_prompt_tokens": spec.max_tokens, "length_unit":
+                if tokenizer.is_some() { "tokens" } else { "words" },
+            "left_out": outside, "empty": empty, "output_len": spec.output_len});
         Ok(w)
     }
 
@@ -838,6 +943,14 @@ mod tests {
             WorkloadSpec::parse("x.parquet", r).unwrap(),
             WorkloadSpec::Trace("x.parquet".into())
         );
+        match WorkloadSpec::parse("jsonl=open_qa.jsonl", r).unwrap() {
+            WorkloadSpec::Dataset(d) => {
+                assert_eq!(d.path, PathBuf::from("open_qa.jsonl"));
+                assert_eq!(d.output_len, r.output_len);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(WorkloadSpec::parse("json=", r).is_err());
         let e = WorkloadSpec::parse("nonsense", r).unwrap_err().to_string();
         assert!(e.contains("'nonsense'"), "{e}");
     }
@@ -939,6 +1052,44 @@ mod tests {
         let w = Workload::sharegpt(&p, 0, &first).unwrap();
         assert_eq!((w.len(), w.session_count()), (Some(1), None));
         assert_eq!(w.item(0).prompt, "one two");
+    }
+
+    #[test]
+    fn a_dataset_keeps_prompts_within_the_length_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            &d,
+            "qa.jsonl",
+            "{\"question\": \"one\"}\n{\"question\": \"one two three\"}\n\
+             {\"question\": \"one two three four five six\"}\n",
+        );
+        let spec = DatasetSpec {
+            path: p,
+            kind: trace_import::datasets::DatasetKind::Jsonl,
+            field: None,
+            min_tokens: Some(2),
+            max_tokens: Some(5),
+            tokenizer: None,
+            output_len: 7,
+        };
+        let w = Workload::dataset(&spec, 0).unwrap();
+        assert_eq!(w.len(), Some(1));
+        assert!(w.timeline_ns().is_none());
+        let it = w.item(0);
+        assert_eq!(it.request_id, "jsonl-1");
+        assert_eq!(
+            (it.prompt.as_str(), it.prompt_tokens, it.max_tokens),
+            ("one two three", 3, Some(7))
+        );
+        let none = DatasetSpec {
+            min_tokens: Some(100),
+            ..spec
+        };
+        let e = Workload::dataset(&none, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("qa.jsonl") && e.contains("3 outside the length bounds"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -146,6 +146,22 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 1.0, value_parser = crate::parse::ratio)]
     pub range_ratio: f64,
 
+    /// jsonl=FILE / json=FILE: where each record's prompt is, dotted (e.g. messages.0.content).
+    /// Without it: `question` (open_qa.jsonl), `instruction` + `input` (LongAlpaca), `prompt`,
+    /// `text`.
+    #[arg(long, value_name = "FIELD")]
+    pub prompt_field: Option<String>,
+
+    /// jsonl=FILE / json=FILE: leave out prompts shorter than N tokens (by --tokenizer, else
+    /// whitespace words).
+    #[arg(long, value_name = "N")]
+    pub min_prompt_length: Option<u32>,
+
+    /// jsonl=FILE / json=FILE: leave out prompts longer than N tokens (by --tokenizer, else
+    /// whitespace words).
+    #[arg(long, value_name = "N")]
+    pub max_prompt_length: Option<u32>,
+
     /// At most C requests in flight; later arrivals wait (the wait is recorded). Several values
     /// (`1,32,128`) sweep concurrency: one closed-loop stage per value (`conc=C`), every request
     /// released at once (`--rate inf`, the default then), -n requests each.
@@ -325,7 +341,33 @@ impl ReplayArgs {
             output_len: self.output_len,
             range_ratio: self.range_ratio,
         };
-        let workload = WorkloadSpec::parse(&self.workload, random)?;
+        let mut workload = WorkloadSpec::parse(&self.workload, random)?;
+        match &mut workload {
+            WorkloadSpec::Dataset(d) => {
+                d.field = self.prompt_field.clone();
+                d.min_tokens = self.min_prompt_length;
+                d.max_tokens = self.max_prompt_length;
+                d.tokenizer = self.tokenizer.clone();
+                if let (Some(lo), Some(hi)) = (d.min_tokens, d.max_tokens)
+                    && lo > hi
+                {
+                    anyhow::bail!(
+                        "--min-prompt-length {lo} is above --max-prompt-length {hi}: no prompt \
+                         can pass"
+                    );
+                }
+            }
+            _ if self.prompt_field.is_some()
+                || self.min_prompt_length.is_some()
+                || self.max_prompt_length.is_some() =>
+            {
+                anyhow::bail!(
+                    "--prompt-field, --min-prompt-length and --max-prompt-length apply to a \
+                     jsonl=FILE or json=FILE workload"
+                );
+            }
+            _ => {}
+        }
         let arrival = match (self.arrival, self.burstiness) {
             (ArrivalArg::Constant, Some(_)) => {
                 anyhow::bail!("--burstiness needs --arrival gamma or poisson, not constant")
