@@ -23,4 +23,5 @@ mod safety;
 mod saturation;
 mod selfcheck;
 mod sessions;
+mod suite;
 mod tls;

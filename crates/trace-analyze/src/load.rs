@@ -247,7 +247,11 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
     let mut frames = Vec::new();
     for f in reader.files() {
         let p = PlRefPath::try_from_path(f).map_err(pe(path))?;
-        let mut lf = LazyFrame::scan_parquet(p, ScanArgsParquet::default()).map_err(pe(path))?;
+        // Never Hive partitioning: a campaign keeps runs under `key=value` directories
+        // (`ttft=5ms/`), which polars would otherwise parse into a column, and fail on.
+        let mut args = ScanArgsParquet::default();
+        args.hive_options.enabled = Some(false);
+        let mut lf = LazyFrame::scan_parquet(p, args).map_err(pe(path))?;
         // Files written before a column was added lack it: it reads as nulls.
         let present = lf.collect_schema().map_err(pe(path))?;
         frames.push(

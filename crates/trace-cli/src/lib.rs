@@ -60,6 +60,8 @@ pub enum Cmd {
     Selfcheck(commands::selfcheck::SelfcheckArgs),
     /// Merge an interrupted run's flushed data into a normal trace file.
     Recover(commands::recover::RecoverArgs),
+    /// Run a campaign: a suite's scenarios, repeats and engine-config sweeps into one directory.
+    Suite(commands::suite::SuiteArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -77,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Inspect(a) => commands::inspect::run(a),
         Cmd::Selfcheck(a) => commands::selfcheck::run(a),
         Cmd::Recover(a) => commands::recover::run(a),
+        Cmd::Suite(a) => commands::suite::run(a),
     }
 }
 

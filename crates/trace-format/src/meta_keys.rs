@@ -50,6 +50,9 @@ pub mod meta {
     pub const HTTP_VERSION: &str = "trace.http_version";
     /// Tokens per `hash_ids` block (Mooncake 512, Bailian 16, `trace synth` 16); absent: 512.
     pub const HASH_BLOCK_TOKENS: &str = "trace.hash_block_tokens";
+    /// The campaign a run belongs to (JSON: suite, scenario, repeat, engine command and its
+    /// grid parameters), written by `trace suite run`.
+    pub const CAMPAIGN: &str = "trace.campaign";
     /// How a replay ran sessions (JSON: history, on_turn_error, max_sessions, think_scale,
     /// sessions, skipped rows); absent when the workload had none.
     pub const SESSIONS: &str = "trace.sessions";

@@ -64,6 +64,8 @@ pub struct ReplayConfig {
     pub metrics_interval: Duration,
     /// How a trace's sessions are replayed.
     pub sessions: SessionOptions,
+    /// The campaign this run belongs to (JSON for `trace.campaign`), set by `trace suite run`.
+    pub campaign: Option<String>,
 }
 
 impl ReplayConfig {
@@ -93,6 +95,7 @@ impl ReplayConfig {
             scrape_metrics: true,
             metrics_interval: Duration::from_secs(1),
             sessions: SessionOptions::default(),
+            campaign: None,
         }
     }
 

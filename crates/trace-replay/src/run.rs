@@ -301,6 +301,9 @@ pub async fn run(
     }
     m.set(meta::WORKLOAD, workload.spec_json().to_string());
     m.set(meta::SEED, cfg.seed.to_string());
+    if let Some(c) = &cfg.campaign {
+        m.set(meta::CAMPAIGN, c.clone());
+    }
     if let Some(n) = workload.session_count() {
         let o = &cfg.sessions;
         m.set(

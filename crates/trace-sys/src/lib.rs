@@ -8,7 +8,8 @@
 //! - [`raise_nofile_limit`], [`nofile_limit`]: the open-file limit;
 //! - [`allowed_cpus`], [`pin_current`]: CPU affinity;
 //! - [`same_file`]: file identity (device and inode), so no output overwrites an input;
-//! - [`tls`]: the rustls provider, PEM files, and the server side's TLS acceptor.
+//! - [`tls`]: the rustls provider, PEM files, and the server side's TLS acceptor;
+//! - [`process`]: engine processes a campaign starts and stops (process groups, SIGINT first).
 //!
 //! It depends on no other trace crate.
 
@@ -17,6 +18,7 @@ mod cpu;
 mod fs;
 mod limits;
 mod net;
+pub mod process;
 pub mod tls;
 
 pub use clock::RunClock;

@@ -12,6 +12,7 @@ pub mod report;
 pub mod selfcheck;
 pub mod sim;
 mod sim_fit;
+pub mod suite;
 pub mod synth;
 pub mod transport;
 

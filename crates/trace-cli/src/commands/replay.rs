@@ -240,6 +240,10 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = TimerArg::Thread, hide = true)]
     pub timer: TimerArg,
 
+    /// The campaign this run belongs to, as JSON (set by `trace suite run`).
+    #[arg(long, value_name = "JSON", hide = true)]
+    pub campaign: Option<String>,
+
     /// TLS, headers and HTTP version.
     #[command(flatten)]
     pub transport: super::transport::TransportArgs,
@@ -451,6 +455,7 @@ impl ReplayArgs {
             scrape_metrics: !self.no_metrics,
             metrics_interval: self.metrics_interval,
             sessions: self.sessions.to_options(),
+            campaign: self.campaign.clone(),
         };
         cfg.validate()?;
         let inputs: Vec<&std::path::Path> = cfg

@@ -48,6 +48,102 @@ pub struct ReportArgs {
     pub html: Option<PathBuf>,
 }
 
+/// `trace report DIR` on a campaign (`trace suite run`): one row per run and stage, in the
+/// order the campaign ran, like the benchmark scripts' markdown tables; failed runs and
+/// unhealthy grid points listed after.
+fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.file;
+    let rec = super::suite::read_record(dir)
+        .with_context(|| format!("reading {}", dir.join("suite.json").display()))?;
+    let opts = ReportOptions {
+        percentiles: args.percentiles.clone(),
+        slo: args.slo.unwrap_or_default(),
+    };
+    let mut rows = Vec::new();
+    let mut json_runs = Vec::new();
+    for run in &rec.runs {
+        let point = run
+            .point
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let file = dir.join(&run.file);
+        let rep = (run.status == "done")
+            .then(|| load_run(&file, LoadOptions::default()).ok())
+            .flatten()
+            .map(|mut d| report::build(&mut d, &opts));
+        match &rep {
+            Some(r) => {
+                for st in &r.stages {
+                    let m = &st.metrics;
+                    rows.push(format!(
+                        "| {point} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                        run.scenario,
+                        run.repeat,
+                        st.stage,
+                        st.completed,
+                        st.failed,
+                        st.request_throughput,
+                        st.output_throughput,
+                        num(m.ttft.pct(50.0)),
+                        num(m.ttft.pct(99.0)),
+                        num(m.tpot.pct(50.0)),
+                        st.saturation.verdict.as_str()
+                    ));
+                }
+            }
+            None => rows.push(format!(
+                "| {point} | {} | {} | - | - | - | - | - | - | - | - | failed: {} |",
+                run.scenario,
+                run.repeat,
+                run.error.as_deref().unwrap_or("unreadable")
+            )),
+        }
+        json_runs.push(serde_json::json!({
+            "scenario": run.scenario, "repeat": run.repeat, "point": run.point,
+            "file": run.file, "status": run.status, "error": run.error, "report": rep,
+        }));
+    }
+    let text = match args.format {
+        Format::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema": "trace.suite-report/1",
+                "suite": rec.suite, "name": rec.name, "engine_cmd": rec.engine_cmd,
+                "started": rec.started, "ended": rec.ended, "runs": json_runs,
+                "failed_points": rec.failed_points,
+            }))? + "\n"
+        }
+        _ => {
+            let mut o = format!(
+                "# campaign {} ({}, {} run(s))\n\n| point | scenario | repeat | stage | completed | \
+                 failed | req/s | out tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | verdict |\n\
+                 |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                rec.name.as_deref().unwrap_or("suite"),
+                rec.suite,
+                rec.runs.len()
+            );
+            for r in rows {
+                o.push_str(&r);
+                o.push('\n');
+            }
+            for f in &rec.failed_points {
+                o.push_str(&format!(
+                    "\ngrid point {:?} not measured: {}\n",
+                    f.point, f.error
+                ));
+            }
+            o
+        }
+    };
+    print(&text, matches!(args.format, Format::Json))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.1}"))
+}
+
 pub(crate) fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -70,6 +166,9 @@ pub(crate) fn print(text: &str, json: bool) -> anyhow::Result<()> {
 
 /// Runs `trace report`.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    if args.file.is_dir() && args.file.join("suite.json").is_file() {
+        return suite_report(&args);
+    }
     let export = match args.export.as_deref() {
         None => None,
         Some([fmt, file]) if fmt == "vllm-json" => Some(PathBuf::from(file)),
