@@ -374,3 +374,64 @@ fn bad_suites_are_named_before_anything_runs() {
     );
     assert!(!d.path().join("m").exists());
 }
+
+#[test]
+fn repeats_are_summarised_with_their_mean_interval_and_spread() {
+    let d = tempfile::tempdir().unwrap();
+    let suite = write(
+        d.path(),
+        "s.toml",
+        "common = [\"--model\", \"m\", \"--input-len\", \"8\", \"--output-len\", \"3\"]\n\
+         [[scenario]]\nname = \"r\"\nargs = [\"random\", \"--rate\", \"40\", \"-n\", \"10\"]\n",
+    );
+    let s = sim();
+    let out = d.path().join("rep");
+    run_ok_in(
+        &[
+            "suite",
+            "run",
+            &suite,
+            "--url",
+            &s.url(),
+            "-o",
+            out.to_str().unwrap(),
+            "--repeat",
+            "3",
+        ],
+        d.path(),
+    );
+    // Each run's own report, and their plain mean.
+    let mut tput = Vec::new();
+    for k in 1..=3 {
+        let f = out.join(format!("r-r{k}.parquet"));
+        let o = run_ok_in(
+            &["report", f.to_str().unwrap(), "--format", "json"],
+            d.path(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        tput.push(v["stages"][0]["request_throughput"].as_f64().unwrap());
+    }
+    let mean = tput.iter().sum::<f64>() / 3.0;
+    let o = run_ok_in(
+        &["report", out.to_str().unwrap(), "--format", "json"],
+        d.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["repeats"].as_array().unwrap();
+    let req = rows.iter().find(|r| r["metric"] == "req/s").unwrap();
+    assert_eq!(req["summary"]["n"], 3);
+    assert!(
+        (req["summary"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{req} vs {mean}"
+    );
+    let (lo, hi) = (
+        req["summary"]["low"].as_f64().unwrap(),
+        req["summary"]["high"].as_f64().unwrap(),
+    );
+    assert!(lo <= mean && mean <= hi);
+    let text = stdout(&run_ok_in(&["report", out.to_str().unwrap()], d.path()));
+    assert!(
+        text.contains("## Repeats") && text.contains("| r | rate=40 | req/s | 3 |"),
+        "{text}"
+    );
+}

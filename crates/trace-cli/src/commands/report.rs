@@ -61,6 +61,9 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut rows = Vec::new();
     let mut json_runs = Vec::new();
+    // Per (point, scenario, stage): each repeat's figures, for the across-run summary.
+    type Key = (String, String, String);
+    let mut repeats: std::collections::BTreeMap<Key, Vec<[f64; 4]>> = Default::default();
     for run in &rec.runs {
         let point = run
             .point
@@ -77,6 +80,15 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             Some(r) => {
                 for st in &r.stages {
                     let m = &st.metrics;
+                    repeats
+                        .entry((point.clone(), run.scenario.clone(), st.stage.clone()))
+                        .or_default()
+                        .push([
+                            st.request_throughput,
+                            st.output_throughput,
+                            m.ttft.pct(50.0).unwrap_or(f64::NAN),
+                            m.tpot.pct(50.0).unwrap_or(f64::NAN),
+                        ]);
                     rows.push(format!(
                         "| {point} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |",
                         run.scenario,
@@ -105,10 +117,26 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             "file": run.file, "status": run.status, "error": run.error, "report": rep,
         }));
     }
+    // Repeated runs: each metric's mean, 95% t-interval and CV; runs whose CV passes the bound
+    // disagree, and the campaign's figure for that metric is not to be trusted alone.
+    let names = ["req/s", "out tok/s", "TTFT p50 ms", "TPOT p50 ms"];
+    let mut across = Vec::new();
+    for ((point, scenario, stage), runs) in repeats.iter().filter(|(_, v)| v.len() > 1) {
+        for (i, name) in names.iter().enumerate() {
+            let vals: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+            if let Some(m) = trace_stats::mean_ci(&vals) {
+                across.push((point, scenario, stage, *name, m));
+            }
+        }
+    }
     let text = match args.format {
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
                 "schema": "trace.suite-report/1",
+                "repeats": across.iter().map(|(p, s, st, name, m)| serde_json::json!({
+                    "point": p, "scenario": s, "stage": st, "metric": name, "summary": m,
+                    "disagree": m.cv.is_some_and(|c| c > REPEAT_CV_BOUND),
+                })).collect::<Vec<_>>(),
                 "suite": rec.suite, "name": rec.name, "engine_cmd": rec.engine_cmd,
                 "started": rec.started, "ended": rec.ended, "runs": json_runs,
                 "failed_points": rec.failed_points,
@@ -127,6 +155,28 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
                 o.push_str(&r);
                 o.push('\n');
             }
+            if !across.is_empty() {
+                o.push_str(
+                    "\n## Repeats\n\n| point | scenario | stage | metric | runs | mean | 95% CI | CV | |\n\
+                     |---|---|---|---|---:|---:|---|---:|---|\n",
+                );
+                for (p, s, st, name, m) in &across {
+                    let ci = match (m.low, m.high) {
+                        (Some(l), Some(h)) => format!("[{l:.2}, {h:.2}]"),
+                        _ => "-".into(),
+                    };
+                    let cv = m.cv.map_or("-".into(), |c| format!("{:.1}%", 100.0 * c));
+                    let flag = if m.cv.is_some_and(|c| c > REPEAT_CV_BOUND) {
+                        "runs disagree"
+                    } else {
+                        ""
+                    };
+                    o.push_str(&format!(
+                        "| {p} | {s} | {st} | {name} | {} | {:.2} | {ci} | {cv} | {flag} |\n",
+                        m.n, m.mean
+                    ));
+                }
+            }
             for f in &rec.failed_points {
                 o.push_str(&format!(
                     "\ngrid point {:?} not measured: {}\n",
@@ -139,6 +189,9 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     print(&text, matches!(args.format, Format::Json))?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// Repeated runs whose coefficient of variation passes this disagree.
+const REPEAT_CV_BOUND: f64 = 0.10;
 
 fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.1}"))
