@@ -579,3 +579,112 @@ fn prompt_datasets_send_their_records_at_each_concurrency() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A DCGM exporter stand-in on 127.0.0.1: each scrape reports more memory used on GPU 0 (1000
+/// MiB, then +100 per scrape), 50% then 90% utilisation alternating, and a second GPU.
+fn fake_dcgm() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/metrics", l.local_addr().unwrap());
+    l.set_nonblocking(true).unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        let mut k = 0u32;
+        let until = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let body = format!(
+                "DCGM_FI_DEV_FB_USED{{gpu=\"0\",UUID=\"GPU-a\"}} {}\n\
+                 DCGM_FI_DEV_GPU_UTIL{{gpu=\"0\",UUID=\"GPU-a\"}} {}\n\
+                 DCGM_FI_DEV_POWER_USAGE{{gpu=\"0\"}} 300\n\
+                 DCGM_FI_DEV_FB_USED{{gpu=\"1\",UUID=\"GPU-b\"}} 10\n",
+                1000 + 100 * k,
+                if k.is_multiple_of(2) { 50 } else { 90 }
+            );
+            k += 1;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, done)
+}
+
+#[test]
+fn gpu_telemetry_is_sampled_into_the_run_and_reported_per_stage() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("gpu.parquet");
+    let o = out.to_str().unwrap();
+    let (url, done) = fake_dcgm();
+    let args: Vec<&str> = [
+        "replay",
+        "--rate",
+        "20",
+        "-n",
+        "30",
+        "--gpu-metrics",
+        &url,
+        "--metrics-interval",
+        "100ms",
+        "-o",
+        o,
+    ]
+    .into_iter()
+    .chain(SMALL)
+    .collect();
+    run_ok_in(&args, d.path());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = TraceReader::open(&out).unwrap();
+    let samples = r.meta().gpu_samples();
+    assert!(samples.len() >= 5, "{}", samples.len());
+    assert_eq!(samples[0].gpus.len(), 2);
+    // The report's figures against plain arithmetic on the same samples.
+    let st = &r.meta().stages()[0];
+    let inside: Vec<_> = samples
+        .iter()
+        .filter(|s| s.t_ns >= st.start_ns && s.t_ns <= st.end_ns.unwrap())
+        .collect();
+    let peak = inside
+        .iter()
+        .map(|s| s.gpus[0].mem_used_mib.unwrap())
+        .fold(0.0, f64::max);
+    let rep = run_ok_in(&["report", o, "--format", "json"], d.path());
+    let v: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let g = &v["stages"][0]["gpu"];
+    assert_eq!(g["gpus"], 2);
+    assert_eq!(g["peak_mem_mib"].as_f64().unwrap(), peak);
+    assert_eq!(g["peak_mem_total_mib"].as_f64().unwrap(), peak + 10.0);
+    let util = g["mean_util_pct"].as_f64().unwrap();
+    assert!((50.0..=90.0).contains(&util), "{util}");
+    let text = stdout(&run_ok_in(&["report", o], d.path()));
+    assert!(text.contains("GPU peak memory"), "{text}");
+
+    // Without an exporter there: a warning, not an error.
+    let out2 = d.path().join("nogpu.parquet");
+    let args: Vec<&str> = [
+        "replay",
+        "--rate",
+        "20",
+        "-n",
+        "3",
+        "--gpu-metrics",
+        "http://127.0.0.1:1/metrics",
+        "-o",
+        out2.to_str().unwrap(),
+    ]
+    .into_iter()
+    .chain(SMALL)
+    .collect();
+    let o = run_ok_in(&args, d.path());
+    assert!(stderr(&o).contains("no GPU telemetry"), "{}", stderr(&o));
+}

@@ -171,10 +171,68 @@ pub struct StageReport {
     pub server_cache_hit_rate: Option<f64>,
     /// Sessions, for a session workload.
     pub sessions: Option<SessionReport>,
+    /// GPU telemetry over the stage, when sampled (`--gpu-metrics`).
+    pub gpu: Option<GpuStage>,
     /// Latency distributions, ms.
     pub metrics: Metrics,
     /// Saturation verdict and evidence.
     pub saturation: StageSaturation,
+}
+
+/// The GPUs over a stage, from the telemetry samples inside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuStage {
+    /// Samples inside the stage.
+    pub samples: usize,
+    /// GPUs seen.
+    pub gpus: usize,
+    /// The most memory any one GPU used, MiB.
+    pub peak_mem_mib: Option<f64>,
+    /// The most memory used by all GPUs together at one sample, MiB.
+    pub peak_mem_total_mib: Option<f64>,
+    /// Mean utilisation over the samples and GPUs, percent.
+    pub mean_util_pct: Option<f64>,
+    /// Mean total power draw, W.
+    pub mean_power_w: Option<f64>,
+}
+
+/// The GPU telemetry samples between `start` and `end` (ns), summarised; None without any.
+fn gpu_stage(
+    samples: &[trace_format::GpuSample],
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Option<GpuStage> {
+    let (start, end) = (start?, end?);
+    let inside: Vec<_> = samples
+        .iter()
+        .filter(|s| (start..=end).contains(&s.t_ns))
+        .collect();
+    if inside.is_empty() {
+        return None;
+    }
+    let max = |v: &mut dyn Iterator<Item = f64>| {
+        v.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+    };
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let per_gpu = || inside.iter().flat_map(|s| s.gpus.iter());
+    let totals = |f: fn(&trace_format::GpuReading) -> Option<f64>| -> Vec<f64> {
+        inside
+            .iter()
+            .filter_map(|s| {
+                let v: Vec<f64> = s.gpus.iter().filter_map(f).collect();
+                (!v.is_empty()).then(|| v.iter().sum())
+            })
+            .collect()
+    };
+    let gpus: std::collections::HashSet<&str> = per_gpu().map(|g| g.gpu.as_str()).collect();
+    Some(GpuStage {
+        samples: inside.len(),
+        gpus: gpus.len(),
+        peak_mem_mib: max(&mut per_gpu().filter_map(|g| g.mem_used_mib)),
+        peak_mem_total_mib: max(&mut totals(|g| g.mem_used_mib).into_iter()),
+        mean_util_pct: mean(per_gpu().filter_map(|g| g.util_pct).collect()),
+        mean_power_w: mean(totals(|g| g.power_w)),
+    })
 }
 
 /// A stage's sessions (rows with `session_id`).
@@ -361,8 +419,11 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
     let ps = opts.ranks();
     let mut stages = Vec::new();
     let server = run.server.clone();
+    let gpu = run.meta.gpu_samples();
     for s in &mut run.stages {
-        stages.push(stage_report(s, &server, &ps, &opts.slo));
+        let mut r = stage_report(s, &server, &ps, &opts.slo);
+        r.gpu = gpu_stage(&gpu, s.start_ns(), s.end_ns());
+        stages.push(r);
     }
     let sat_in: Vec<(String, &StageSaturation, f64)> = stages
         .iter()
@@ -575,6 +636,7 @@ fn stage_report(
         cache_hit_rate,
         server_cache_hit_rate,
         sessions,
+        gpu: None,
         metrics,
         saturation,
     }

@@ -42,7 +42,10 @@ pub mod transport;
 pub mod url;
 
 pub use classify::{Classified, EventKind, TokenCounter, Usage, classify};
-pub use metrics::{MetricsScraper, Samples, Scrape, parse_prometheus, sample_every, scrape};
+pub use metrics::{
+    MetricsScraper, Samples, Scrape, parse_dcgm, parse_prometheus, sample_every, sample_gpus_every,
+    scrape,
+};
 pub use request::{
     ClientConfig, Endpoint, Message, Prompt, QueryTemplate, RequestSpec, Role, prompt_hash,
 };

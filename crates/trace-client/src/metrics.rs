@@ -1,7 +1,8 @@
 //! Server queue metrics: a minimal Prometheus text-format parser that maps the queue gauges of
 //! vLLM, SGLang, LMDeploy, TGI and llama.cpp (reference table 4.7) onto one
 //! [`trace_format::ServerSample`], a scraper for `GET /metrics`, and the loop that samples it
-//! every second during a run ([`sample_every`]).
+//! every second during a run ([`sample_every`]). The same loop samples a DCGM exporter's GPU
+//! telemetry ([`parse_dcgm`], [`sample_gpus_every`]).
 //!
 //! Hand-written rather than a Prometheus crate: about twenty names are read, and the crates
 //! allocate per sample. Counts (waiting, running, preemptions) are summed over label sets, since
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use trace_format::ServerSample;
+use trace_format::{GpuReading, GpuSample, ServerSample};
 use trace_sys::RunClock;
 
 use crate::Error;
@@ -160,6 +161,73 @@ pub fn parse_prometheus(text: &str) -> Scrape {
     }
 }
 
+/// The DCGM exporter's names ([`GpuReading`]'s fields).
+const DCGM: [&str; 4] = [
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_SM_CLOCK",
+];
+
+/// Parses a DCGM exporter's Prometheus text into one reading per GPU (by its `gpu` label, else
+/// `UUID`), in the order first seen; empty when no DCGM name is present.
+pub fn parse_dcgm(text: &str) -> Vec<GpuReading> {
+    let mut out: Vec<GpuReading> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        let Some(field) = DCGM.iter().position(|n| *n == &line[..name_end]) else {
+            continue;
+        };
+        let rest = &line[name_end..];
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(_) => match close_brace(rest) {
+                Some(i) => (&rest[1..i], &rest[i + 1..]),
+                None => continue,
+            },
+            None => ("", rest),
+        };
+        let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+        else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        let gpu = label("gpu")
+            .or_else(|| label("UUID"))
+            .unwrap_or_else(|| "0".into());
+        let r = match out.iter().position(|r| r.gpu == gpu) {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(GpuReading {
+                    gpu,
+                    ..GpuReading::default()
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        *[
+            &mut r.mem_used_mib,
+            &mut r.util_pct,
+            &mut r.power_w,
+            &mut r.sm_clock_mhz,
+        ][field] = Some(v);
+    }
+    out
+}
+
 fn close_brace(s: &str) -> Option<usize> {
     let mut in_q = false;
     let mut esc = false;
@@ -201,6 +269,14 @@ impl MetricsScraper {
     /// Scrapes once; `t_ns` is stamped when the body has arrived, as an offset on `clock`.
     /// A 404 is [`Error::NoMetrics`]: the server exposes no Prometheus metrics.
     pub async fn scrape(&self, clock: &RunClock) -> Result<Scrape, Error> {
+        let text = self.text().await?;
+        let mut s = parse_prometheus(&text);
+        s.sample.t_ns = clock.now_ns();
+        Ok(s)
+    }
+
+    /// The metrics page's text.
+    async fn text(&self) -> Result<String, Error> {
         let resp = self
             .http
             .get(&self.url)
@@ -222,13 +298,10 @@ impl MetricsScraper {
                 status: status.as_u16(),
             });
         }
-        let text = resp.text().await.map_err(|e| Error::Http {
+        resp.text().await.map_err(|e| Error::Http {
             url: self.url.clone(),
             msg: crate::error_chain(&e),
-        })?;
-        let mut s = parse_prometheus(&text);
-        s.sample.t_ns = clock.now_ns();
-        Ok(s)
+        })
     }
 }
 
@@ -259,8 +332,48 @@ pub async fn sample_every(
     clock: RunClock,
     stop: CancellationToken,
 ) -> Samples {
-    let mut out = Samples::default();
-    let Ok(scraper) = MetricsScraper::new(&url, &transport, Duration::from_secs(2)) else {
+    let mut engine = None;
+    let samples = every(&url, &transport, period, clock, stop, |text, t_ns| {
+        let q = parse_prometheus(text);
+        let s = q.sample;
+        // A /metrics without any known queue gauge is not an inference engine's.
+        (s.waiting.is_some() || s.running.is_some() || s.kv_usage.is_some()).then(|| {
+            engine = engine.or(q.engine);
+            ServerSample { t_ns, ..s }
+        })
+    })
+    .await;
+    Samples { samples, engine }
+}
+
+/// Scrapes a DCGM exporter's `url` every `period` until `stop` is cancelled, as
+/// [`sample_every`] does a server's: the GPUs' memory, utilisation, power and clock.
+pub async fn sample_gpus_every(
+    url: String,
+    transport: crate::Transport,
+    period: Duration,
+    clock: RunClock,
+    stop: CancellationToken,
+) -> Vec<GpuSample> {
+    every(&url, &transport, period, clock, stop, |text, t_ns| {
+        let gpus = parse_dcgm(text);
+        (!gpus.is_empty()).then_some(GpuSample { t_ns, gpus })
+    })
+    .await
+}
+
+/// The sampling loop of [`sample_every`] and [`sample_gpus_every`]: `keep` turns a page's text
+/// (and when it arrived) into a sample, or None to drop it.
+async fn every<T>(
+    url: &str,
+    transport: &crate::Transport,
+    period: Duration,
+    clock: RunClock,
+    stop: CancellationToken,
+    mut keep: impl FnMut(&str, i64) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    let Ok(scraper) = MetricsScraper::new(url, transport, Duration::from_secs(2)) else {
         return out;
     };
     let mut tick = tokio::time::interval(period);
@@ -273,16 +386,13 @@ pub async fn sample_every(
         };
         // One more scrape at the stop, from a server that answered before: counters
         // (preemptions, prefix-cache hits) then end at the run's end, not a period before it.
-        if stopping && out.samples.is_empty() {
+        if stopping && out.is_empty() {
             break;
         }
-        match scraper.scrape(&clock).await {
-            Ok(q) => {
-                let s = q.sample;
-                // A /metrics without any known queue gauge is not an inference engine's.
-                if s.waiting.is_some() || s.running.is_some() || s.kv_usage.is_some() {
-                    out.engine = out.engine.or(q.engine);
-                    out.samples.push(s);
+        match scraper.text().await {
+            Ok(text) => {
+                if let Some(s) = keep(&text, clock.now_ns()) {
+                    out.push(s);
                 }
             }
             Err(Error::NoMetrics { .. }) => break,
@@ -291,7 +401,7 @@ pub async fn sample_every(
                 if failures == 1 {
                     tracing::info!("metrics scrape failed: {e}");
                 }
-                if failures >= 5 && out.samples.is_empty() {
+                if failures >= 5 && out.is_empty() {
                     break;
                 }
             }
@@ -306,6 +416,33 @@ pub async fn sample_every(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dcgm_readings_per_gpu() {
+        let t = r#"# HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).
+# TYPE DCGM_FI_DEV_FB_USED gauge
+DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-a",device="nvidia0",modelName="NVIDIA H200",Hostname="h"} 81234
+DCGM_FI_DEV_FB_USED{gpu="1",UUID="GPU-b",device="nvidia1"} 120
+DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a"} 97
+DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-a"} 612.5
+DCGM_FI_DEV_SM_CLOCK{gpu="0"} 1980
+DCGM_FI_DEV_MEM_COPY_UTIL{gpu="0"} 40
+"#;
+        let g = parse_dcgm(t);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].gpu, "0");
+        assert_eq!(
+            (
+                g[0].mem_used_mib,
+                g[0].util_pct,
+                g[0].power_w,
+                g[0].sm_clock_mhz
+            ),
+            (Some(81234.0), Some(97.0), Some(612.5), Some(1980.0))
+        );
+        assert_eq!((g[1].mem_used_mib, g[1].util_pct), (Some(120.0), None));
+        assert!(parse_dcgm("vllm:num_requests_waiting 3\n").is_empty());
+    }
 
     #[test]
     fn vllm_two_engines_summed_kv_averaged() {

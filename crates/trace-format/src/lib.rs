@@ -29,8 +29,8 @@ pub use error_kind::ErrorKind;
 pub use guard::guarded;
 pub use json_path::json_at;
 pub use meta_keys::{
-    Arrival, ClientMeta, DailyProfile, ScheduleMeta, ServerSample, StageInfo, TraceMeta, meta,
-    to_json,
+    Arrival, ClientMeta, DailyProfile, GpuReading, GpuSample, ScheduleMeta, ServerSample,
+    StageInfo, TraceMeta, meta, to_json,
 };
 pub use printable::{printable, printable_text};
 pub use reader::{TraceReader, read_all};

@@ -50,6 +50,9 @@ pub mod meta {
     pub const HTTP_VERSION: &str = "trace.http_version";
     /// Tokens per `hash_ids` block (Mooncake 512, Bailian 16, `trace synth` 16); absent: 512.
     pub const HASH_BLOCK_TOKENS: &str = "trace.hash_block_tokens";
+    /// GPU telemetry sampled during the run (JSON list of [`GpuSample`]: memory used,
+    /// utilisation, power, SM clock per GPU), from a DCGM exporter (`--gpu-metrics`).
+    pub const GPU_SAMPLES: &str = "trace.gpu_samples";
     /// The campaign a run belongs to (JSON: suite, scenario, repeat, engine command and its
     /// grid parameters), written by `trace suite run`.
     pub const CAMPAIGN: &str = "trace.campaign";
@@ -92,6 +95,31 @@ pub struct ServerSample {
     /// Cumulative prompt tokens found there (`vllm:prefix_cache_hits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_hits: Option<f64>,
+}
+
+/// One scrape of the GPUs' telemetry (a DCGM exporter's `/metrics`), stored under
+/// [`meta::GPU_SAMPLES`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    /// When the scrape answered, ns since run start.
+    pub t_ns: i64,
+    /// One reading per GPU.
+    pub gpus: Vec<GpuReading>,
+}
+
+/// One GPU's readings in a [`GpuSample`]; a field the exporter does not expose is None.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuReading {
+    /// The GPU's index (`gpu` label), else its UUID.
+    pub gpu: String,
+    /// Framebuffer memory used, MiB (`DCGM_FI_DEV_FB_USED`).
+    pub mem_used_mib: Option<f64>,
+    /// Utilisation, percent (`DCGM_FI_DEV_GPU_UTIL`).
+    pub util_pct: Option<f64>,
+    /// Power draw, W (`DCGM_FI_DEV_POWER_USAGE`).
+    pub power_w: Option<f64>,
+    /// SM clock, MHz (`DCGM_FI_DEV_SM_CLOCK`).
+    pub sm_clock_mhz: Option<f64>,
 }
 
 /// An arrival process: how a synthetic schedule spaces its requests. The one definition used by
@@ -411,6 +439,11 @@ impl TraceMeta {
     /// Server queue samples; empty when none were recorded.
     pub fn server_samples(&self) -> Vec<ServerSample> {
         self.json(meta::SERVER_SAMPLES).unwrap_or_default()
+    }
+
+    /// GPU telemetry samples; empty when none were recorded.
+    pub fn gpu_samples(&self) -> Vec<GpuSample> {
+        self.json(meta::GPU_SAMPLES).unwrap_or_default()
     }
 
     /// Stores the schedule.

@@ -66,6 +66,9 @@ pub struct ReplayConfig {
     pub sessions: SessionOptions,
     /// The campaign this run belongs to (JSON for `trace.campaign`), set by `trace suite run`.
     pub campaign: Option<String>,
+    /// A DCGM exporter's metrics URL: the GPUs' memory, utilisation, power and clock are
+    /// sampled from it every `metrics_interval`.
+    pub gpu_metrics: Option<String>,
 }
 
 impl ReplayConfig {
@@ -96,6 +99,7 @@ impl ReplayConfig {
             metrics_interval: Duration::from_secs(1),
             sessions: SessionOptions::default(),
             campaign: None,
+            gpu_metrics: None,
         }
     }
 

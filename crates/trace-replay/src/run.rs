@@ -373,6 +373,16 @@ pub async fn run(
         ))
     });
 
+    let gpu_scraper = cfg.gpu_metrics.clone().map(|url| {
+        tokio::spawn(trace_client::sample_gpus_every(
+            url,
+            cfg.client.transport.clone(),
+            cfg.metrics_interval,
+            clock,
+            scrape_stop.clone(),
+        ))
+    });
+
     // Cancelled by the caller's `stop`, or by the sink when the writer dies.
     let run_stop = stop.child_token();
     let d = Dispatcher {
@@ -437,6 +447,20 @@ pub async fn run(
             writer.set_meta(meta::SERVER_ENGINE, e);
         }
     }
+    let mut gpu_note = None;
+    if let Some(h) = gpu_scraper {
+        match h.await {
+            Ok(got) if !got.is_empty() => {
+                writer.set_meta(meta::GPU_SAMPLES, trace_format::to_json(&got));
+            }
+            _ => {
+                gpu_note = Some(format!(
+                    "no GPU telemetry from {}: it never answered with DCGM metrics",
+                    cfg.gpu_metrics.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
     // Merging the parts is blocking file work.
     let stats = match tokio::task::spawn_blocking(move || writer.close()).await {
         Ok(closed) => closed?,
@@ -457,6 +481,7 @@ pub async fn run(
         sessions: workload.session_count().map(|_| sessions_sent),
         warnings: {
             let mut w = prompts.warnings;
+            w.extend(gpu_note);
             if let Some(first) = workload.skipped().first() {
                 w.push(format!(
                     "{} row(s) of the workload were left out for bad session links (--skip-bad); \

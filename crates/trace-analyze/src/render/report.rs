@@ -127,6 +127,16 @@ impl Report {
                     format!("{:.1}%", 100.0 * h),
                 );
             }
+            if let Some(g) = &s.gpu {
+                let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+                kv(
+                    &mut o,
+                    "GPU peak memory, one GPU (MiB):",
+                    f(g.peak_mem_mib, 0),
+                );
+                kv(&mut o, "GPU mean utilisation (%):", f(g.mean_util_pct, 1));
+                kv(&mut o, "GPU mean power, all (W):", f(g.mean_power_w, 0));
+            }
             if let Some(ss) = &s.sessions {
                 kv(
                     &mut o,
@@ -343,6 +353,12 @@ impl Report {
             row("stage", "cached_tokens", s.cached_tokens.map(|c| c as f64));
             row("stage", "cache_hit_rate", s.cache_hit_rate);
             row("stage", "server_cache_hit_rate", s.server_cache_hit_rate);
+            if let Some(g) = &s.gpu {
+                row("gpu", "peak_mem_mib", g.peak_mem_mib);
+                row("gpu", "peak_mem_total_mib", g.peak_mem_total_mib);
+                row("gpu", "mean_util_pct", g.mean_util_pct);
+                row("gpu", "mean_power_w", g.mean_power_w);
+            }
             if let Some(ss) = &s.sessions {
                 row("sessions", "count", Some(ss.sessions as f64));
                 row("sessions", "completed", Some(ss.completed as f64));

@@ -240,6 +240,11 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = TimerArg::Thread, hide = true)]
     pub timer: TimerArg,
 
+    /// A DCGM exporter's metrics URL (e.g. http://gpu-host:9400/metrics): the GPUs' memory,
+    /// utilisation, power and SM clock sampled into the run file beside the server's gauges.
+    #[arg(long, value_name = "URL")]
+    pub gpu_metrics: Option<String>,
+
     /// The campaign this run belongs to, as JSON (set by `trace suite run`).
     #[arg(long, value_name = "JSON", hide = true)]
     pub campaign: Option<String>,
@@ -456,6 +461,7 @@ impl ReplayArgs {
             metrics_interval: self.metrics_interval,
             sessions: self.sessions.to_options(),
             campaign: self.campaign.clone(),
+            gpu_metrics: self.gpu_metrics.clone(),
         };
         cfg.validate()?;
         let inputs: Vec<&std::path::Path> = cfg
