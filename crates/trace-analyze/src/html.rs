@@ -308,6 +308,91 @@ fn cdf_chart(title: &str, unit: &str, series: Vec<Series>) -> String {
     .svg()
 }
 
+/// A campaign's page (`trace report DIR --html`): every run's stages as points, output tokens/s
+/// against TTFT P50 and P99, and per-user tokens/s (1000 / TPOT P50) against total tokens/s,
+/// the throughput-latency trade-off across scenarios and engine settings. `runs` are
+/// (series name, point label, report).
+pub fn campaign_html(title: &str, runs: &[(String, String, Report)]) -> String {
+    let mut names: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    names.dedup();
+    let mut seen = Vec::new();
+    names.retain(|n| {
+        let new = !seen.contains(n);
+        seen.push(*n);
+        new
+    });
+    let series =
+        |mark: Mark, f: &dyn Fn(&crate::report::StageReport) -> (f64, f64), suffix: &str| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(k, n)| Series {
+                    name: format!("{n}{suffix}"),
+                    color: PALETTE[k % PALETTE.len()],
+                    mark,
+                    pts: runs
+                        .iter()
+                        .filter(|r| r.0 == *n)
+                        .flat_map(|r| r.2.stages.iter().map(f))
+                        .collect(),
+                })
+                .collect::<Vec<_>>()
+        };
+    let p = |s: &crate::report::StageReport, q: f64| s.metrics.ttft.pct(q).unwrap_or(f64::NAN);
+    let mut latency = series(Mark::Dots, &|s| (s.output_throughput, p(s, 50.0)), " P50");
+    latency.extend(series(
+        Mark::Dashed,
+        &|s| (s.output_throughput, p(s, 99.0)),
+        " P99",
+    ));
+    let pareto = series(
+        Mark::Dots,
+        &|s| {
+            let per_user = s.metrics.tpot.pct(50.0).map_or(f64::NAN, |t| 1000.0 / t);
+            (s.total_token_throughput, per_user)
+        },
+        "",
+    );
+    let mut b = String::new();
+    let _ = writeln!(b, "<h1>campaign {}</h1>", esc(title));
+    b.push_str("<table><tr><th>scenario</th><th>point</th><th>stage</th><th>out tok/s</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th><th>TPOT p50 ms</th><th>saturation</th></tr>");
+    for (name, point, rep) in runs {
+        for s in &rep.stages {
+            let n = crate::render::num;
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(point),
+                esc(&s.stage),
+                s.output_throughput,
+                n(s.metrics.ttft.pct(50.0), 1),
+                n(s.metrics.ttft.pct(99.0), 1),
+                n(s.metrics.tpot.pct(50.0), 2),
+                s.saturation.verdict.as_str()
+            );
+        }
+    }
+    b.push_str("</table>");
+    for chart in [
+        Chart {
+            title: "Throughput against latency, every run and stage".into(),
+            x_label: "output tokens/s".into(),
+            y_label: "TTFT ms (dots P50, dashes P99)".into(),
+            series: latency,
+        },
+        Chart {
+            title: "Per-user against total throughput (the Pareto view)".into(),
+            x_label: "total tokens/s".into(),
+            y_label: "tokens/s per user (1000 / TPOT P50)".into(),
+            series: pareto,
+        },
+    ] {
+        b.push_str(&chart.svg());
+    }
+    page(&format!("campaign {title}"), &b)
+}
+
 /// The `trace report --html` page.
 pub fn report_html(report: &Report, run: &RunData) -> String {
     let mut b = String::new();

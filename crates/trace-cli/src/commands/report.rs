@@ -61,6 +61,7 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut rows = Vec::new();
     let mut json_runs = Vec::new();
+    let mut for_html = Vec::new();
     // Per (point, scenario, stage): each repeat's figures, for the across-run summary.
     type Key = (String, String, String);
     let mut repeats: std::collections::BTreeMap<Key, Vec<[f64; 4]>> = Default::default();
@@ -111,6 +112,14 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
                 run.repeat,
                 run.error.as_deref().unwrap_or("unreadable")
             )),
+        }
+        if let Some(r) = &rep {
+            let label = if point.is_empty() {
+                run.scenario.clone()
+            } else {
+                format!("{} {point}", run.scenario)
+            };
+            for_html.push((label, format!("{point} r{}", run.repeat), r.clone()));
         }
         json_runs.push(serde_json::json!({
             "scenario": run.scenario, "repeat": run.repeat, "point": run.point,
@@ -186,6 +195,10 @@ fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             o
         }
     };
+    if let Some(path) = &args.html {
+        let title = rec.name.clone().unwrap_or_else(|| rec.suite.clone());
+        write_file(path, &trace_analyze::html::campaign_html(&title, &for_html))?;
+    }
     print(&text, matches!(args.format, Format::Json))?;
     Ok(ExitCode::SUCCESS)
 }
