@@ -53,6 +53,11 @@ pub mod meta {
     /// GPU telemetry sampled during the run (JSON list of [`GpuSample`]: memory used,
     /// utilisation, power, SM clock per GPU), from a DCGM exporter (`--gpu-metrics`).
     pub const GPU_SAMPLES: &str = "trace.gpu_samples";
+    /// This file's share of a run sent from several hosts (JSON: index, count, schedule_id,
+    /// host), set by `trace replay --shard k/n`; `trace merge` joins the shards.
+    pub const SHARD: &str = "trace.shard";
+    /// Shards merged into this file (JSON list: file, host, index, run start, offset applied).
+    pub const SHARDS: &str = "trace.shards";
     /// The campaign a run belongs to (JSON: suite, scenario, repeat, engine command and its
     /// grid parameters), written by `trace suite run`.
     pub const CAMPAIGN: &str = "trace.campaign";

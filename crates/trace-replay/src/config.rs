@@ -66,6 +66,8 @@ pub struct ReplayConfig {
     pub sessions: SessionOptions,
     /// The campaign this run belongs to (JSON for `trace.campaign`), set by `trace suite run`.
     pub campaign: Option<String>,
+    /// This host's share of a run sent from several (`--shard k/n`).
+    pub shard: Option<crate::plan::Shard>,
     /// A DCGM exporter's metrics URL: the GPUs' memory, utilisation, power and clock are
     /// sampled from it every `metrics_interval`.
     pub gpu_metrics: Option<String>,
@@ -100,6 +102,7 @@ impl ReplayConfig {
             sessions: SessionOptions::default(),
             campaign: None,
             gpu_metrics: None,
+            shard: None,
         }
     }
 

@@ -157,6 +157,14 @@ pub struct Dispatcher {
     /// Rows keep the output text (`--store outputs`); otherwise a live session's reply is
     /// held only until its next turn is sent.
     pub store_output: bool,
+    /// This host's share of a sharded run; None sends every arrival.
+    pub shard: Option<crate::plan::Shard>,
+}
+
+impl Dispatcher {
+    fn owns(&self, unit: u64) -> bool {
+        self.shard.is_none_or(|s| s.owns(unit))
+    }
 }
 
 /// One stage's state, shared by its requests and sessions.
@@ -293,6 +301,9 @@ async fn release_tokio(shared: &Arc<Shared>, stage_start: Instant, plan: &StageP
         if shared.d.stop.is_cancelled() {
             break;
         }
+        if !shared.d.owns(plan.first_item + k as u64) {
+            continue;
+        }
         let unit = shared.workload.unit(plan.first_item + k as u64);
         let deadline = stage_start + Duration::from_nanos(off.max(0) as u64);
         tokio::select! {
@@ -318,6 +329,9 @@ async fn release_thread(shared: &Arc<Shared>, stage_start: Instant, plan: &Stage
         .spawn(move || {
             let mut n = 0u64;
             for (k, &off) in offsets.iter().enumerate() {
+                if !shared2.d.owns(first + k as u64) {
+                    continue;
+                }
                 // The prompt is built before the deadline so that only the spawn happens after it.
                 let unit = shared2.workload.unit(first + k as u64);
                 let off = Duration::from_nanos(off.max(0) as u64);
@@ -539,6 +553,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             sessions: SessionOptions::default(),
             store_output: false,
+            shard: None,
         };
         (d, mem)
     }
@@ -649,6 +664,31 @@ mod tests {
         assert!(b.start_ns >= a.end_ns);
         let ids: Vec<String> = sorted(&mem).into_iter().map(|r| r.request_id).collect();
         assert_eq!(ids, ["req-0", "req-1", "req-2", "req-3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shards_of_a_schedule_are_the_single_host_schedule() {
+        async fn run(shard: Option<crate::plan::Shard>) -> Vec<(String, i64)> {
+            let (mut d, mem) = dispatcher(5, None);
+            d.shard = shard;
+            let clock = RunClock::from_parts(Instant::now().into_std(), 0);
+            d.run_stage(&clock, &plan(&[0, 7, 7, 30, 31, 90, 200]), workload())
+                .await;
+            sorted(&mem)
+                .into_iter()
+                .map(|r| (r.request_id, r.scheduled_ns))
+                .collect()
+        }
+        let mut whole = run(None).await;
+        let mut union = Vec::new();
+        for k in 0..3 {
+            let part = run(Some(crate::plan::Shard { index: k, count: 3 })).await;
+            assert!(!part.is_empty());
+            union.extend(part);
+        }
+        whole.sort();
+        union.sort();
+        assert_eq!(union, whole, "same ids, same scheduled times, nothing twice");
     }
 
     #[test]

@@ -28,6 +28,54 @@ pub struct StagePlan {
     pub max_concurrency: Option<usize>,
 }
 
+/// One host's share of a run spread over several (`--shard k/n`): arrivals (requests, or
+/// whole sessions) whose index in the run's one schedule is k modulo n. Every host computes the
+/// same schedule, so the shards' union is the single-host run: the same ids, the same times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This host's share, 0-based.
+    pub index: u32,
+    /// Hosts.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `k/n` (0 <= k < n).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid shard '{s}': expected k/n with 0 <= k < n, e.g. 0/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether this host sends arrival `unit` (its workload index).
+    pub fn owns(&self, unit: u64) -> bool {
+        unit % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+/// An id of a run's whole schedule: the workload, the seed and every stage's label, first item
+/// and offsets. Shards of one run carry the same id; `trace merge` refuses to mix others.
+pub fn schedule_id(plans: &[StagePlan], workload: &serde_json::Value, seed: u64) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(workload.to_string().as_bytes());
+    h.update(&seed.to_le_bytes());
+    for p in plans {
+        h.update(p.label.as_bytes());
+        h.update(&p.first_item.to_le_bytes());
+        for o in &p.offsets_ns {
+            h.update(&o.to_le_bytes());
+        }
+    }
+    format!("{:016x}", h.digest())
+}
+
 /// The stage label of a concurrency sweep's stage: `conc=128`.
 pub fn conc_label(c: usize) -> String {
     format!("conc={c}")
@@ -265,6 +313,26 @@ mod tests {
                 .to_string()
                 .contains("--rate inf")
         );
+    }
+
+    #[test]
+    fn shards_split_arrivals_by_index() {
+        let s = Shard::parse("1/3").unwrap();
+        let owned: Vec<u64> = (0..9).filter(|&u| s.owns(u)).collect();
+        assert_eq!(owned, [1, 4, 7]);
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let w = Workload::random(RandomSpec::default(), 0).unwrap();
+        let cfg = ReplayConfig {
+            rates: vec![5.0],
+            requests: Some(4),
+            ..cfg()
+        };
+        let p = plan_stages(&cfg, &w).unwrap();
+        let id = schedule_id(&p, w.spec_json(), 0);
+        assert_eq!(id, schedule_id(&p, w.spec_json(), 0));
+        assert_ne!(id, schedule_id(&p, w.spec_json(), 1));
     }
 
     #[test]

@@ -304,6 +304,17 @@ pub async fn run(
     if let Some(c) = &cfg.campaign {
         m.set(meta::CAMPAIGN, c.clone());
     }
+    if let Some(s) = cfg.shard {
+        m.set(
+            meta::SHARD,
+            serde_json::json!({
+                "index": s.index, "count": s.count,
+                "schedule_id": crate::plan::schedule_id(&plans, workload.spec_json(), cfg.seed),
+                "host": trace_sys::hostname(),
+            })
+            .to_string(),
+        );
+    }
     if let Some(n) = workload.session_count() {
         let o = &cfg.sessions;
         m.set(
@@ -399,6 +410,7 @@ pub async fn run(
         drain_timeout: cfg.drain_timeout,
         sessions: cfg.sessions,
         store_output: cfg.client.store_output,
+        shard: cfg.shard,
     };
     let mut infos = Vec::new();
     let mut summaries = Vec::new();

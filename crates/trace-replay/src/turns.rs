@@ -257,6 +257,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             sessions: opts,
             store_output: false,
+            shard: None,
         };
         let plan = StagePlan {
             label: "recorded".into(),

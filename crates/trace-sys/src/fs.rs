@@ -36,3 +36,11 @@ mod tests {
         assert!(!same_file(&a, &b));
     }
 }
+
+/// This host's name (`uname -n`), for the metadata of runs sent from several hosts.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}

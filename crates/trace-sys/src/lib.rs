@@ -23,6 +23,6 @@ pub mod tls;
 
 pub use clock::RunClock;
 pub use cpu::{allowed_cpus, pin_current};
-pub use fs::same_file;
+pub use fs::{hostname, same_file};
 pub use limits::{nofile_limit, raise_nofile_limit};
 pub use net::{BACKLOG, ensure_port_free, listen, listen_shared};

@@ -245,6 +245,12 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "URL")]
     pub gpu_metrics: Option<String>,
 
+    /// Send this host's share of the run, k of n (0-based): arrivals (requests, or whole
+    /// sessions) whose index in the one schedule every host computes is k modulo n. `trace merge`
+    /// joins the n files into one run.
+    #[arg(long, value_name = "K/N", value_parser = trace_replay::plan::Shard::parse)]
+    pub shard: Option<trace_replay::plan::Shard>,
+
     /// The campaign this run belongs to, as JSON (set by `trace suite run`).
     #[arg(long, value_name = "JSON", hide = true)]
     pub campaign: Option<String>,
@@ -462,6 +468,7 @@ impl ReplayArgs {
             sessions: self.sessions.to_options(),
             campaign: self.campaign.clone(),
             gpu_metrics: self.gpu_metrics.clone(),
+            shard: self.shard,
         };
         cfg.validate()?;
         let inputs: Vec<&std::path::Path> = cfg
