@@ -688,3 +688,96 @@ fn gpu_telemetry_is_sampled_into_the_run_and_reported_per_stage() {
     let o = run_ok_in(&args, d.path());
     assert!(stderr(&o).contains("no GPU telemetry"), "{}", stderr(&o));
 }
+
+#[test]
+fn shards_of_one_schedule_merge_into_the_single_host_run() {
+    let d = tempfile::tempdir().unwrap();
+    let args = |out: &str, shard: Option<&str>, seed: &str| {
+        let mut v: Vec<String> = [
+            "replay", "--rate", "50", "-n", "12", "--seed", seed, "-o", out,
+        ]
+        .into_iter()
+        .chain(SMALL)
+        .map(String::from)
+        .collect();
+        if let Some(s) = shard {
+            v.extend(["--shard".into(), s.into()]);
+        }
+        v
+    };
+    let go = |v: Vec<String>| {
+        let a: Vec<&str> = v.iter().map(String::as_str).collect();
+        run_ok_in(&a, d.path());
+    };
+    go(args("whole.parquet", None, "3"));
+    for k in 0..3 {
+        go(args(&format!("s{k}.parquet"), Some(&format!("{k}/3")), "3"));
+    }
+    // Each shard's offsets from its stage start are the single host's, id for id.
+    let offsets = |f: &str| -> Vec<(String, i64)> {
+        let r = TraceReader::open(d.path().join(f)).unwrap();
+        let start = r.meta().stages()[0].start_ns;
+        r.records()
+            .map(|x| x.unwrap())
+            .map(|x| (x.request_id, x.scheduled_ns - start))
+            .collect()
+    };
+    let mut whole = offsets("whole.parquet");
+    let mut union: Vec<(String, i64)> = (0..3)
+        .flat_map(|k| offsets(&format!("s{k}.parquet")))
+        .collect();
+    whole.sort();
+    union.sort();
+    assert_eq!(union, whole);
+    let o = run_ok_in(
+        &[
+            "merge",
+            "s0.parquet",
+            "s2.parquet",
+            "s1.parquet",
+            "-o",
+            "merged.parquet",
+        ],
+        d.path(),
+    );
+    assert!(
+        stdout(&o).contains("merged 3 shards (12 rows)"),
+        "{}",
+        stdout(&o)
+    );
+    let r = TraceReader::open(d.path().join("merged.parquet")).unwrap();
+    assert_eq!(r.num_rows(), 12);
+    let shards: serde_json::Value =
+        serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
+    assert_eq!(shards.as_array().unwrap().len(), 3);
+    assert!(r.meta().get(meta::SHARD).is_none());
+    assert_eq!(r.meta().stages()[0].requests, 12);
+    run_ok_in(&["report", "merged.parquet"], d.path());
+
+    // Refusals, naming the files.
+    let bad = run_in(
+        &["merge", "s0.parquet", "s1.parquet", "-o", "m2.parquet"],
+        d.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("2/3 missing"), "{}", stderr(&bad));
+    go(args("other.parquet", Some("2/3"), "4"));
+    let bad = run_in(
+        &[
+            "merge",
+            "s0.parquet",
+            "s1.parquet",
+            "other.parquet",
+            "-o",
+            "m3.parquet",
+        ],
+        d.path(),
+    );
+    assert!(
+        stderr(&bad).contains("different schedules"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = run_in(&["merge", "whole.parquet", "-o", "m4.parquet"], d.path());
+    assert!(stderr(&bad).contains("not a shard"), "{}", stderr(&bad));
+}

@@ -62,6 +62,8 @@ pub enum Cmd {
     Recover(commands::recover::RecoverArgs),
     /// Run a campaign: a suite's scenarios, repeats and engine-config sweeps into one directory.
     Suite(commands::suite::SuiteArgs),
+    /// Join the shard files of a run sent from several hosts (`replay --shard k/n`) into one.
+    Merge(commands::merge::MergeArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -80,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Selfcheck(a) => commands::selfcheck::run(a),
         Cmd::Recover(a) => commands::recover::run(a),
         Cmd::Suite(a) => commands::suite::run(a),
+        Cmd::Merge(a) => commands::merge::run(a),
     }
 }
 

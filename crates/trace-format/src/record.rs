@@ -88,6 +88,20 @@ pub struct TraceRecord {
     pub think_ns: Option<i64>,
 }
 
+impl TraceRecord {
+    /// Moves every time of the row by `d_ns` (rebasing it on another clock's origin: an
+    /// import's first row, a merged shard's start). Durations between them are unchanged.
+    pub fn shift_times(&mut self, d_ns: i64) {
+        let shift = |t: &mut i64| *t = t.saturating_add(d_ns);
+        shift(&mut self.scheduled_ns);
+        self.sent_ns.as_mut().map(shift);
+        self.headers_ns.as_mut().map(shift);
+        self.first_byte_ns.as_mut().map(shift);
+        self.end_ns.as_mut().map(shift);
+        self.chunk_ns.iter_mut().for_each(shift);
+    }
+}
+
 struct Builders {
     request_id: StringBuilder,
     stage: StringBuilder,

@@ -167,14 +167,9 @@ impl Sink {
             },
             None => 0,
         };
-        let shift = |t: &mut i64| *t -= zero;
         let r = &mut row.rec;
-        r.scheduled_ns = row.time_ns.map_or(0, |t| t - zero);
-        r.sent_ns.as_mut().map(shift);
-        r.headers_ns.as_mut().map(shift);
-        r.first_byte_ns.as_mut().map(shift);
-        r.end_ns.as_mut().map(shift);
-        r.chunk_ns.iter_mut().for_each(shift);
+        r.scheduled_ns = row.time_ns.unwrap_or(zero);
+        r.shift_times(-zero);
         if r.error_kind.is_some() {
             self.summary.source_failures += 1;
         }

@@ -688,7 +688,10 @@ mod tests {
         }
         whole.sort();
         union.sort();
-        assert_eq!(union, whole, "same ids, same scheduled times, nothing twice");
+        assert_eq!(
+            union, whole,
+            "same ids, same scheduled times, nothing twice"
+        );
     }
 
     #[test]

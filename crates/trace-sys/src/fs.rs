@@ -1,4 +1,5 @@
-//! File identity: whether two paths name the same file, however each is spelled.
+//! File identity (whether two paths name the same file, however each is spelled) and the
+//! host's name.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,6 +12,14 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
     }
+}
+
+/// This host's name (`uname -n`), for the metadata of runs sent from several hosts.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -35,12 +44,4 @@ mod tests {
         std::fs::write(&b, b"x").unwrap();
         assert!(!same_file(&a, &b));
     }
-}
-
-/// This host's name (`uname -n`), for the metadata of runs sent from several hosts.
-pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
 }

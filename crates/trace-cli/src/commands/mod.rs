@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod import;
 pub mod inspect;
+pub mod merge;
 pub mod record;
 pub mod recover;
 pub mod replay;

@@ -1,0 +1,218 @@
+//! `trace merge`: the shard files of one run sent from several hosts (`trace replay --shard
+//! k/n`) joined into one trace. Rows are streamed file by file through the writer (bounded
+//! memory), each shard's times rebased onto the earliest shard's start by the difference of
+//! their wall-clock anchors; stages are joined by label (earliest start, latest end, requests
+//! summed), server and GPU samples rebased and interleaved, and `trace.shards` lists every shard
+//! (file, host, share, start, offset applied). Shards of different schedules, a shard given
+//! twice or a missing one are refused, naming the files.
+//!
+//! Without a start barrier the offsets rest on the hosts' wall clocks (NTP): their error bound
+//! is that of the hosts' synchronisation, stated in the metadata as unknown.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use trace_format::{
+    GpuSample, ServerSample, StageInfo, TraceMeta, TraceReader, TraceWriter, WriterOptions, meta,
+};
+
+/// Arguments of `trace merge`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example (three hosts, then one file):
+  host0$ trace replay w.parquet --url http://gw:8000 --shard 0/3 -o shard-0.parquet
+  host1$ trace replay w.parquet --url http://gw:8000 --shard 1/3 -o shard-1.parquet
+  host2$ trace replay w.parquet --url http://gw:8000 --shard 2/3 -o shard-2.parquet
+  trace merge shard-*.parquet -o run.parquet")]
+pub struct MergeArgs {
+    /// The shard files (every k of one k/n).
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// The merged trace.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Replace an existing trace at the output path.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ShardMeta {
+    index: u32,
+    count: u32,
+    schedule_id: String,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+struct Shard {
+    path: PathBuf,
+    meta: TraceMeta,
+    info: ShardMeta,
+    start_unix_ns: i64,
+}
+
+fn open(path: &Path) -> anyhow::Result<Shard> {
+    let r = TraceReader::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta = r.meta().clone();
+    let info: ShardMeta = meta.json(meta::SHARD).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: not a shard (no {} metadata: made without --shard k/n)",
+            path.display(),
+            meta::SHARD
+        )
+    })?;
+    let start_unix_ns = meta
+        .run_start_unix_ns()
+        .ok_or_else(|| anyhow::anyhow!("{}: no run start time", path.display()))?;
+    Ok(Shard {
+        path: path.to_path_buf(),
+        meta,
+        info,
+        start_unix_ns,
+    })
+}
+
+/// Runs `trace merge`.
+pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let inputs: Vec<&Path> = args.shards.iter().map(PathBuf::as_path).collect();
+    super::not_an_input(&args.output, &inputs)?;
+    let mut shards = args
+        .shards
+        .iter()
+        .map(|p| open(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    shards.sort_by_key(|s| s.info.index);
+    let first = &shards[0];
+    for s in &shards[1..] {
+        anyhow::ensure!(
+            s.info.schedule_id == first.info.schedule_id && s.info.count == first.info.count,
+            "{} and {} are shards of different schedules (schedule ids {} and {}, {} and {} \
+             shards): merge only the shards of one run",
+            first.path.display(),
+            s.path.display(),
+            first.info.schedule_id,
+            s.info.schedule_id,
+            first.info.count,
+            s.info.count
+        );
+    }
+    for w in shards.windows(2) {
+        anyhow::ensure!(
+            w[0].info.index != w[1].info.index,
+            "{} and {} are both shard {}",
+            w[0].path.display(),
+            w[1].path.display(),
+            w[0].info.index
+        );
+    }
+    let n = first.info.count;
+    let have: Vec<u32> = shards.iter().map(|s| s.info.index).collect();
+    let missing: Vec<String> = (0..n)
+        .filter(|k| !have.contains(k))
+        .map(|k| format!("{k}/{n}"))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "shard(s) {} missing: a merged run needs all {n}",
+        missing.join(", ")
+    );
+    let origin = shards.iter().map(|s| s.start_unix_ns).min().unwrap_or(0);
+
+    // Metadata: the first shard's, the run start the earliest, and the joined per-run keys.
+    let mut map = first.meta.as_map().clone();
+    map.remove(meta::SHARD);
+    let mut m = TraceMeta::from_map(map);
+    m.set(meta::RUN_START_UNIX_NS, origin.to_string());
+    let mut stages: BTreeMap<String, (usize, StageInfo)> = BTreeMap::new();
+    let mut server: Vec<ServerSample> = Vec::new();
+    let mut gpu: Vec<GpuSample> = Vec::new();
+    let mut listed = Vec::new();
+    for (k, s) in shards.iter().enumerate() {
+        let off = s.start_unix_ns - origin;
+        for (i, st) in s.meta.stages().into_iter().enumerate() {
+            let shifted = StageInfo {
+                start_ns: st.start_ns + off,
+                end_ns: st.end_ns.map(|e| e + off),
+                ..st
+            };
+            stages
+                .entry(shifted.stage.clone())
+                .and_modify(|(_, acc)| {
+                    acc.start_ns = acc.start_ns.min(shifted.start_ns);
+                    acc.end_ns = acc.end_ns.max(shifted.end_ns);
+                    acc.requests += shifted.requests;
+                })
+                .or_insert((k * 10_000 + i, shifted));
+        }
+        server.extend(s.meta.server_samples().into_iter().map(|x| ServerSample {
+            t_ns: x.t_ns + off,
+            ..x
+        }));
+        gpu.extend(s.meta.gpu_samples().into_iter().map(|x| GpuSample {
+            t_ns: x.t_ns + off,
+            ..x
+        }));
+        listed.push(serde_json::json!({
+            "file": s.path.display().to_string(), "index": s.info.index, "host": s.info.host,
+            "run_start_unix_ns": s.start_unix_ns, "offset_ns": off,
+            "offset_error_ns": serde_json::Value::Null,
+            "clock": "host wall clock (no start barrier)",
+        }));
+    }
+    let mut stage_list: Vec<(usize, StageInfo)> = stages.into_values().collect();
+    stage_list.sort_by_key(|(order, st)| (st.start_ns, *order));
+    let stage_list: Vec<StageInfo> = stage_list.into_iter().map(|(_, s)| s).collect();
+    m.set_stages(&stage_list);
+    server.sort_by_key(|x| x.t_ns);
+    m.set_server_samples(&server);
+    gpu.sort_by_key(|x| x.t_ns);
+    if !gpu.is_empty() {
+        m.set(meta::GPU_SAMPLES, trace_format::to_json(&gpu));
+    }
+    m.set(meta::SHARDS, serde_json::Value::Array(listed).to_string());
+
+    let mut w = TraceWriter::create(
+        &args.output,
+        m,
+        WriterOptions {
+            overwrite: args.force,
+            ..WriterOptions::default()
+        },
+    )
+    .with_context(|| format!("writing {}", args.output.display()))?;
+    let mut rows = 0u64;
+    let copied: anyhow::Result<()> = (|| {
+        for s in &shards {
+            let off = s.start_unix_ns - origin;
+            let r = TraceReader::open(&s.path)?;
+            for rec in r.records() {
+                let mut rec = rec.with_context(|| format!("reading {}", s.path.display()))?;
+                rec.shift_times(off);
+                w.write_owned(rec)?;
+                rows += 1;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = copied {
+        let _ = w.discard();
+        return Err(e);
+    }
+    w.close()?;
+    let spread = shards
+        .iter()
+        .map(|s| s.start_unix_ns - origin)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "merged {} shards ({rows} rows) into {}; their starts spread over {:.3} s of wall clock",
+        shards.len(),
+        args.output.display(),
+        spread as f64 / 1e9
+    );
+    Ok(ExitCode::SUCCESS)
+}
