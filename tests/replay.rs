@@ -781,3 +781,120 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
     let bad = run_in(&["merge", "whole.parquet", "-o", "m4.parquet"], d.path());
     assert!(stderr(&bad).contains("not a shard"), "{}", stderr(&bad));
 }
+
+#[test]
+fn shards_meet_at_a_coordinators_barrier_and_start_together() {
+    let d = tempfile::tempdir().unwrap();
+    let mut coord = spawn(
+        &[
+            "coordinate",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--lead",
+            "300ms",
+            "--timeout",
+            "60s",
+        ],
+        "waiting for",
+    );
+    let url = format!("http://{}", coord.addr);
+    let shard = |k: u32| {
+        trace()
+            .args([
+                "replay",
+                "--rate",
+                "50",
+                "-n",
+                "8",
+                "--seed",
+                "9",
+                "--shard",
+                &format!("{k}/2"),
+            ])
+            .args(["--coordinator", &url, "-o", &format!("c{k}.parquet")])
+            .args(SMALL)
+            .current_dir(d.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (shard(0), shard(1));
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(
+        coord.child.wait().unwrap().success(),
+        "the coordinator released both"
+    );
+    let info = |f: &str| -> serde_json::Value {
+        let r = TraceReader::open(d.path().join(f)).unwrap();
+        serde_json::from_str(r.meta().get(meta::SHARD).unwrap()).unwrap()
+    };
+    let (i0, i1) = (info("c0.parquet"), info("c1.parquet"));
+    // One released start; each host's offset measured, with its error bound (loopback: small).
+    assert_eq!(i0["barrier_start_unix_ns"], i1["barrier_start_unix_ns"]);
+    for i in [&i0, &i1] {
+        let err = i["offset_error_ns"].as_i64().unwrap();
+        assert!((0..50_000_000).contains(&err), "{i}");
+    }
+    // Both started at the barrier's time, on the coordinator's clock (within scheduling noise).
+    let s0 = i0["run_start_coord_ns"].as_i64().unwrap();
+    let s1 = i1["run_start_coord_ns"].as_i64().unwrap();
+    assert!((s0 - s1).abs() < 50_000_000, "{s0} {s1}");
+    let o = run_ok_in(
+        &["merge", "c0.parquet", "c1.parquet", "-o", "m.parquet"],
+        d.path(),
+    );
+    assert!(
+        stdout(&o).contains("merged 2 shards (8 rows)"),
+        "{}",
+        stdout(&o)
+    );
+    let r = TraceReader::open(d.path().join("m.parquet")).unwrap();
+    let shards: serde_json::Value =
+        serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
+    assert!(shards[0]["clock"].as_str().unwrap().contains("coordinator"));
+    assert!(shards[0]["offset_error_ns"].is_i64());
+
+    // A shard that never comes: the barrier fails for the one that did, naming the missing one.
+    let mut coord = spawn(
+        &[
+            "coordinate",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--timeout",
+            "1s",
+        ],
+        "waiting for",
+    );
+    let url = format!("http://{}", coord.addr);
+    let o = run_in(
+        &[
+            "replay",
+            "--rate",
+            "50",
+            "-n",
+            "4",
+            "--shard",
+            "0/2",
+            "--coordinator",
+            &url,
+            "-o",
+            "lone.parquet",
+        ],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1/2 never registered"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(coord.child.wait().unwrap().code(), Some(1));
+}

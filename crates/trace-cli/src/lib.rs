@@ -64,6 +64,8 @@ pub enum Cmd {
     Suite(commands::suite::SuiteArgs),
     /// Join the shard files of a run sent from several hosts (`replay --shard k/n`) into one.
     Merge(commands::merge::MergeArgs),
+    /// The start barrier of a run sent from several hosts: shards register and start together.
+    Coordinate(commands::coordinate::CoordinateArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Recover(a) => commands::recover::run(a),
         Cmd::Suite(a) => commands::suite::run(a),
         Cmd::Merge(a) => commands::merge::run(a),
+        Cmd::Coordinate(a) => commands::coordinate::run(a),
     }
 }
 

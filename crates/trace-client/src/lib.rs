@@ -30,6 +30,7 @@
 //! - `invalid_request`: the request could not be built (token ids for a chat prompt without a
 //!   tokenizer); nothing was sent.
 
+pub mod barrier;
 pub mod classify;
 pub mod metrics;
 pub mod request;

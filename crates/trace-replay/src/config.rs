@@ -68,6 +68,10 @@ pub struct ReplayConfig {
     pub campaign: Option<String>,
     /// This host's share of a run sent from several (`--shard k/n`).
     pub shard: Option<crate::plan::Shard>,
+    /// A coordinator's URL: the shards start together, at the time it releases, on its clock.
+    pub coordinator: Option<String>,
+    /// How long to wait at the coordinator's barrier.
+    pub barrier_timeout: Duration,
     /// A DCGM exporter's metrics URL: the GPUs' memory, utilisation, power and clock are
     /// sampled from it every `metrics_interval`.
     pub gpu_metrics: Option<String>,
@@ -103,6 +107,8 @@ impl ReplayConfig {
             campaign: None,
             gpu_metrics: None,
             shard: None,
+            coordinator: None,
+            barrier_timeout: Duration::from_secs(300),
         }
     }
 
@@ -198,6 +204,11 @@ impl ReplayConfig {
             ));
         }
         self.arrival.check().map_err(Error::Config)?;
+        if self.coordinator.is_some() && self.shard.is_none() {
+            return Err(Error::Config(
+                "--coordinator needs --shard k/n: it starts the shards of one run together".into(),
+            ));
+        }
         let ts = self.sessions.think_scale;
         if !(ts.is_finite() && ts >= 0.0) {
             return Err(Error::Config(format!(

@@ -292,6 +292,27 @@ pub async fn run(
     let workload = Arc::new(workload);
     let plans = plan_stages(&cfg, &workload)?;
 
+    // The start barrier: every shard starts its clock at the coordinator's common time.
+    let barrier = match (&cfg.coordinator, cfg.shard) {
+        (Some(url), Some(sh)) => {
+            let b = trace_client::barrier::join(
+                url,
+                sh.index,
+                sh.count,
+                &trace_sys::hostname(),
+                &cfg.client.transport,
+                cfg.barrier_timeout,
+            )
+            .await?;
+            let now = RunClock::start().start_unix_ns();
+            let wait = b.local_start_unix_ns() - now;
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
+            }
+            Some(b)
+        }
+        _ => None,
+    };
     let clock = RunClock::start();
     let mut m = TraceMeta::new();
     m.set(meta::RUN_START_UNIX_NS, clock.start_unix_ns().to_string());
@@ -311,6 +332,11 @@ pub async fn run(
                 "index": s.index, "count": s.count,
                 "schedule_id": crate::plan::schedule_id(&plans, workload.spec_json(), cfg.seed),
                 "host": trace_sys::hostname(),
+                // On the coordinator's clock, with the bound of this host's offset to it.
+                "run_start_coord_ns": barrier.map(|b| clock.start_unix_ns() + b.offset_ns),
+                "offset_ns": barrier.map(|b| b.offset_ns),
+                "offset_error_ns": barrier.map(|b| b.error_ns),
+                "barrier_start_unix_ns": barrier.map(|b| b.start_unix_ns),
             })
             .to_string(),
         );

@@ -6,8 +6,9 @@
 //! (file, host, share, start, offset applied). Shards of different schedules, a shard given
 //! twice or a missing one are refused, naming the files.
 //!
-//! Without a start barrier the offsets rest on the hosts' wall clocks (NTP): their error bound
-//! is that of the hosts' synchronisation, stated in the metadata as unknown.
+//! With a start barrier (`--coordinator`) every shard's start is on the coordinator's clock,
+//! with the bound of its offset; without one the offsets rest on the hosts' wall clocks (NTP),
+//! their error bound unknown (null in the metadata).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,12 @@ struct ShardMeta {
     schedule_id: String,
     #[serde(default)]
     host: Option<String>,
+    /// The run's start on the coordinator's clock, when a start barrier was used.
+    #[serde(default)]
+    run_start_coord_ns: Option<i64>,
+    /// Bound of the host's offset to the coordinator.
+    #[serde(default)]
+    offset_error_ns: Option<i64>,
 }
 
 struct Shard {
@@ -65,8 +72,10 @@ fn open(path: &Path) -> anyhow::Result<Shard> {
             meta::SHARD
         )
     })?;
-    let start_unix_ns = meta
-        .run_start_unix_ns()
+    // On the coordinator's clock when the shards met at a start barrier; else the host's own.
+    let start_unix_ns = info
+        .run_start_coord_ns
+        .or(meta.run_start_unix_ns())
         .ok_or_else(|| anyhow::anyhow!("{}: no run start time", path.display()))?;
     Ok(Shard {
         path: path.to_path_buf(),
@@ -159,8 +168,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         listed.push(serde_json::json!({
             "file": s.path.display().to_string(), "index": s.info.index, "host": s.info.host,
             "run_start_unix_ns": s.start_unix_ns, "offset_ns": off,
-            "offset_error_ns": serde_json::Value::Null,
-            "clock": "host wall clock (no start barrier)",
+            "offset_error_ns": s.info.offset_error_ns,
+            "clock": if s.info.run_start_coord_ns.is_some() {
+                "coordinator (start barrier)"
+            } else {
+                "host wall clock (no start barrier)"
+            },
         }));
     }
     let mut stage_list: Vec<(usize, StageInfo)> = stages.into_values().collect();

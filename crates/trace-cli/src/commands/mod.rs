@@ -1,5 +1,6 @@
 //! One module per verb: its clap `XArgs` and `fn run(args) -> anyhow::Result<ExitCode>`.
 
+pub mod coordinate;
 #[cfg(feature = "analyze")]
 pub mod diff;
 pub mod import;

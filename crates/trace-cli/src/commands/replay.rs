@@ -251,6 +251,15 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "K/N", value_parser = trace_replay::plan::Shard::parse)]
     pub shard: Option<trace_replay::plan::Shard>,
 
+    /// Start together with the other shards: register with this coordinator (`trace
+    /// coordinate`), measure this host's clock offset to it, and start at the time it releases.
+    #[arg(long, value_name = "URL", requires = "shard")]
+    pub coordinator: Option<String>,
+
+    /// How long to wait at the coordinator's barrier for the other shards.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::parse::duration)]
+    pub barrier_timeout: Duration,
+
     /// The campaign this run belongs to, as JSON (set by `trace suite run`).
     #[arg(long, value_name = "JSON", hide = true)]
     pub campaign: Option<String>,
@@ -469,6 +478,8 @@ impl ReplayArgs {
             campaign: self.campaign.clone(),
             gpu_metrics: self.gpu_metrics.clone(),
             shard: self.shard,
+            coordinator: self.coordinator.clone(),
+            barrier_timeout: self.barrier_timeout,
         };
         cfg.validate()?;
         let inputs: Vec<&std::path::Path> = cfg
