@@ -898,3 +898,124 @@ fn shards_meet_at_a_coordinators_barrier_and_start_together() {
     );
     assert_eq!(coord.child.wait().unwrap().code(), Some(1));
 }
+
+#[test]
+fn four_shards_with_shard_zero_coordinating_make_the_single_host_run() {
+    let d = tempfile::tempdir().unwrap();
+    let truth = d.path().join("truth.jsonl");
+    let mut cfg = trace_sim::SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1));
+    cfg.model = "m".into();
+    cfg.truth = Some(truth.clone());
+    let sim = trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let common = |k: u32| -> Vec<String> {
+        [
+            "replay",
+            "--url",
+            &sim.url(),
+            "--model",
+            "m",
+            "--rate",
+            "40",
+            "-n",
+            "24",
+            "--seed",
+            "5",
+        ]
+        .into_iter()
+        .chain(SMALL)
+        .map(String::from)
+        .chain([
+            format!("--shard={k}/4"),
+            "-o".into(),
+            format!("s{k}.parquet"),
+        ])
+        .collect()
+    };
+    let mut kids = Vec::new();
+    let mut zero = common(0);
+    zero.extend([
+        "--coordinator".into(),
+        "self".into(),
+        "--coordinator-listen".into(),
+        format!("127.0.0.1:{port}"),
+    ]);
+    kids.push(
+        trace()
+            .args(&zero)
+            .current_dir(d.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for k in 1..4 {
+        let mut a = common(k);
+        a.extend(["--coordinator".into(), format!("http://127.0.0.1:{port}")]);
+        kids.push(
+            trace()
+                .args(&a)
+                .current_dir(d.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for c in kids {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let whole: Vec<String> = common(0)
+        .into_iter()
+        .filter(|a| !a.starts_with("--shard"))
+        .collect();
+    let mut whole = whole;
+    let n = whole.len();
+    whole[n - 1] = "whole.parquet".into();
+    let w: Vec<&str> = whole.iter().map(String::as_str).collect();
+    run_ok_in(&w, d.path());
+    run_ok_in(
+        &[
+            "merge",
+            "s0.parquet",
+            "s1.parquet",
+            "s2.parquet",
+            "s3.parquet",
+            "-o",
+            "merged.parquet",
+        ],
+        d.path(),
+    );
+    drop(sim);
+    // Every request once, at the single-host schedule's times (from each stage's start).
+    let offsets = |f: &str| -> Vec<(String, i64)> {
+        let r = TraceReader::open(d.path().join(f)).unwrap();
+        let start = r.meta().stages()[0].start_ns;
+        let mut v: Vec<_> = r
+            .records()
+            .map(|x| x.unwrap())
+            .map(|x| (x.request_id, x.scheduled_ns - start))
+            .collect();
+        v.sort();
+        v
+    };
+    let union: Vec<(String, i64)> = {
+        let mut v: Vec<_> = (0..4)
+            .flat_map(|k| offsets(&format!("s{k}.parquet")))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(union, offsets("whole.parquet"));
+    let merged = TraceReader::open(d.path().join("merged.parquet")).unwrap();
+    assert_eq!(merged.num_rows(), 24);
+    // The server saw every request of the sharded run.
+    let seen = trace_sim::read_truth(&truth).unwrap();
+    for (id, _) in &union {
+        assert!(seen.contains_key(id.as_str()), "{id}");
+    }
+}

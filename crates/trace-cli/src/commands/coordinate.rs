@@ -139,6 +139,50 @@ fn missing(b: &Barrier) -> String {
         .join(", ")
 }
 
+/// Serves the barrier on `listener` for `n` shards until every one has its answer (true) or
+/// `timeout` passes (false, after telling the waiting ones who is missing).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    n: u32,
+    timeout: Duration,
+    lead: Duration,
+) -> bool {
+    let b = Arc::new(Barrier {
+        n,
+        lead,
+        registered: Mutex::default(),
+        start: Mutex::default(),
+        released: Notify::new(),
+        answered: Mutex::new(0),
+        done: Notify::new(),
+    });
+    let app = Router::new()
+        .route("/time", get(time))
+        .route("/register", post(register))
+        .with_state(b.clone());
+    let done = b.done.notified();
+    tokio::pin!(done);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let ok = tokio::select! {
+        () = &mut done => true,
+        () = tokio::time::sleep(timeout) => false,
+    };
+    if !ok {
+        // Wake every waiting shard with the failure.
+        b.released.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        eprintln!(
+            "trace coordinate: shard(s) {} never registered within {}",
+            missing(&b),
+            humantime::format_duration(timeout)
+        );
+    }
+    // Let the last answers leave before the server stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.abort();
+    ok
+}
+
 /// Runs `trace coordinate`.
 pub fn run(args: CoordinateArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -147,19 +191,6 @@ pub fn run(args: CoordinateArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async {
-        let b = Arc::new(Barrier {
-            n: args.shards,
-            lead: args.lead,
-            registered: Mutex::default(),
-            start: Mutex::default(),
-            released: Notify::new(),
-            answered: Mutex::new(0),
-            done: Notify::new(),
-        });
-        let app = Router::new()
-            .route("/time", get(time))
-            .route("/register", post(register))
-            .with_state(b.clone());
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -169,30 +200,10 @@ pub fn run(args: CoordinateArgs) -> anyhow::Result<ExitCode> {
             args.shards,
             humantime::format_duration(args.timeout)
         );
-        let done = b.done.notified();
-        tokio::pin!(done);
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let ok = tokio::select! {
-            () = &mut done => true,
-            () = tokio::time::sleep(args.timeout) => false,
-        };
-        if !ok {
-            // Wake every waiting shard with the failure.
-            b.released.notify_waiters();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        // Let the last answers leave before the server stops.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        server.abort();
-        if ok {
+        if serve(listener, args.shards, args.timeout, args.lead).await {
             eprintln!("trace coordinate: all {} shards released", args.shards);
             Ok(ExitCode::SUCCESS)
         } else {
-            eprintln!(
-                "trace coordinate: shard(s) {} never registered within {}",
-                missing(&b),
-                humantime::format_duration(args.timeout)
-            );
             Ok(ExitCode::from(1))
         }
     })

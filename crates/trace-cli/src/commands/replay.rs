@@ -253,8 +253,13 @@ pub struct ReplayArgs {
 
     /// Start together with the other shards: register with this coordinator (`trace
     /// coordinate`), measure this host's clock offset to it, and start at the time it releases.
-    #[arg(long, value_name = "URL", requires = "shard")]
+    /// `self` (shard 0 only) runs the coordinator in this process, on --coordinator-listen.
+    #[arg(long, value_name = "URL|self", requires = "shard")]
     pub coordinator: Option<String>,
+
+    /// Where `--coordinator self` listens for the other shards.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9777")]
+    pub coordinator_listen: std::net::SocketAddr,
 
     /// How long to wait at the coordinator's barrier for the other shards.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::parse::duration)]
@@ -543,6 +548,34 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .context("starting the tokio runtime")?;
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
+    // `--coordinator self`: shard 0 holds the barrier for every shard, itself included.
+    let mut cfg = cfg;
+    let own_barrier = match (cfg.coordinator.as_deref(), cfg.shard) {
+        (Some("self"), Some(sh)) => {
+            anyhow::ensure!(
+                sh.index == 0,
+                "--coordinator self runs on shard 0; shard {}/{} gives shard 0's URL",
+                sh.index,
+                sh.count
+            );
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(args.coordinator_listen))
+                .with_context(|| format!("cannot listen on {}", args.coordinator_listen))?;
+            let port = listener.local_addr()?.port();
+            eprintln!(
+                "coordinator for {} shard(s) on port {port} (--coordinator-listen {})",
+                sh.count, args.coordinator_listen
+            );
+            cfg.coordinator = Some(format!("http://127.0.0.1:{port}"));
+            Some(rt.spawn(super::coordinate::serve(
+                listener,
+                sh.count,
+                cfg.barrier_timeout,
+                Duration::from_secs(2),
+            )))
+        }
+        _ => None,
+    };
     let summary = rt.block_on(async {
         let interrupted = crate::signal::on_stop(
             stop.clone(),
@@ -555,6 +588,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let line = crate::progress::ProgressLine::start(counters.clone());
         let r = trace_replay::run(cfg, counters.clone(), stop.clone()).await;
         line.finish();
+        if let Some(b) = own_barrier {
+            b.abort();
+        }
         r.map(|s| (s, interrupted.exit_code()))
     });
     // Background tasks (the signal listener, idle connections) must not hold the exit.
