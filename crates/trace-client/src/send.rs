@@ -85,6 +85,21 @@ pub(crate) fn http_client(
     timeout: Option<Duration>,
     resends: Arc<AtomicU64>,
 ) -> Result<reqwest::Client, Error> {
+    resending_client(transport, resends, |b| match timeout {
+        Some(t) => b.timeout(t),
+        None => b,
+    })
+}
+
+/// A client whose requests are sent once more when their connection closed before any
+/// response byte (they never reached the server: a kept-alive connection it was closing as it
+/// was reused), counted in `resends`; `tune` adds the caller's settings. The replay's client,
+/// and the recording proxy's upstream (whose clients would otherwise get a 502 for it).
+pub fn resending_client(
+    transport: &Transport,
+    resends: Arc<AtomicU64>,
+    tune: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, Error> {
     let retry = reqwest::retry::for_host(AnyHost)
         .max_retries_per_request(1)
         .no_budget()
@@ -96,7 +111,7 @@ pub(crate) fn http_client(
                 rr.success()
             }
         });
-    let mut b = transport
+    let b = transport
         .builder()?
         .retry(retry)
         .pool_max_idle_per_host(usize::MAX)
@@ -105,10 +120,7 @@ pub(crate) fn http_client(
         // request then fails without reaching it ("connection closed before message
         // completed", seen against llama-server after the prompt calibration's pause).
         .pool_idle_timeout(Duration::from_secs(4));
-    if let Some(t) = timeout {
-        b = b.timeout(t);
-    }
-    b.build().map_err(|e| Error::Build(error_chain(&e)))
+    tune(b).build().map_err(|e| Error::Build(error_chain(&e)))
 }
 
 pub(crate) fn bearer(key: &str) -> Result<HeaderValue, Error> {

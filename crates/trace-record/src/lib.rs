@@ -415,10 +415,10 @@ fn serve_thread(
                 return;
             }
         };
-        let http = match upstream.builder().map(|b| b.http1_only()).and_then(|b| {
-            b.connect_timeout(idle_timeout)
-                .build()
-                .map_err(|e| trace_client::Error::Build(e.to_string()))
+        // A request the upstream's closing connection swallowed is sent once more, as the
+        // replay client does: llama-server closes each connection after a streamed response.
+        let http = match trace_client::resending_client(&upstream, Default::default(), |b| {
+            b.http1_only().connect_timeout(idle_timeout)
         }) {
             Ok(c) => c,
             Err(e) => {
