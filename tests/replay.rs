@@ -752,7 +752,8 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
     assert_eq!(shards.as_array().unwrap().len(), 3);
     assert!(r.meta().get(meta::SHARD).is_none());
     assert_eq!(r.meta().stages()[0].requests, 12);
-    run_ok_in(&["report", "merged.parquet"], d.path());
+    let rep = stdout(&run_ok_in(&["report", "merged.parquet"], d.path()));
+    assert!(rep.contains("without a start barrier"), "{rep}");
 
     // Refusals, naming the files.
     let bad = run_in(
@@ -859,6 +860,9 @@ fn shards_meet_at_a_coordinators_barrier_and_start_together() {
         serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
     assert!(shards[0]["clock"].as_str().unwrap().contains("coordinator"));
     assert!(shards[0]["offset_error_ns"].is_i64());
+    // Loopback bounds are far below the TTFT: no clock warning.
+    let rep = stdout(&run_ok_in(&["report", "m.parquet"], d.path()));
+    assert!(!rep.contains("shards"), "{rep}");
 
     // A shard that never comes: the barrier fails for the one that did, naming the missing one.
     let mut coord = spawn(

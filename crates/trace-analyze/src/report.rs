@@ -449,6 +449,7 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
         ));
     }
     warnings.extend(token_count_warnings(run));
+    warnings.extend(shard_clock_warning(run, &stages));
     for s in &stages {
         if let Some(w) = send_lag_warning(s) {
             warnings.push(w);
@@ -476,6 +477,44 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
         warnings,
     }
 }
+
+/// A run merged from shards whose clock offsets are unknown (no start barrier), or whose bound
+/// is large against the TTFT measured: the rows of different hosts sit on clocks that disagree
+/// by up to that much, which shows in every time across hosts (schedules, throughput windows).
+fn shard_clock_warning(run: &RunData, stages: &[StageReport]) -> Option<String> {
+    let shards: Vec<serde_json::Value> = run.meta.json(meta::SHARDS)?;
+    let ttft = stages
+        .iter()
+        .filter_map(|s| s.metrics.ttft.median())
+        .fold(f64::INFINITY, f64::min);
+    let bounds: Option<Vec<i64>> = shards
+        .iter()
+        .map(|s| s.get("offset_error_ns").and_then(serde_json::Value::as_i64))
+        .collect();
+    match bounds {
+        None => Some(format!(
+            "merged from {} shards without a start barrier: their clocks were aligned by the \
+             hosts' wall clocks only, with an unknown error (NTP: often milliseconds); use \
+             --coordinator to measure it",
+            shards.len()
+        )),
+        Some(b) => {
+            let worst_ms = b.iter().copied().max().unwrap_or(0) as f64 / 1e6;
+            (ttft.is_finite() && worst_ms > SHARD_CLOCK_TTFT_FRACTION * ttft).then(|| {
+                format!(
+                    "merged from {} shards whose clock offsets are known to within {worst_ms:.3} \
+                     ms, more than {:.0}% of the lowest median TTFT ({ttft:.3} ms): times across \
+                     hosts are that uncertain",
+                    shards.len(),
+                    100.0 * SHARD_CLOCK_TTFT_FRACTION
+                )
+            })
+        }
+    }
+}
+
+/// A shard clock bound above this fraction of the median TTFT is worth a warning.
+const SHARD_CLOCK_TTFT_FRACTION: f64 = 0.05;
 
 /// Prompts whose server count differs from the workload's length by more than this fraction
 /// raise a warning.
