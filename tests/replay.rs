@@ -752,8 +752,44 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
     assert_eq!(shards.as_array().unwrap().len(), 3);
     assert!(r.meta().get(meta::SHARD).is_none());
     assert_eq!(r.meta().stages()[0].requests, 12);
+    // What each host's kernel said about its clock rides along (adjtimex, on Linux).
+    if cfg!(target_os = "linux") {
+        for sh in shards.as_array().unwrap() {
+            assert!(sh["kernel_clock"]["max_error_us"].is_i64(), "{sh}");
+        }
+    }
     let rep = stdout(&run_ok_in(&["report", "merged.parquet"], d.path()));
     assert!(rep.contains("without a start barrier"), "{rep}");
+    // report reads the shards as one run: given as files, or as their directory.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["report"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--format", "json"]);
+        serde_json::from_slice(&run_ok_in(&a, d.path()).stdout).unwrap()
+    };
+    let merged = json(&["merged.parquet"]);
+    let files = json(&["s0.parquet", "s1.parquet", "s2.parquet"]);
+    assert_eq!(files["stages"][0]["completed"], 12);
+    assert_eq!(files["stages"], merged["stages"]);
+    std::fs::create_dir(d.path().join("shards")).unwrap();
+    for k in 0..3 {
+        std::fs::copy(
+            d.path().join(format!("s{k}.parquet")),
+            d.path().join(format!("shards/s{k}.parquet")),
+        )
+        .unwrap();
+    }
+    assert_eq!(json(&["shards"])["stages"], merged["stages"]);
+    // ...and diff compares such a directory with a single-host run.
+    let o = run_ok_in(&["diff", "whole.parquet", "shards"], d.path());
+    assert!(stdout(&o).contains("shards"), "{}", stdout(&o));
+    let bad = run_in(&["report", "s0.parquet", "whole.parquet"], d.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("whole.parquet: several files make one run only as the shards"),
+        "{}",
+        stderr(&bad)
+    );
 
     // Refusals, naming the files.
     let bad = run_in(
@@ -781,6 +817,82 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
     );
     let bad = run_in(&["merge", "whole.parquet", "-o", "m4.parquet"], d.path());
     assert!(stderr(&bad).contains("not a shard"), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_killed_shards_partial_run_merges_with_the_others() {
+    let d = tempfile::tempdir().unwrap();
+    let args = |out: &str, shard: &str| -> Vec<String> {
+        [
+            "replay", "--rate", "10", "-n", "200", "--seed", "5", "--shard", shard, "-o", out,
+        ]
+        .into_iter()
+        .chain(SMALL)
+        .map(String::from)
+        .collect()
+    };
+    let a = args("s0.parquet", "0/2");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    // Shard 0 runs its 100 requests (10 s at 10/s for the two shards together).
+    let whole = std::thread::scope(|sc| {
+        let h = sc.spawn(|| run_ok_in(&a[..], d.path()));
+        // Shard 1 is killed once it has flushed a part.
+        let b = args("s1.parquet", "1/2");
+        let mut child = trace()
+            .args(&b)
+            .current_dir(d.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let partial = d.path().join("s1.parquet.partial");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            let flushed = std::fs::read_dir(&partial).is_ok_and(|rd| {
+                rd.filter_map(Result::ok).any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with("part-") && n.ends_with(".parquet")
+                })
+            });
+            if flushed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        h.join().unwrap()
+    });
+    drop(whole);
+    assert!(!d.path().join("s1.parquet").exists());
+    let killed = TraceReader::open(d.path().join("s1.parquet.partial")).unwrap();
+    let have = killed.num_rows();
+    assert!(have > 0 && have < 100, "{have}");
+    // A directory holding a finished shard and a killed one's .partial reads as the run.
+    let o = run_ok_in(&["report", "."], d.path());
+    assert!(stdout(&o).contains("were interrupted"), "{}", stdout(&o));
+    let o = run_ok_in(
+        &[
+            "merge",
+            "s0.parquet",
+            "s1.parquet.partial",
+            "-o",
+            "m.parquet",
+        ],
+        d.path(),
+    );
+    assert!(
+        stdout(&o).contains(&format!("({} rows)", 100 + have)),
+        "{}",
+        stdout(&o)
+    );
+    let r = TraceReader::open(d.path().join("m.parquet")).unwrap();
+    let shards: serde_json::Value =
+        serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
+    assert_eq!(shards[1]["interrupted"], true);
+    assert_eq!(shards[0]["interrupted"], false);
+    let rep = stdout(&run_ok_in(&["report", "m.parquet"], d.path()));
+    assert!(rep.contains("shard(s) 1 ("), "{rep}");
 }
 
 #[test]

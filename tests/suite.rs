@@ -182,6 +182,29 @@ args = ["random", "--rate", "20", "-n", "6"]
     // The engine is gone: its port is free again.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 
+    // The campaign's grid points compared by diff, scenario by scenario, named by their points:
+    // the slower point's TTFT is worse, as the plain medians above say.
+    let o = run_ok_in(
+        &["diff", out.to_str().unwrap(), "--format", "json"],
+        d.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "trace.campaign-diff/1");
+    let sc = &v["scenarios"][0];
+    assert_eq!(sc["scenario"], "light");
+    let text = serde_json::to_string(&sc["diff"]).unwrap();
+    assert!(
+        text.contains("ttft=5ms") && text.contains("ttft=60ms"),
+        "{text}"
+    );
+    let o = run_in(
+        &["diff", out.to_str().unwrap(), "--fail-on", "ttft.p50>+20%"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("## light"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("light: "), "{}", stderr(&o));
+
     // An engine that never becomes healthy: the point is reported, the campaign goes on.
     let out2 = d.path().join("broken");
     let o = run_in(

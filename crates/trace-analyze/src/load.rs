@@ -151,11 +151,17 @@ pub struct RunData {
     pub bad_rows: u64,
     /// The first of them: `row N (0-based, in file order), column C: problem`.
     pub first_bad: Option<String>,
+    /// The name the caller gives the run (a campaign's grid point, a shard directory's name),
+    /// before the label and the file stem.
+    pub alias: Option<String>,
 }
 
 impl RunData {
-    /// A short name: the `--label` from metadata, else the file stem.
+    /// A short name: the caller's alias, else the `--label` from metadata, else the file stem.
     pub fn name(&self) -> String {
+        if let Some(a) = &self.alias {
+            return a.clone();
+        }
         if let Some(l) = self.meta.get(meta::LABEL).filter(|l| !l.is_empty()) {
             return l.to_string();
         }
@@ -213,6 +219,7 @@ fn load_unguarded(path: &Path, opts: LoadOptions) -> Result<RunData> {
         server,
         bad_rows: 0,
         first_bad: None,
+        alias: None,
     };
     if reader.files().is_empty() {
         return Ok(run);

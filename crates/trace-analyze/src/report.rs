@@ -450,6 +450,7 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
     }
     warnings.extend(token_count_warnings(run));
     warnings.extend(shard_clock_warning(run, &stages));
+    warnings.extend(interrupted_shards_warning(run));
     for s in &stages {
         if let Some(w) = send_lag_warning(s) {
             warnings.push(w);
@@ -494,9 +495,9 @@ fn shard_clock_warning(run: &RunData, stages: &[StageReport]) -> Option<String> 
     match bounds {
         None => Some(format!(
             "merged from {} shards without a start barrier: their clocks were aligned by the \
-             hosts' wall clocks only, with an unknown error (NTP: often milliseconds); use \
-             --coordinator to measure it",
-            shards.len()
+             hosts' wall clocks only ({}); use --coordinator to measure the offsets",
+            shards.len(),
+            kernel_clock_summary(&shards)
         )),
         Some(b) => {
             let worst_ms = b.iter().copied().max().unwrap_or(0) as f64 / 1e6;
@@ -511,6 +512,72 @@ fn shard_clock_warning(run: &RunData, stages: &[StageReport]) -> Option<String> 
             })
         }
     }
+}
+
+/// A merged run some of whose shards were killed (merged from their `.partial` directories):
+/// those hosts' rows stop early, so the run's late stages are short of their load.
+fn interrupted_shards_warning(run: &RunData) -> Option<String> {
+    let shards: Vec<serde_json::Value> = run.meta.json(meta::SHARDS)?;
+    let killed: Vec<String> = shards
+        .iter()
+        .filter(|s| s.get("interrupted") == Some(&serde_json::Value::Bool(true)))
+        .map(|s| {
+            let k = s
+                .get("index")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            let host = s
+                .get("host")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            format!("{k} ({host})")
+        })
+        .collect();
+    (!killed.is_empty()).then(|| {
+        format!(
+            "shard(s) {} were interrupted and merged from what they had written: their share of \
+             the load stops early, so later stages ran below the scheduled rate",
+            killed.join(", ")
+        )
+    })
+}
+
+/// What the shards' kernels said about their wall clocks (adjtimex, in each shard's
+/// `kernel_clock`): an unsynchronised host by name, else the largest estimated error.
+fn kernel_clock_summary(shards: &[serde_json::Value]) -> String {
+    let clocks: Vec<(&str, &serde_json::Value)> = shards
+        .iter()
+        .filter_map(|s| {
+            let host = s
+                .get("host")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            s.get("kernel_clock")
+                .filter(|k| k.is_object())
+                .map(|k| (host, k))
+        })
+        .collect();
+    if clocks.len() < shards.len() {
+        return "error unknown: NTP keeps them within milliseconds at best".to_string();
+    }
+    let unsynced: Vec<&str> = clocks
+        .iter()
+        .filter(|(_, k)| k.get("synchronized") != Some(&serde_json::Value::Bool(true)))
+        .map(|(h, _)| *h)
+        .collect();
+    if !unsynced.is_empty() {
+        return format!(
+            "the kernel of {} says its clock is not synchronised: the error is unbounded",
+            unsynced.join(", ")
+        );
+    }
+    let est_ms = clocks
+        .iter()
+        .filter_map(|(_, k)| k.get("est_error_us").and_then(serde_json::Value::as_i64))
+        .max()
+        .unwrap_or(0) as f64
+        / 1e3;
+    format!("the hosts' kernels estimate their clock errors at up to {est_ms:.3} ms each")
 }
 
 /// A shard clock bound above this fraction of the median TTFT is worth a warning.

@@ -337,6 +337,9 @@ pub async fn run(
                 "offset_ns": barrier.map(|b| b.offset_ns),
                 "offset_error_ns": barrier.map(|b| b.error_ns),
                 "barrier_start_unix_ns": barrier.map(|b| b.start_unix_ns),
+                // What this host's kernel believes about its wall clock (adjtimex), the error
+                // a merge without a barrier rests on.
+                "kernel_clock": trace_sys::kernel_clock(),
             })
             .to_string(),
         );

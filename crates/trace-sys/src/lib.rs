@@ -9,6 +9,7 @@
 //! - [`allowed_cpus`], [`pin_current`]: CPU affinity;
 //! - [`same_file`]: file identity (device and inode), so no output overwrites an input;
 //! - [`tls`]: the rustls provider, PEM files, and the server side's TLS acceptor;
+//! - [`kernel_clock`]: the kernel's estimate of the wall clock's error (adjtimex);
 //! - [`process`]: engine processes a campaign starts and stops (process groups, SIGINT first).
 //!
 //! It depends on no other trace crate.
@@ -16,6 +17,7 @@
 mod clock;
 mod cpu;
 mod fs;
+mod kernel_clock;
 mod limits;
 mod net;
 pub mod process;
@@ -24,5 +26,6 @@ pub mod tls;
 pub use clock::RunClock;
 pub use cpu::{allowed_cpus, pin_current};
 pub use fs::{hostname, same_file};
+pub use kernel_clock::{KernelClock, kernel_clock};
 pub use limits::{nofile_limit, raise_nofile_limit};
 pub use net::{BACKLOG, ensure_port_free, listen, listen_shared};

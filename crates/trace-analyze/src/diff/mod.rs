@@ -284,15 +284,23 @@ impl Analysis {
 /// Loads the runs at `paths` (each a trace file or an interrupted run's directory), reports
 /// each, and compares every run after the first against the first.
 pub fn analyze(paths: &[impl AsRef<Path>], opts: &DiffOptions) -> Result<Analysis> {
+    let named: Vec<(&Path, Option<String>)> = paths.iter().map(|p| (p.as_ref(), None)).collect();
+    analyze_named(&named, opts)
+}
+
+/// [`analyze`], each run shown under the name given with it (else its label or file stem).
+pub fn analyze_named(paths: &[(&Path, Option<String>)], opts: &DiffOptions) -> Result<Analysis> {
     let mut runs = Vec::with_capacity(paths.len());
-    for p in paths {
-        runs.push(load_run(
-            p.as_ref(),
+    for (p, name) in paths {
+        let mut run = load_run(
+            p,
             LoadOptions {
                 with_ids: true,
                 ..LoadOptions::default()
             },
-        )?);
+        )?;
+        run.alias = name.clone();
+        runs.push(run);
     }
     let reports = reports(&mut runs, opts);
     let diff = compare(&runs, &reports, opts)?;

@@ -53,6 +53,9 @@ struct ShardMeta {
     /// Bound of the host's offset to the coordinator.
     #[serde(default)]
     offset_error_ns: Option<i64>,
+    /// The host kernel's view of its wall clock (adjtimex), kept as recorded.
+    #[serde(default)]
+    kernel_clock: Option<serde_json::Value>,
 }
 
 struct Shard {
@@ -60,11 +63,14 @@ struct Shard {
     meta: TraceMeta,
     info: ShardMeta,
     start_unix_ns: i64,
+    /// Read from a killed shard's `.partial` directory: its rows stop where it died.
+    interrupted: bool,
 }
 
 fn open(path: &Path) -> anyhow::Result<Shard> {
     let r = TraceReader::open(path).with_context(|| format!("reading {}", path.display()))?;
     let meta = r.meta().clone();
+    let interrupted = r.is_interrupted();
     let info: ShardMeta = meta.json(meta::SHARD).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: not a shard (no {} metadata: made without --shard k/n)",
@@ -82,6 +88,7 @@ fn open(path: &Path) -> anyhow::Result<Shard> {
         meta,
         info,
         start_unix_ns,
+        interrupted,
     })
 }
 
@@ -89,8 +96,35 @@ fn open(path: &Path) -> anyhow::Result<Shard> {
 pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<&Path> = args.shards.iter().map(PathBuf::as_path).collect();
     super::not_an_input(&args.output, &inputs)?;
-    let mut shards = args
-        .shards
+    let m = merge(&args.shards, &args.output, args.force)?;
+    println!(
+        "merged {} shards ({} rows) into {}; their starts spread over {:.3} s of wall clock",
+        m.shards,
+        m.rows,
+        args.output.display(),
+        m.spread_ns as f64 / 1e9
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a merge did.
+pub(crate) struct Merged {
+    pub(crate) shards: usize,
+    pub(crate) rows: u64,
+    /// How far apart the shards' starts were.
+    pub(crate) spread_ns: i64,
+}
+
+/// True when `path` is a shard's trace (made with `--shard k/n`): what the reading verbs merge
+/// when given several files or a directory of them.
+pub(crate) fn is_shard(path: &Path) -> bool {
+    TraceReader::open(path).is_ok_and(|r| r.meta().get(meta::SHARD).is_some())
+}
+
+/// Merges the shard traces `paths` (finished files or killed runs' `.partial` directories) into
+/// `output`.
+pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Result<Merged> {
+    let mut shards = paths
         .iter()
         .map(|p| open(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -169,6 +203,8 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
             "file": s.path.display().to_string(), "index": s.info.index, "host": s.info.host,
             "run_start_unix_ns": s.start_unix_ns, "offset_ns": off,
             "offset_error_ns": s.info.offset_error_ns,
+            "kernel_clock": s.info.kernel_clock,
+            "interrupted": s.interrupted,
             "clock": if s.info.run_start_coord_ns.is_some() {
                 "coordinator (start barrier)"
             } else {
@@ -189,14 +225,14 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     m.set(meta::SHARDS, serde_json::Value::Array(listed).to_string());
 
     let mut w = TraceWriter::create(
-        &args.output,
+        output,
         m,
         WriterOptions {
-            overwrite: args.force,
+            overwrite: force,
             ..WriterOptions::default()
         },
     )
-    .with_context(|| format!("writing {}", args.output.display()))?;
+    .with_context(|| format!("writing {}", output.display()))?;
     let mut rows = 0u64;
     let copied: anyhow::Result<()> = (|| {
         for s in &shards {
@@ -216,16 +252,14 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         return Err(e);
     }
     w.close()?;
-    let spread = shards
+    let spread_ns = shards
         .iter()
         .map(|s| s.start_unix_ns - origin)
         .max()
         .unwrap_or(0);
-    println!(
-        "merged {} shards ({rows} rows) into {}; their starts spread over {:.3} s of wall clock",
-        shards.len(),
-        args.output.display(),
-        spread as f64 / 1e9
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(Merged {
+        shards: shards.len(),
+        rows,
+        spread_ns,
+    })
 }

@@ -11,6 +11,8 @@ pub mod recover;
 pub mod replay;
 #[cfg(feature = "analyze")]
 pub mod report;
+#[cfg(feature = "analyze")]
+mod runs;
 pub mod selfcheck;
 pub mod sim;
 mod sim_fit;

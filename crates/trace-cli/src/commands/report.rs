@@ -25,11 +25,13 @@ pub enum Format {
 /// Arguments of `trace report`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  trace report run.parquet\n  trace report run.parquet --percentiles 50,90,99,99.9 --slo ttft=200ms,tpot=50ms --format json\n  trace report run.parquet --export vllm-json vllm.jsonl --html report.html\n  trace report run.parquet.partial   # an interrupted run"
+    after_help = "Examples:\n  trace report run.parquet\n  trace report run.parquet --percentiles 50,90,99,99.9 --slo ttft=200ms,tpot=50ms --format json\n  trace report run.parquet --export vllm-json vllm.jsonl --html report.html\n  trace report run.parquet.partial   # an interrupted run\n  trace report shards/               # the shards of a sharded run, merged\n  trace report campaign/             # a campaign: one row per point, scenario and stage"
 )]
 pub struct ReportArgs {
-    /// The run: a trace file, or an interrupted run's `.parquet.partial` directory.
-    pub file: PathBuf,
+    /// The run: a trace file, an interrupted run's `.parquet.partial` directory, the shard files of a
+    /// sharded run (or a directory of them), or a campaign directory (`trace suite run`).
+    #[arg(required = true, num_args = 1.., value_name = "RUN")]
+    pub files: Vec<PathBuf>,
     /// Percentiles to report (the median is always included).
     #[arg(long, value_parser = crate::parse::percentiles, default_value = "50,90,99")]
     pub percentiles: std::vec::Vec<f64>,
@@ -51,8 +53,7 @@ pub struct ReportArgs {
 /// `trace report DIR` on a campaign (`trace suite run`): one row per run and stage, in the
 /// order the campaign ran, like the benchmark scripts' markdown tables; failed runs and
 /// unhealthy grid points listed after.
-fn suite_report(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let dir = &args.file;
+fn suite_report(args: &ReportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let rec = super::suite::read_record(dir)
         .with_context(|| format!("reading {}", dir.join("suite.json").display()))?;
     let opts = ReportOptions {
@@ -232,8 +233,11 @@ pub(crate) fn print(text: &str, json: bool) -> anyhow::Result<()> {
 
 /// Runs `trace report`.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    if args.file.is_dir() && args.file.join("suite.json").is_file() {
-        return suite_report(&args);
+    if let [dir] = &args.files[..]
+        && dir.is_dir()
+        && dir.join("suite.json").is_file()
+    {
+        return suite_report(&args, dir);
     }
     let export = match args.export.as_deref() {
         None => None,
@@ -245,11 +249,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--export takes a format and a file: --export vllm-json out.jsonl")
         }
     };
+    let inputs: Vec<&Path> = args.files.iter().map(PathBuf::as_path).collect();
     for out in export.iter().chain(&args.html) {
-        super::not_an_input(out, &[&args.file])?;
+        super::not_an_input(out, &inputs)?;
     }
-    let mut data = load_run(&args.file, LoadOptions::default())
-        .with_context(|| format!("reading trace {}", args.file.display()))?;
+    let local = super::runs::resolve(&args.files)?;
+    let mut data = load_run(&local.path, LoadOptions::default())
+        .with_context(|| format!("reading trace {}", local.path.display()))?;
+    data.alias = local.alias.clone();
     let opts = ReportOptions {
         percentiles: args.percentiles,
         slo: args.slo.unwrap_or_default(),
