@@ -236,7 +236,77 @@ args = ["random", "--rate", "20", "-n", "6"]
             .contains("did not answer")
     );
     let table = stdout(&run_ok_in(&["report", out2.to_str().unwrap()], d.path()));
-    assert!(table.contains("not measured"), "{table}");
+    assert!(
+        table.contains("failed: ") && table.contains("did not answer"),
+        "{table}"
+    );
+    // An engine that dies mid-run: that run fails with its file closed valid, the point's
+    // remaining scenario is not run, the next point is measured, and the report says so.
+    let two = write(
+        d.path(),
+        "two.toml",
+        r#"
+common = ["--model", "m", "--input-len", "8", "--output-len", "3"]
+[[scenario]]
+name = "first"
+args = ["random", "--rate", "10", "-n", "40"]
+[[scenario]]
+name = "second"
+args = ["random", "--rate", "20", "-n", "4"]
+"#,
+    );
+    let out3 = d.path().join("dies");
+    let cmd = format!(
+        "timeout -s KILL {{life}} {} sim --port {port} --ttft 5ms --itl 1ms --model m",
+        env!("CARGO_BIN_EXE_trace")
+    );
+    let o = run_in(
+        &[
+            "suite",
+            "run",
+            &two,
+            "--url",
+            &url,
+            "-o",
+            out3.to_str().unwrap(),
+            "--engine-cmd",
+            &cmd,
+            "--grid",
+            "life=2,600",
+            "--engine-grace",
+            "5s",
+        ],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let rec = record(&out3);
+    let runs = rec["runs"].as_array().unwrap();
+    let status: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["scenario"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("first", "failed"),
+            ("second", "failed"),
+            ("first", "done"),
+            ("second", "done")
+        ]
+    );
+    assert!(runs[0]["error"].as_str().unwrap().contains("engine exited"));
+    assert!(runs[1]["error"].as_str().unwrap().starts_with("not run"));
+    // The dead point's file is a valid trace: its requests after the death are failed rows.
+    let r = TraceReader::open(out3.join("life=2").join("first.parquet")).unwrap();
+    assert_eq!(r.num_rows(), 40);
+    let table = stdout(&run_ok_in(&["report", out3.to_str().unwrap()], d.path()));
+    assert!(table.contains("engine exited"), "{table}");
+
     // A grid axis the command does not use.
     let bad = run_in(
         &[

@@ -188,10 +188,7 @@ fn suite_report(args: &ReportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
             for f in &rec.failed_points {
-                o.push_str(&format!(
-                    "\ngrid point {:?} not measured: {}\n",
-                    f.point, f.error
-                ));
+                o.push_str(&format!("\ngrid point {:?} failed: {}\n", f.point, f.error));
             }
             o
         }

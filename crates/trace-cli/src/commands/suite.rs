@@ -561,7 +561,28 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
                 Some(child)
             }
         };
+        // Set when the engine dies mid-run: the rest of this point's scenarios are not run.
+        let mut engine_died: Option<String> = None;
         for (s, r, file) in pending {
+            if let Some(why) = &engine_died {
+                k += 1;
+                failures += 1;
+                let at = now();
+                rec.runs
+                    .retain(|x| !(x.scenario == s.name && x.repeat == r && x.point == *p));
+                rec.runs.push(RunRecord {
+                    scenario: s.name.clone(),
+                    repeat: r,
+                    point: p.clone(),
+                    file: String::new(),
+                    status: "failed".into(),
+                    error: Some(format!("not run: {why}")),
+                    started: at.clone(),
+                    ended: at,
+                });
+                save(&rec)?;
+                continue;
+            }
             k += 1;
             let eta = if k > 1 {
                 let per = started.elapsed().as_secs_f64() / (k - 1) as f64;
@@ -579,19 +600,30 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
             let begun = now();
             let outcome = replay_args(&suite, s, a.url.as_deref(), &file, &campaign)
                 .and_then(super::replay::run);
-            let error = match outcome {
+            let mut error = match outcome {
                 Ok(_) if finished(&file) => None,
                 Ok(_) => Some("the run did not finish its file".to_string()),
                 Err(e) => Some(format!("{e:#}")),
             };
-            if let Some(e) = &error {
-                failures += 1;
-                eprintln!("suite: {} failed: {e}", s.name);
-            }
+            // An engine that died mid-run fails the run (its file closes valid, the requests
+            // after the death are failed rows in it) and the rest of the point.
             if let Some(child) = engine.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                eprintln!("suite: the engine exited ({status}) during {}", s.name);
+                let why = format!("the engine exited ({status}) during {}", s.name);
+                eprintln!("suite: {why}; going on to the next grid point");
+                error.get_or_insert_with(|| {
+                    format!("{why}: the rows up to then are in the file, the rest failed")
+                });
+                rec.failed_points.push(PointFailure {
+                    point: p.clone(),
+                    error: format!("{why} (engine log: {})", dir.join("engine.log").display()),
+                });
+                engine_died = Some(why);
+            }
+            if let Some(e) = &error {
+                failures += 1;
+                eprintln!("suite: {} failed: {e}", s.name);
             }
             rec.runs
                 .retain(|x| !(x.scenario == s.name && x.repeat == r && x.point == *p));
