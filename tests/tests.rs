@@ -23,5 +23,6 @@ mod safety;
 mod saturation;
 mod selfcheck;
 mod sessions;
+mod store;
 mod suite;
 mod tls;

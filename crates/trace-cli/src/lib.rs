@@ -16,6 +16,7 @@ mod embedded;
 pub mod parse;
 mod progress;
 mod signal;
+mod store;
 mod table;
 
 /// Record, replay and compare LLM-serving traces.
@@ -68,23 +69,73 @@ pub enum Cmd {
     Coordinate(commands::coordinate::CoordinateArgs),
 }
 
-/// Runs a parsed command line and returns the process exit code.
+/// Runs a parsed command line and returns the process exit code. Object-storage URLs are
+/// resolved here, around the verbs: inputs downloaded first, outputs written through a local
+/// staging copy and uploaded as they are flushed ([`store`]).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use store::{fetch_all, fetch_in_place, finish, stage_output};
     match cli.cmd {
-        Cmd::Record(a) => commands::record::run(a),
-        Cmd::Replay(a) => commands::replay::run(*a),
+        Cmd::Record(mut a) => {
+            let up = stage_output(Some(&mut a.output), a.force)?;
+            finish(up, commands::record::run(a))
+        }
+        Cmd::Replay(mut a) => {
+            let _input = store::fetch_workload(&mut a.workload)?;
+            let up = stage_output(a.output.as_mut(), a.force)?;
+            finish(up, commands::replay::run(*a))
+        }
         #[cfg(feature = "analyze")]
-        Cmd::Diff(a) => commands::diff::run(a),
+        Cmd::Diff(mut a) => {
+            let _inputs = fetch_all(&mut a.files)?;
+            commands::diff::run(a)
+        }
         #[cfg(feature = "analyze")]
-        Cmd::Report(a) => commands::report::run(a),
-        Cmd::Import(a) => commands::import::run(a),
-        Cmd::Synth(a) => commands::synth::run(a),
+        Cmd::Report(mut a) => {
+            let _inputs = fetch_all(&mut a.files)?;
+            commands::report::run(a)
+        }
+        Cmd::Import(mut a) => {
+            let _input = fetch_in_place(&mut a.input)?;
+            let up = stage_output(Some(&mut a.output), a.force)?;
+            finish(up, commands::import::run(a))
+        }
+        Cmd::Synth(mut a) => {
+            let _fit = match a.fit.as_mut() {
+                Some(f) => fetch_in_place(f)?,
+                None => None,
+            };
+            let up = stage_output(Some(&mut a.output), a.force)?;
+            finish(up, commands::synth::run(a))
+        }
         Cmd::Sim(a) => commands::sim::run(a),
-        Cmd::Inspect(a) => commands::inspect::run(a),
+        Cmd::Inspect(mut a) => {
+            let _input = fetch_in_place(&mut a.file)?;
+            commands::inspect::run(a)
+        }
         Cmd::Selfcheck(a) => commands::selfcheck::run(a),
-        Cmd::Recover(a) => commands::recover::run(a),
+        Cmd::Recover(mut a) => match a.dir.to_str().filter(|d| store::is_remote(d)) {
+            Some(url) if a.output.is_none() => {
+                let url = url.to_string();
+                store::recover_remote(&url, |local| {
+                    a.dir = local.to_path_buf();
+                    let out = commands::recover::default_output(local)?;
+                    commands::recover::run(a)?;
+                    Ok(out)
+                })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                let _input = fetch_in_place(&mut a.dir)?;
+                let up = stage_output(a.output.as_mut(), false)?;
+                finish(up, commands::recover::run(a))
+            }
+        },
         Cmd::Suite(a) => commands::suite::run(a),
-        Cmd::Merge(a) => commands::merge::run(a),
+        Cmd::Merge(mut a) => {
+            let _inputs = fetch_all(&mut a.shards)?;
+            let up = stage_output(Some(&mut a.output), a.force)?;
+            finish(up, commands::merge::run(a))
+        }
         Cmd::Coordinate(a) => commands::coordinate::run(a),
     }
 }

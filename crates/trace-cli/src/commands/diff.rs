@@ -113,7 +113,9 @@ fn campaign(args: &DiffArgs, dir: &Path, opts: &DiffOptions) -> anyhow::Result<E
     );
     let rec = super::suite::read_record(dir)
         .with_context(|| format!("reading {}", dir.join("suite.json").display()))?;
-    let mut groups: Vec<((String, u32), Vec<(PathBuf, String)>)> = Vec::new();
+    // (scenario, repeat) -> each point's run file and its name, in campaign order.
+    type Group = ((String, u32), Vec<(PathBuf, String)>);
+    let mut groups: Vec<Group> = Vec::new();
     for r in rec.runs.iter().filter(|r| r.status == "done") {
         let key = (r.scenario.clone(), r.repeat);
         let point = r

@@ -148,7 +148,9 @@ pub fn inspect(file: &std::path::Path) -> anyhow::Result<Inspection> {
 
 /// Runs `trace inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let i = inspect(&args.file).with_context(|| format!("inspecting {}", args.file.display()))?;
+    let mut i =
+        inspect(&args.file).with_context(|| format!("inspecting {}", args.file.display()))?;
+    i.file = crate::store::shown(&args.file);
     let mut out = String::new();
     match args.format {
         InspectFormat::Json => {

@@ -101,7 +101,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         "merged {} shards ({} rows) into {}; their starts spread over {:.3} s of wall clock",
         m.shards,
         m.rows,
-        args.output.display(),
+        crate::store::shown(&args.output),
         m.spread_ns as f64 / 1e9
     );
     Ok(ExitCode::SUCCESS)
@@ -117,6 +117,7 @@ pub(crate) struct Merged {
 
 /// True when `path` is a shard's trace (made with `--shard k/n`): what the reading verbs merge
 /// when given several files or a directory of them.
+#[cfg(feature = "analyze")]
 pub(crate) fn is_shard(path: &Path) -> bool {
     TraceReader::open(path).is_ok_and(|r| r.meta().get(meta::SHARD).is_some())
 }

@@ -602,7 +602,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
     eprintln!(
         "wrote {} ({} rows, target {}, model {}, {} server samples, at most {} in flight)",
-        summary.output.display(),
+        crate::store::shown(&summary.output),
         summary.rows,
         summary.url,
         summary.model,
@@ -631,7 +631,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 s.prompts_off,
                 s.prompts_checked,
                 summary.prompt_lengths.as_str(),
-                summary.output.display()
+                crate::store::shown(&summary.output)
             );
         }
         if s.short_outputs > 0 {
@@ -659,7 +659,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     #[cfg(feature = "analyze")]
     print_verdicts(&summary.output);
-    eprintln!("read more: trace report {}", summary.output.display());
+    eprintln!(
+        "read more: trace report {}",
+        crate::store::shown(&summary.output)
+    );
     if let Some(code) = interrupted {
         eprintln!("stopped by a signal; the file holds what was sent");
         return Ok(code);

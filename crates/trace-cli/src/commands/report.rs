@@ -258,7 +258,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         percentiles: args.percentiles,
         slo: args.slo.unwrap_or_default(),
     };
-    let rep = report::build(&mut data, &opts);
+    let mut rep = report::build(&mut data, &opts);
+    rep.file = match &args.files[..] {
+        [one] => crate::store::shown(one),
+        _ => crate::store::shown(&local.path),
+    };
     let text = match args.format {
         Format::Text => rep.to_text(),
         Format::Markdown => rep.to_markdown(),

@@ -429,6 +429,12 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !crate::store::is_remote(&a.output.to_string_lossy()),
+        "{}: a campaign directory is local (it is resumed in place); copy it to object \
+         storage after, or give each run's -o in the suite",
+        a.output.display()
+    );
     let suite = load_suite(&a.suite)?;
     if let Some(cmd) = &a.engine_cmd {
         for (k, _) in &a.grid {
