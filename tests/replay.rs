@@ -1013,6 +1013,38 @@ fn shards_meet_at_a_coordinators_barrier_and_start_together() {
         stderr(&o)
     );
     assert_eq!(coord.child.wait().unwrap().code(), Some(1));
+
+    // A coordinator that never comes up: the shard knocks until its barrier timeout, then
+    // fails naming it (under Kubernetes shard 0's pod may come up after the others).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let t0 = Instant::now();
+    let o = run_in(
+        &[
+            "replay",
+            "--rate",
+            "50",
+            "-n",
+            "4",
+            "--shard",
+            "1/2",
+            "--coordinator",
+            &url,
+            "--barrier-timeout",
+            "2s",
+            "-o",
+            "late.parquet",
+        ],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did not answer within 2s") && stderr(&o).contains(&url),
+        "{}",
+        stderr(&o)
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(2));
 }
 
 #[test]

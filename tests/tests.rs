@@ -6,6 +6,7 @@
 mod fixtures;
 mod util;
 
+mod deploy;
 mod derive;
 mod diff;
 mod engine_traces;

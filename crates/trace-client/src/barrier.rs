@@ -13,6 +13,9 @@ use crate::{Error, Transport};
 /// Round trips measured for the offset.
 const ROUNDS: usize = 16;
 
+/// Between attempts to reach a coordinator that is not up yet.
+const RETRY: Duration = Duration::from_millis(500);
+
 /// What the barrier gave this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Barrier {
@@ -57,6 +60,29 @@ pub async fn join(
         msg,
     };
     let time_url = format!("{base}/time");
+    // The coordinator may not be up yet (under Kubernetes, shard 0's pod and its DNS name come
+    // when they come): keep knocking until the barrier's own timeout.
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match http
+            .get(&time_url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(err(
+                    &time_url,
+                    format!(
+                        "the coordinator did not answer within {wait:?}: {}",
+                        crate::error_chain(&e)
+                    ),
+                ));
+            }
+            Err(_) => tokio::time::sleep(RETRY).await,
+        }
+    }
     let mut best: Option<(i64, i64)> = None; // (round trip, offset)
     for _ in 0..ROUNDS {
         let t0 = now_ns();

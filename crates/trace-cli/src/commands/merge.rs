@@ -29,7 +29,8 @@ Example (three hosts, then one file):
   host2$ trace replay w.parquet --url http://gw:8000 --shard 2/3 -o shard-2.parquet
   trace merge shard-*.parquet -o run.parquet")]
 pub struct MergeArgs {
-    /// The shard files (every k of one k/n).
+    /// The shard files (every k of one k/n), or one directory (or object-storage prefix,
+    /// `s3://bucket/run/`) holding them.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
     /// The merged trace.
@@ -92,11 +93,56 @@ fn open(path: &Path) -> anyhow::Result<Shard> {
     })
 }
 
+/// The shard traces in `dir`: its `.parquet` files, and the `.parquet.partial` directories of
+/// killed shards that never finished.
+pub(crate) fn shards_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    for e in entries {
+        let p = e?.path();
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".parquet") && p.is_file() {
+            found.push(p);
+        } else if let Some(stem) = name.strip_suffix(".partial")
+            && stem.ends_with(".parquet")
+            && p.is_dir()
+            && !dir.join(stem).exists()
+        {
+            found.push(p);
+        }
+    }
+    found.sort();
+    anyhow::ensure!(
+        !found.is_empty(),
+        "{}: a directory given as a run must hold the shard traces of one sharded run, and \
+         this one holds no .parquet file",
+        dir.display()
+    );
+    let others: Vec<String> = found
+        .iter()
+        .filter(|p| !is_shard(p))
+        .map(|p| p.display().to_string())
+        .collect();
+    anyhow::ensure!(
+        others.is_empty(),
+        "{}: a directory given as a run must hold only the shards of one sharded run, but {} \
+         {} not a shard; give a trace file instead",
+        dir.display(),
+        others.join(", "),
+        if others.len() == 1 { "is" } else { "are" }
+    );
+    Ok(found)
+}
+
 /// Runs `trace merge`.
 pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<&Path> = args.shards.iter().map(PathBuf::as_path).collect();
     super::not_an_input(&args.output, &inputs)?;
-    let m = merge(&args.shards, &args.output, args.force)?;
+    let shards = match &args.shards[..] {
+        [dir] if dir.is_dir() && dir.extension().is_none_or(|e| e != "partial") => shards_in(dir)?,
+        _ => args.shards.clone(),
+    };
+    let m = merge(&shards, &args.output, args.force)?;
     println!(
         "merged {} shards ({} rows) into {}; their starts spread over {:.3} s of wall clock",
         m.shards,
@@ -117,7 +163,6 @@ pub(crate) struct Merged {
 
 /// True when `path` is a shard's trace (made with `--shard k/n`): what the reading verbs merge
 /// when given several files or a directory of them.
-#[cfg(feature = "analyze")]
 pub(crate) fn is_shard(path: &Path) -> bool {
     TraceReader::open(path).is_ok_and(|r| r.meta().get(meta::SHARD).is_some())
 }

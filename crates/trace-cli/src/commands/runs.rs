@@ -25,7 +25,7 @@ pub(crate) fn resolve(paths: &[PathBuf]) -> anyhow::Result<LocalRun> {
             alias: None,
             _tmp: None,
         }),
-        [dir] => merged(&shards_in(dir)?, &dir.display().to_string()),
+        [dir] => merged(&merge::shards_in(dir)?, &dir.display().to_string()),
         many => {
             for p in many {
                 anyhow::ensure!(
@@ -43,47 +43,6 @@ pub(crate) fn resolve(paths: &[PathBuf]) -> anyhow::Result<LocalRun> {
 /// A directory that is neither an interrupted run (`.partial`) nor a campaign.
 fn is_shard_dir_candidate(p: &Path) -> bool {
     p.is_dir() && p.extension().is_none_or(|e| e != "partial") && !p.join("suite.json").is_file()
-}
-
-/// The shard traces in `dir`: its `.parquet` files, and the `.parquet.partial` directories of
-/// killed shards that never finished.
-fn shards_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    for e in entries {
-        let p = e?.path();
-        let name = p.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".parquet") && p.is_file() {
-            found.push(p);
-        } else if let Some(stem) = name.strip_suffix(".partial")
-            && stem.ends_with(".parquet")
-            && p.is_dir()
-            && !dir.join(stem).exists()
-        {
-            found.push(p);
-        }
-    }
-    found.sort();
-    anyhow::ensure!(
-        !found.is_empty(),
-        "{}: a directory given as a run must hold the shard traces of one sharded run, and \
-         this one holds no .parquet file",
-        dir.display()
-    );
-    let others: Vec<String> = found
-        .iter()
-        .filter(|p| !merge::is_shard(p))
-        .map(|p| p.display().to_string())
-        .collect();
-    anyhow::ensure!(
-        others.is_empty(),
-        "{}: a directory given as a run must hold only the shards of one sharded run, but {} \
-         {} not a shard; give a trace file instead",
-        dir.display(),
-        others.join(", "),
-        if others.len() == 1 { "is" } else { "are" }
-    );
-    Ok(found)
 }
 
 fn merged(shards: &[PathBuf], what: &str) -> anyhow::Result<LocalRun> {
