@@ -687,6 +687,37 @@ fn gpu_telemetry_is_sampled_into_the_run_and_reported_per_stage() {
     .collect();
     let o = run_ok_in(&args, d.path());
     assert!(stderr(&o).contains("no GPU telemetry"), "{}", stderr(&o));
+
+    // NVML on this host: samples where there is a driver, else a notice; the run goes on.
+    let out3 = d.path().join("nvml.parquet");
+    let args: Vec<&str> = [
+        "replay",
+        "--rate",
+        "20",
+        "-n",
+        "3",
+        "--gpu-metrics",
+        "nvml",
+        "-o",
+        out3.to_str().unwrap(),
+    ]
+    .into_iter()
+    .chain(SMALL)
+    .collect();
+    let o = run_ok_in(&args, d.path());
+    let r = TraceReader::open(&out3).unwrap();
+    if r.meta().gpu_samples().is_empty() {
+        assert!(
+            stderr(&o).contains("no GPU telemetry: NVML"),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        assert_eq!(r.meta().get(meta::GPU_SOURCE), Some("nvml"));
+    }
+    let bad = run_in(&["replay", "--gpu-metrics", "gpu0"], d.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid --gpu-metrics 'gpu0'"));
 }
 
 #[test]

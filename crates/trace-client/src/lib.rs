@@ -6,7 +6,8 @@
 //! [`StreamState`]: per-event arrival times and token counts, usage, errors), [`sse`] (the SSE
 //! parser, byte-arrival timestamps taken before parsing), [`classify`] (what one event carries),
 //! `tokenizer` (Hugging Face tokenizers: [`HfTokenizer`], [`random_prompt`]) and [`metrics`]
-//! (the `/metrics` scraper and its sampling loop), [`server`] (what the target is and offers:
+//! (the `/metrics` scraper and its sampling loop), [`nvml`] (this host's GPUs through the
+//! driver), [`server`] (what the target is and offers:
 //! its engine, models, `/tokenize`), [`transport`] (TLS, extra headers, HTTP version: one
 //! builder for every client).
 //!
@@ -33,6 +34,7 @@
 pub mod barrier;
 pub mod classify;
 pub mod metrics;
+pub mod nvml;
 pub mod request;
 mod send;
 pub mod server;

@@ -44,6 +44,22 @@ impl ServerUrl {
         self.route("metrics")
     }
 
+    /// True when the server is on this host (localhost, 127.0.0.0/8, ::1): its GPUs are this
+    /// host's, so NVML sees them.
+    pub fn is_loopback(&self) -> bool {
+        let rest = self.root.split_once("://").map_or(&*self.root, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The root with any `user:password@` removed, for files and logs.
     pub fn redacted(&self) -> String {
         redact(&self.root)
@@ -67,6 +83,25 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_targets_are_this_host() {
+        for u in [
+            "http://127.0.0.1:8000",
+            "http://localhost:8000/v1",
+            "https://[::1]:443",
+            "http://u:p@127.0.0.2",
+        ] {
+            assert!(ServerUrl::parse(u).unwrap().is_loopback(), "{u}");
+        }
+        for u in [
+            "http://10.0.0.1:8000",
+            "http://gpu-host:8000",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(!ServerUrl::parse(u).unwrap().is_loopback(), "{u}");
+        }
+    }
 
     #[test]
     fn roots_routes_and_metrics_from_any_base() {

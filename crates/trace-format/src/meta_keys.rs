@@ -51,8 +51,10 @@ pub mod meta {
     /// Tokens per `hash_ids` block (Mooncake 512, Bailian 16, `trace synth` 16); absent: 512.
     pub const HASH_BLOCK_TOKENS: &str = "trace.hash_block_tokens";
     /// GPU telemetry sampled during the run (JSON list of [`GpuSample`]: memory used,
-    /// utilisation, power, SM clock per GPU), from a DCGM exporter (`--gpu-metrics`).
+    /// utilisation, power, SM clock per GPU), from NVML or a DCGM exporter (`--gpu-metrics`).
     pub const GPU_SAMPLES: &str = "trace.gpu_samples";
+    /// Where [`GPU_SAMPLES`] came from: `nvml` (this host's driver) or a DCGM exporter's URL.
+    pub const GPU_SOURCE: &str = "trace.gpu_source";
     /// This file's share of a run sent from several hosts (JSON: index, count, schedule_id,
     /// host), set by `trace replay --shard k/n`; `trace merge` joins the shards.
     pub const SHARD: &str = "trace.shard";

@@ -72,9 +72,24 @@ pub struct ReplayConfig {
     pub coordinator: Option<String>,
     /// How long to wait at the coordinator's barrier.
     pub barrier_timeout: Duration,
-    /// A DCGM exporter's metrics URL: the GPUs' memory, utilisation, power and clock are
-    /// sampled from it every `metrics_interval`.
-    pub gpu_metrics: Option<String>,
+    /// Where the GPUs' memory, utilisation, power and clock are sampled from, every
+    /// `metrics_interval`.
+    pub gpu_metrics: GpuTelemetry,
+}
+
+/// The source of GPU telemetry beside a run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GpuTelemetry {
+    /// None.
+    Off,
+    /// This host's GPUs through NVML when the target is on this host (loopback) and a driver
+    /// is there; else nothing, silently.
+    #[default]
+    Auto,
+    /// This host's GPUs through NVML; a notice when there are none.
+    Nvml,
+    /// A DCGM exporter's `/metrics` URL.
+    Dcgm(String),
 }
 
 impl ReplayConfig {
@@ -105,7 +120,7 @@ impl ReplayConfig {
             metrics_interval: Duration::from_secs(1),
             sessions: SessionOptions::default(),
             campaign: None,
-            gpu_metrics: None,
+            gpu_metrics: GpuTelemetry::default(),
             shard: None,
             coordinator: None,
             barrier_timeout: Duration::from_secs(300),

@@ -37,7 +37,7 @@ pub mod workload;
 
 use std::path::PathBuf;
 
-pub use config::ReplayConfig;
+pub use config::{GpuTelemetry, ReplayConfig};
 pub use plan::{DEFAULT_REQUESTS, conc_label, stage_label};
 pub use run::{Summary, run};
 pub use schedule::{Arrival, DailyProfile};

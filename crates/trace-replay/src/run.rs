@@ -413,15 +413,26 @@ pub async fn run(
         ))
     });
 
-    let gpu_scraper = cfg.gpu_metrics.clone().map(|url| {
-        tokio::spawn(trace_client::sample_gpus_every(
-            url,
-            cfg.client.transport.clone(),
-            cfg.metrics_interval,
-            clock,
-            scrape_stop.clone(),
-        ))
-    });
+    let gpu_scraper = match &cfg.gpu_metrics {
+        crate::GpuTelemetry::Off => None,
+        crate::GpuTelemetry::Auto if !target.is_loopback() => None,
+        crate::GpuTelemetry::Dcgm(url) => {
+            let (url, transport, stop) = (
+                url.clone(),
+                cfg.client.transport.clone(),
+                scrape_stop.clone(),
+            );
+            let period = cfg.metrics_interval;
+            Some(tokio::spawn(async move {
+                let got =
+                    trace_client::sample_gpus_every(url, transport, period, clock, stop).await;
+                Ok(got)
+            }))
+        }
+        crate::GpuTelemetry::Auto | crate::GpuTelemetry::Nvml => Some(tokio::spawn(
+            trace_client::nvml::sample_nvml_every(cfg.metrics_interval, clock, scrape_stop.clone()),
+        )),
+    };
 
     // Cancelled by the caller's `stop`, or by the sink when the writer dies.
     let run_stop = stop.child_token();
@@ -490,14 +501,21 @@ pub async fn run(
     }
     let mut gpu_note = None;
     if let Some(h) = gpu_scraper {
+        let source = match &cfg.gpu_metrics {
+            crate::GpuTelemetry::Dcgm(url) => url.clone(),
+            _ => "nvml".to_string(),
+        };
         match h.await {
-            Ok(got) if !got.is_empty() => {
+            Ok(Ok(got)) if !got.is_empty() => {
                 writer.set_meta(meta::GPU_SAMPLES, trace_format::to_json(&got));
+                writer.set_meta(meta::GPU_SOURCE, source);
             }
+            // Auto: the engine is on this host but its GPUs are not NVIDIA's, or there are none.
+            _ if cfg.gpu_metrics == crate::GpuTelemetry::Auto => {}
+            Ok(Err(why)) => gpu_note = Some(format!("no GPU telemetry: {why}")),
             _ => {
                 gpu_note = Some(format!(
-                    "no GPU telemetry from {}: it never answered with DCGM metrics",
-                    cfg.gpu_metrics.as_deref().unwrap_or_default()
+                    "no GPU telemetry from {source}: it never answered with DCGM metrics"
                 ));
             }
         }

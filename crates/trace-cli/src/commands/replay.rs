@@ -240,10 +240,12 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = TimerArg::Thread, hide = true)]
     pub timer: TimerArg,
 
-    /// A DCGM exporter's metrics URL (e.g. http://gpu-host:9400/metrics): the GPUs' memory,
-    /// utilisation, power and SM clock sampled into the run file beside the server's gauges.
-    #[arg(long, value_name = "URL")]
-    pub gpu_metrics: Option<String>,
+    /// GPU telemetry beside the run (memory, utilisation, power, SM clock, into the run file):
+    /// `auto` samples this host's GPUs through NVML when the target is on this host, `nvml`
+    /// always (a notice without a GPU), a DCGM exporter's URL (http://gpu-host:9400/metrics),
+    /// or `off`.
+    #[arg(long, value_name = "auto|nvml|URL|off", default_value = "auto")]
+    pub gpu_metrics: String,
 
     /// Send this host's share of the run, k of n (0-based): arrivals (requests, or whole
     /// sessions) whose index in the one schedule every host computes is k modulo n. `trace merge`
@@ -481,7 +483,18 @@ impl ReplayArgs {
             metrics_interval: self.metrics_interval,
             sessions: self.sessions.to_options(),
             campaign: self.campaign.clone(),
-            gpu_metrics: self.gpu_metrics.clone(),
+            gpu_metrics: match self.gpu_metrics.as_str() {
+                "auto" => trace_replay::GpuTelemetry::Auto,
+                "off" => trace_replay::GpuTelemetry::Off,
+                "nvml" => trace_replay::GpuTelemetry::Nvml,
+                url if url.starts_with("http://") || url.starts_with("https://") => {
+                    trace_replay::GpuTelemetry::Dcgm(url.to_string())
+                }
+                other => anyhow::bail!(
+                    "invalid --gpu-metrics '{other}': give auto, nvml, off or a DCGM exporter's \
+                     http(s):// URL"
+                ),
+            },
             shard: self.shard,
             coordinator: self.coordinator.clone(),
             barrier_timeout: self.barrier_timeout,
