@@ -131,3 +131,91 @@ fn sweep_reports_the_largest_level_within() {
     assert_eq!(levels.len(), 1);
     assert_eq!(levels[0]["within"], Value::Bool(true));
 }
+
+/// The simulator as its own process on several workers (one port, SO_REUSEPORT), the client as
+/// another, and selfcheck joining the two files afterwards: every request matched with its
+/// truth line, the counts exact.
+#[test]
+fn a_run_against_a_multi_worker_simulator_joins_with_its_truth() {
+    let d = tempfile::tempdir().unwrap();
+    let truth = d.path().join("truth.jsonl");
+    let sim = spawn(
+        &[
+            "sim",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--ttft",
+            "5ms",
+            "--itl",
+            "2ms",
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+        "serving model",
+    );
+    let url = format!("http://{}", sim.addr);
+    run_ok_in(
+        &[
+            "replay",
+            "--url",
+            &url,
+            "--rate",
+            "200",
+            "-n",
+            "60",
+            "--input-len",
+            "8",
+            "--output-len",
+            "5",
+            "-o",
+            "run.parquet",
+        ],
+        d.path(),
+    );
+    // The truth writer flushes each batch it drains; give it a moment after the last stream.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(sim);
+    let o = run_ok_in(
+        &[
+            "selfcheck",
+            "--run",
+            "run.parquet",
+            "--truth",
+            truth.to_str().unwrap(),
+            "--tokens",
+            "5",
+            "--format",
+            "json",
+        ],
+        d.path(),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &v;
+    assert_eq!(r["requests"], 60, "{r}");
+    assert_eq!(r["ok"], 60, "{r}");
+    assert_eq!(r["unmatched"], 0, "{r}");
+    assert_eq!(r["event_count_mismatches"], 0, "{r}");
+    assert_eq!(r["token_events"], 300, "{r}");
+    assert!(r["peak_concurrency"].as_i64().unwrap() >= 1, "{r}");
+    // An engine model is one scheduler: it cannot be split over workers.
+    let bad = run_in(
+        &[
+            "sim",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--profile",
+            "vllm-0.4.1-3090-llama3-8b",
+        ],
+        d.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("fixed time model"),
+        "{}",
+        stderr(&bad)
+    );
+}

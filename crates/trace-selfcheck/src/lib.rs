@@ -535,6 +535,25 @@ pub fn run(cfg: &SelfcheckConfig) -> Result<SelfcheckReport, Error> {
     ))
 }
 
+/// The most requests a run had in flight at once (sent, not yet ended), from its rows.
+pub fn peak_in_flight(run: &Path) -> Result<i64, Error> {
+    let (_, records) = trace_format::read_all(run)?;
+    let mut edges: Vec<(i64, i64)> = records
+        .iter()
+        .filter_map(|r| Some([(r.sent_ns?, 1), (r.end_ns.unwrap_or(i64::MAX), -1)]))
+        .flatten()
+        .collect();
+    // Ends before starts at one instant: a request that ended as another began was not
+    // concurrent with it.
+    edges.sort_unstable_by_key(|&(t, d)| (t, d));
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    Ok(peak)
+}
+
 /// Reads a run file and a truth file and joins them ([`join`]).
 pub fn join_files(run: &Path, truth: &Path) -> Result<Joined, Error> {
     let (meta, records) = trace_format::read_all(run)?;

@@ -31,7 +31,7 @@ pub mod truth;
 pub use engine::EngineParams;
 pub use fault::{Fault, FaultSpec};
 pub use profile::{DEFAULT_PROFILE, profile_names};
-pub use server::{SimHandle, serve, spawn};
+pub use server::{SimHandle, serve, serve_workers, spawn};
 pub use truth::{TruthRecord, read_truth};
 
 /// Errors of the simulator.

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use trace_selfcheck::{self as selfcheck, ErrorDist, SelfcheckConfig, SelfcheckReport};
@@ -88,6 +89,14 @@ pub struct SelfcheckArgs {
     /// With --proxy: keep the runs and truth files in this folder.
     #[arg(long, value_name = "DIR", requires = "proxy")]
     pub keep: Option<std::path::PathBuf>,
+    /// Measure a run made elsewhere instead: join this replay file with the simulator's
+    /// `--truth` file (e.g. `trace sim --workers 8 --truth T` and `trace replay` as separate
+    /// processes on separate cores); --ttft, --itl and --tokens label the report.
+    #[arg(long, value_name = "RUN", requires = "truth", conflicts_with_all = ["sweep", "proxy"])]
+    pub run: Option<std::path::PathBuf>,
+    /// With --run: the simulator's truth file.
+    #[arg(long, value_name = "FILE", requires = "run")]
+    pub truth: Option<std::path::PathBuf>,
 }
 
 /// The `--sweep --format json` object.
@@ -181,7 +190,16 @@ pub fn run(args: SelfcheckArgs) -> anyhow::Result<ExitCode> {
     base.validate()?;
     let mut out = std::io::stdout().lock();
     if !args.sweep {
-        let r = selfcheck::run(&base)?;
+        let r = match (&args.run, &args.truth) {
+            (Some(run), Some(truth)) => {
+                let j = selfcheck::join_files(run, truth).with_context(|| {
+                    format!("joining {} with {}", run.display(), truth.display())
+                })?;
+                let peak = selfcheck::peak_in_flight(run)?;
+                selfcheck::SelfcheckReport::from_join(&base, &j, peak, None)
+            }
+            _ => selfcheck::run(&base)?,
+        };
         let within = r.within(args.max_ttft_error, args.max_itl_error);
         match args.format {
             FormatArg::Json => {

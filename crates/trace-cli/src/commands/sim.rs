@@ -68,6 +68,11 @@ pub struct SimArgs {
     /// Write ground truth (arrival and per-event write times, ns since the UNIX epoch) as JSON lines.
     #[arg(long)]
     pub truth: Option<PathBuf>,
+    /// Serve from N threads, each pinned to one CPU and accepting on its own listener of the
+    /// one port: N independent servers for benchmarking a load generator past one core (the
+    /// fixed time model only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
     /// Seed for faults and sampled output lengths.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -203,6 +208,33 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     let cfg = config(&args)?;
     let addr = SocketAddr::new(args.host, args.port);
+    if args.workers > 1 {
+        let stop = tokio_util::sync::CancellationToken::new();
+        // The signal listener runs on a runtime of its own thread: the workers block this one.
+        let signals = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the signal runtime")?;
+        {
+            let _in = signals.enter();
+            crate::signal::on_stop(
+                stop.clone(),
+                "trace sim: stopping",
+                "trace sim: aborted".into(),
+            );
+        }
+        let (profile, model) = (cfg.profile.clone(), cfg.model.clone());
+        let workers = args.workers;
+        trace_sim::serve_workers(cfg, addr, workers as usize, stop, |local| {
+            eprintln!(
+                "trace sim: profile {profile} serving model {model} on http://{local} from \
+                 {workers} workers (Ctrl-C stops)"
+            );
+        })?;
+        signals.shutdown_background();
+        return Ok(ExitCode::SUCCESS);
+    }
     // One core's worth of runtime, as the simulator is designed (one scheduler task per engine).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -132,7 +132,9 @@ pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
                 .map_err(Error::Server)?;
             rt.block_on(async move {
                 let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
-                run(config, listener, truth, tokenizer, stop).await
+                let sender = truth.as_ref().and_then(TruthLog::sender);
+                let served = run(config, listener, sender, tokenizer, stop).await;
+                close_truth(truth, served)
             })
         })
         .map_err(Error::Server)?;
@@ -168,7 +170,90 @@ pub async fn serve(
     config.validate()?;
     let truth = config.truth.as_deref().map(TruthLog::create).transpose()?;
     let tokenizer = load_tokenizer(&config)?;
-    run(config, listener, truth, tokenizer, shutdown).await
+    let sender = truth.as_ref().and_then(TruthLog::sender);
+    let served = run(config, listener, sender, tokenizer, shutdown).await;
+    close_truth(truth, served)
+}
+
+/// Flushes the truth file once the server (every holder of a sender) is done.
+fn close_truth(truth: Option<TruthLog>, served: Result<(), Error>) -> Result<(), Error> {
+    let closed = truth.map(TruthLog::close).transpose();
+    served?;
+    closed.map(|_| ())
+}
+
+/// Serves from `workers` threads, each a current-thread runtime pinned to one of the CPUs this
+/// process may use and accepting on its own `SO_REUSEPORT` listener bound to the one address
+/// (the kernel spreads connections over them), with one truth log. For load-generator
+/// benchmarks beyond one core: each worker is its own server, so only the fixed time model,
+/// whose requests are independent, is allowed. Blocks until `shutdown`; `on_listen` gets the
+/// bound address first.
+pub fn serve_workers(
+    config: SimConfig,
+    addr: SocketAddr,
+    workers: usize,
+    shutdown: CancellationToken,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    config.validate()?;
+    if matches!(config.time, TimeModel::Engine(_)) && workers > 1 {
+        return Err(Error::InvalidSetting {
+            name: "workers",
+            reason: "several workers serve only the fixed time model (--ttft/--itl): an engine \
+                     model's batch is one scheduler"
+                .into(),
+        });
+    }
+    let first = trace_sys::listen_shared(addr).map_err(|source| Error::Bind { addr, source })?;
+    let local = first
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(
+            trace_sys::listen_shared(local).map_err(|source| Error::Bind {
+                addr: local,
+                source,
+            })?,
+        );
+    }
+    let truth = config.truth.as_deref().map(TruthLog::create).transpose()?;
+    let cpus = trace_sys::allowed_cpus();
+    on_listen(local);
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, listener)| {
+            let (config, stop) = (config.clone(), shutdown.clone());
+            let sender = truth.as_ref().and_then(TruthLog::sender);
+            let cpu = (!cpus.is_empty()).then(|| cpus[k % cpus.len()]);
+            std::thread::Builder::new()
+                .name(format!("trace-sim-{k}"))
+                .spawn(move || -> Result<(), Error> {
+                    if let Some(c) = cpu {
+                        trace_sys::pin_current(&[c]);
+                    }
+                    let tokenizer = load_tokenizer(&config)?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(Error::Server)?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
+                        run(config, listener, sender, tokenizer, stop).await
+                    })
+                })
+                .map_err(Error::Server)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut served = Ok(());
+    for t in threads {
+        let r = t.join().map_err(|_| Error::Panicked).and_then(|r| r);
+        if served.is_ok() {
+            served = r;
+        }
+    }
+    close_truth(truth, served)
 }
 
 /// Loads the configured tokenizer before serving, so a bad path fails the start, not requests.
@@ -188,7 +273,7 @@ fn load_tokenizer(config: &SimConfig) -> Result<Option<tokenizers::Tokenizer>, E
 async fn run(
     config: SimConfig,
     listener: TcpListener,
-    truth: Option<TruthLog>,
+    truth: Option<std_mpsc::Sender<TruthRecord>>,
     tokenizer: Option<tokenizers::Tokenizer>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -222,7 +307,7 @@ async fn run(
         fixed,
         gauges: Gauges::default(),
         requests: AtomicU64::new(0),
-        truth: truth.as_ref().and_then(TruthLog::sender),
+        truth,
         clock: RunClock::start(),
         shutdown: shutdown.clone(),
     });
@@ -262,9 +347,7 @@ async fn run(
     }
     // The truth thread ends once every sender clone (held by the state) is gone.
     drop(state);
-    let closed = truth.map(TruthLog::close).transpose();
-    served.map_err(Error::Server)?;
-    closed.map(|_| ())
+    served.map_err(Error::Server)
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Response {
