@@ -252,3 +252,67 @@ fn the_llamacpp_h200_capture_agrees_with_the_servers_own_timings() {
         );
     }
 }
+
+/// UNIX ns of nvidia-smi's `YYYY/MM/DD HH:MM:SS.mmm` (the machine's clock was UTC).
+fn smi_time_ns(s: &str) -> i64 {
+    let (date, time) = s.trim().split_once(' ').unwrap();
+    let d: Vec<i64> = date.split('/').map(|x| x.parse().unwrap()).collect();
+    let (hms, ms) = time.split_once('.').unwrap();
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from 1970-01-01 of a proleptic Gregorian date.
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + ms.parse::<i64>().unwrap())
+        * 1_000_000
+}
+
+/// The committed NVML capture (llama.cpp on an H200, `--gpu-metrics` left at auto: the target
+/// on loopback, so this host's GPU through NVML) against nvidia-smi, sampled every second beside
+/// it by the capture script: each stage's peak GPU memory in the report is nvidia-smi's within
+/// its 1 MiB rounding, and the source is recorded.
+#[test]
+fn nvml_peak_memory_matches_nvidia_smi_on_the_h200_capture() {
+    let capture = repo().join("traces/engine/llamacpp-nvml-h200.parquet");
+    let r = trace_format::TraceReader::open(&capture).unwrap();
+    assert_eq!(r.meta().get(trace_format::meta::GPU_SOURCE), Some("nvml"));
+    let start = r.meta().run_start_unix_ns().unwrap();
+    let smi =
+        std::fs::read_to_string(repo().join("traces/engine/h200/llamacpp-nvml-nvidia-smi.csv"))
+            .unwrap();
+    let points: Vec<(i64, f64)> = smi
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (smi_time_ns(f[0]), f[1].trim().parse().unwrap())
+        })
+        .collect();
+    let o = run(&["report", capture.to_str().unwrap(), "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    for (st, info) in stages.iter().zip(r.meta().stages()) {
+        let (a, b) = (start + info.start_ns, start + info.end_ns.unwrap());
+        let smi_peak = points
+            .iter()
+            .filter(|(t, _)| (a..=b).contains(t))
+            .map(|(_, m)| *m)
+            .fold(0.0, f64::max);
+        let peak = st["gpu"]["peak_mem_mib"].as_f64().unwrap();
+        assert!(smi_peak > 0.0, "no nvidia-smi reading in {}", info.stage);
+        assert!(
+            (peak - smi_peak).abs() <= 1.0,
+            "{}: report {peak} MiB, nvidia-smi {smi_peak} MiB",
+            info.stage
+        );
+    }
+}
