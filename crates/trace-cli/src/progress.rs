@@ -1,5 +1,5 @@
-//! The live progress line on stderr (indicatif): stage, sent, done, errors, in flight, send
-//! lag. Drawn from its own thread every 200 ms from the dispatcher's [`Counters`], so the hot
+//! The live progress line on stderr (indicatif): a campaign's prefix (scenario k of n, time
+//! left), the stage and its ETA, sent, done, errors, in flight, send lag. Drawn from its own thread every 200 ms from the dispatcher's [`Counters`], so the hot
 //! path only bumps atomics. Hidden when stderr is not a terminal.
 
 use std::sync::Arc;
@@ -18,12 +18,12 @@ pub(crate) struct ProgressLine {
 
 impl ProgressLine {
     /// Starts drawing `counters` on stderr.
-    pub(crate) fn start(counters: Arc<Counters>) -> Self {
+    pub(crate) fn start(counters: Arc<Counters>, prefix: Option<String>) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let join = std::thread::Builder::new()
             .name("trace-progress".into())
-            .spawn(move || draw(&counters, &flag))
+            .spawn(move || draw(&counters, &flag, prefix.as_deref()))
             .ok();
         Self { done, join }
     }
@@ -47,10 +47,16 @@ impl Drop for ProgressLine {
     }
 }
 
-fn draw(c: &Counters, done: &AtomicBool) {
+fn draw(c: &Counters, done: &AtomicBool, prefix: Option<&str>) {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    if let Some(p) = prefix {
+        bar.set_prefix(format!("{p} "));
+    }
+    // The ETA is the stage's, from its sent count against its total.
+    let style = ProgressStyle::with_template(
+        "{spinner} {prefix}[{elapsed_precise}] {bar:30} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     let mut stage_base = 0u64;
     let mut last_stage = String::new();

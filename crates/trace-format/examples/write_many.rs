@@ -8,7 +8,11 @@
 //! /usr/bin/time -v target/release/examples/write_many /tmp/many.parquet 10000000
 //! target/release/examples/write_many /tmp/trace-big/a.parquet 1000000 200      # analyzer bench
 //! target/release/examples/write_many /tmp/trace-big/b.parquet 1000000 200 3
+//! SHARD=1/4 target/release/examples/write_many /tmp/shards/s1.parquet 2500000   # merge bench
 //! ```
+//!
+//! With `SHARD=k/n` the file is shard k of an n-host run (`trace.shard` metadata, request ids
+//! `req-k-i`), for `trace merge`'s benchmark (scripts/bench/merge.sh).
 
 use std::time::Instant;
 
@@ -22,7 +26,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chunks: i64 = args.next().map_or(Ok(16), |a| a.parse())?;
     let shift_ms: i64 = args.next().map_or(Ok(0), |a| a.parse())?;
     let start = Instant::now();
-    let (tx, handle) = spawn_writer(&out, TraceMeta::new(), WriterOptions::default())?;
+    let mut meta = TraceMeta::new();
+    let shard = std::env::var("SHARD").ok();
+    if let Some(s) = &shard {
+        let (k, n) = s.split_once('/').ok_or("SHARD=k/n")?;
+        let (k, n): (u32, u32) = (k.parse()?, n.parse()?);
+        meta.set(
+            trace_format::meta::RUN_START_UNIX_NS,
+            "1800000000000000000".to_string(),
+        );
+        meta.set(
+            trace_format::meta::SHARD,
+            format!(r#"{{"index":{k},"count":{n},"schedule_id":"bench","host":"h{k}"}}"#),
+        );
+    }
+    let prefix = shard.map_or_else(String::new, |s| format!("{}-", s.replace('/', "of")));
+    let (tx, handle) = spawn_writer(&out, meta, WriterOptions::default())?;
     const MS: i64 = 1_000_000;
     for i in 0..n {
         let (t, j) = (i as i64 * MS, i as i64);
@@ -32,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|k| first + k * 10 * MS + (k * 7919 + j) % MS)
             .collect();
         tx.send(TraceRecord {
-            request_id: format!("req-{i}"),
+            request_id: format!("req-{prefix}{i}"),
             prompt_hash: Some(i),
             stage: "rate=1000".into(),
             target_rate: Some(1000.0),

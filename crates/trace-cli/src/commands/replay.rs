@@ -267,6 +267,11 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::parse::duration)]
     pub barrier_timeout: Duration,
 
+    /// Put before the live progress line (set by `trace suite run`: the scenario, k of n, the
+    /// campaign's time left).
+    #[arg(long, value_name = "TEXT", hide = true)]
+    pub progress_prefix: Option<String>,
+
     /// The campaign this run belongs to, as JSON (set by `trace suite run`).
     #[arg(long, value_name = "JSON", hide = true)]
     pub campaign: Option<String>,
@@ -589,6 +594,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    let prefix = args.progress_prefix.clone();
     let summary = rt.block_on(async {
         let interrupted = crate::signal::on_stop(
             stop.clone(),
@@ -598,7 +604,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 output.display()
             ),
         );
-        let line = crate::progress::ProgressLine::start(counters.clone());
+        let line = crate::progress::ProgressLine::start(counters.clone(), prefix);
         let r = trace_replay::run(cfg, counters.clone(), stop.clone()).await;
         line.finish();
         if let Some(b) = own_barrier {

@@ -232,7 +232,7 @@ pub fn load_suite(path: &Path) -> anyhow::Result<SuiteFile> {
         {
             return Err(bad(format!("{r} is set by the suite, not the scenario")));
         }
-        let args = replay_args(&suite, s, None, Path::new("check.parquet"), "{}")
+        let args = replay_args(&suite, s, None, Path::new("check.parquet"), "{}", None)
             .map_err(|e| bad(format!("{e}")))?;
         let cfg = args.to_config("http://127.0.0.1:1".into(), "check.parquet".into())?;
         if let Some(input) = cfg.workload.input_path()
@@ -254,6 +254,7 @@ fn replay_args(
     url: Option<&str>,
     out: &Path,
     campaign: &str,
+    progress: Option<&str>,
 ) -> anyhow::Result<ReplayArgs> {
     let mut argv: Vec<String> = vec!["trace".into(), "replay".into()];
     argv.extend(s.args.iter().cloned());
@@ -270,6 +271,9 @@ fn replay_args(
         "--campaign".into(),
         campaign.to_string(),
     ]);
+    if let Some(p) = progress {
+        argv.extend(["--progress-prefix".into(), p.to_string()]);
+    }
     let cli = crate::Cli::try_parse_from(&argv).map_err(|e| {
         // clap's message, first line: the flag and why.
         anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or_default())
@@ -597,6 +601,12 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
                 String::new()
             };
             eprintln!("suite: scenario {k} of {total}: {}{eta}", file.display());
+            let point_label = if p.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", point_dir(p))
+            };
+            let progress = format!("[{k}/{total} {}{point_label}{eta}]", s.name);
             keep_interrupted(&file);
             let campaign = serde_json::json!({
                 "suite": suite.name, "suite_file": rec.suite, "scenario": s.name, "repeat": r,
@@ -604,8 +614,15 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .to_string();
             let begun = now();
-            let outcome = replay_args(&suite, s, a.url.as_deref(), &file, &campaign)
-                .and_then(super::replay::run);
+            let outcome = replay_args(
+                &suite,
+                s,
+                a.url.as_deref(),
+                &file,
+                &campaign,
+                Some(&progress),
+            )
+            .and_then(super::replay::run);
             let mut error = match outcome {
                 Ok(_) if finished(&file) => None,
                 Ok(_) => Some("the run did not finish its file".to_string()),
@@ -733,5 +750,31 @@ mod tests {
         assert!(e.contains("-o is set by the suite"), "{e}");
         let e = check(&format!("{ok}{ok}")).unwrap_err();
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn each_run_carries_its_place_in_the_campaign_to_the_progress_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "[[scenario]]\nname = \"a\"\nargs = [\"random\", \"--rate\", \"1\", \"-n\", \"3\"]\n",
+        )
+        .unwrap();
+        let suite = load_suite(&p).unwrap();
+        let a = replay_args(
+            &suite,
+            &suite.scenarios[0],
+            None,
+            Path::new("x.parquet"),
+            "{}",
+            Some("[2/6 a mbs=128, about 40 s left]"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.progress_prefix.as_deref(),
+            Some("[2/6 a mbs=128, about 40 s left]")
+        );
+        assert_eq!(a.label.as_deref(), Some("a"));
     }
 }
