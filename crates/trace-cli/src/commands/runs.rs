@@ -40,9 +40,18 @@ pub(crate) fn resolve(paths: &[PathBuf]) -> anyhow::Result<LocalRun> {
     }
 }
 
-/// A directory that is neither an interrupted run (`.partial`) nor a campaign.
+/// A directory that is neither an interrupted run (`.partial`) nor a campaign, and holds
+/// traces (else the reader says what it is not).
 fn is_shard_dir_candidate(p: &Path) -> bool {
-    p.is_dir() && p.extension().is_none_or(|e| e != "partial") && !p.join("suite.json").is_file()
+    p.is_dir()
+        && p.extension().is_none_or(|e| e != "partial")
+        && !p.join("suite.json").is_file()
+        && std::fs::read_dir(p).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".parquet") || n.ends_with(".parquet.partial")
+            })
+        })
 }
 
 fn merged(shards: &[PathBuf], what: &str) -> anyhow::Result<LocalRun> {
