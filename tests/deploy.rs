@@ -32,15 +32,7 @@ fn yamls() -> Vec<std::path::PathBuf> {
 /// Every manifest as JSON (PyYAML, which kubernetes-validate brings), or None when python
 /// lacks it and CI does not require it.
 fn manifests() -> Option<Vec<Value>> {
-    let probe = Command::new("python3")
-        .args(["-c", "import yaml, kubernetes_validate"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("TRACE_REQUIRE_PYTHON").is_none(),
-            "TRACE_REQUIRE_PYTHON is set but python3 lacks kubernetes-validate (.ci/run installs it)"
-        );
-        eprintln!("skipped: python3 with kubernetes-validate not found");
+    if !python_has("yaml, kubernetes_validate", "kubernetes-validate") {
         return None;
     }
     let o = Command::new("python3")

@@ -180,15 +180,7 @@ fn help_lists_every_verb_with_examples() {
 /// (CI, which installs them from notebooks/requirements.txt).
 #[test]
 fn pyarrow_duckdb_and_polars_read_the_rows_and_the_metadata() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import pyarrow, duckdb, polars"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("TRACE_REQUIRE_PYTHON").is_none(),
-            "TRACE_REQUIRE_PYTHON is set but python3 lacks pyarrow, duckdb or polars"
-        );
-        eprintln!("skipped: python3 with pyarrow, duckdb and polars not found");
+    if !python_has("pyarrow, duckdb, polars", "the pandas/SQL read-back") {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -26,15 +26,7 @@ impl Drop for S3 {
 }
 
 fn s3() -> Option<S3> {
-    let probe = Command::new("python3")
-        .args(["-c", "import moto.server, boto3"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("TRACE_REQUIRE_PYTHON").is_none(),
-            "TRACE_REQUIRE_PYTHON is set but python3 lacks moto[server] (installed by .ci/run)"
-        );
-        eprintln!("skipped: python3 with moto[server] not found");
+    if !python_has("moto.server, boto3", "moto[server], a local S3") {
         return None;
     }
     let mut child = Command::new("python3")

@@ -108,3 +108,20 @@ pub fn spawn(args: &[&str], marker: &str) -> Proc {
         }
     }
 }
+
+/// True when python3 imports `modules`; false (after saying what is skipped) when it does not,
+/// unless `TRACE_REQUIRE_PYTHON` is set (CI, which installs them): then a failure.
+pub fn python_has(modules: &str, what: &str) -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TRACE_REQUIRE_PYTHON").is_none(),
+        "TRACE_REQUIRE_PYTHON is set but python3 lacks {modules} ({what}; .ci/run installs it)"
+    );
+    eprintln!("skipped: python3 with {modules} not found ({what})");
+    false
+}

@@ -164,6 +164,16 @@ pub struct SuiteRecord {
     pub failed_points: Vec<PointFailure>,
 }
 
+impl SuiteRecord {
+    /// Records a run, replacing an earlier attempt at the same scenario, repeat and point.
+    fn put(&mut self, run: RunRecord) {
+        self.runs.retain(|x| {
+            !(x.scenario == run.scenario && x.repeat == run.repeat && x.point == run.point)
+        });
+        self.runs.push(run);
+    }
+}
+
 /// One scenario run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -578,9 +588,7 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
                 k += 1;
                 failures += 1;
                 let at = now();
-                rec.runs
-                    .retain(|x| !(x.scenario == s.name && x.repeat == r && x.point == *p));
-                rec.runs.push(RunRecord {
+                rec.put(RunRecord {
                     scenario: s.name.clone(),
                     repeat: r,
                     point: p.clone(),
@@ -648,9 +656,7 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
                 failures += 1;
                 eprintln!("suite: {} failed: {e}", s.name);
             }
-            rec.runs
-                .retain(|x| !(x.scenario == s.name && x.repeat == r && x.point == *p));
-            rec.runs.push(RunRecord {
+            rec.put(RunRecord {
                 scenario: s.name.clone(),
                 repeat: r,
                 point: p.clone(),
