@@ -295,6 +295,9 @@ fn nvml_peak_memory_matches_nvidia_smi_on_the_h200_capture() {
             (smi_time_ns(f[0]), f[1].trim().parse().unwrap())
         })
         .collect();
+    let i = stdout(&run(&["inspect", capture.to_str().unwrap()]));
+    let n = r.meta().gpu_samples().len();
+    assert!(i.contains(&format!("gpu samples     {n} (nvml)")), "{i}");
     let o = run(&["report", capture.to_str().unwrap(), "--format", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

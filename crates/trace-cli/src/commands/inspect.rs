@@ -77,6 +77,10 @@ pub struct Inspection {
     pub stages: Vec<StageCounts>,
     /// Server samples recorded.
     pub server_samples: usize,
+    /// GPU telemetry samples recorded.
+    pub gpu_samples: usize,
+    /// Where the GPU samples came from.
+    pub gpu_source: Option<String>,
     /// Every metadata key, raw.
     pub metadata: BTreeMap<String, String>,
 }
@@ -142,6 +146,8 @@ pub fn inspect(file: &std::path::Path) -> anyhow::Result<Inspection> {
         errors,
         stages,
         server_samples: m.server_samples().len(),
+        gpu_samples: m.gpu_samples().len(),
+        gpu_source: m.get(meta::GPU_SOURCE).map(str::to_string),
         metadata: m.as_map().clone(),
     })
 }
@@ -190,6 +196,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "rows            {}", i.rows)?;
             writeln!(out, "errors          {}", i.errors)?;
             writeln!(out, "server samples  {}", i.server_samples)?;
+            if i.gpu_samples > 0 {
+                writeln!(
+                    out,
+                    "gpu samples     {} ({})",
+                    i.gpu_samples,
+                    i.gpu_source.as_deref().unwrap_or("DCGM")
+                )?;
+            }
             writeln!(out, "stages          {}", i.stages.len())?;
             for s in &i.stages {
                 let kinds: Vec<String> = s
