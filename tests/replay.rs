@@ -1190,6 +1190,9 @@ fn four_shards_with_shard_zero_coordinating_make_the_single_host_run() {
         v
     };
     assert_eq!(union, offsets("whole.parquet"));
+    // And on the merged run's one timeline: each shard's first stage began at the barrier's
+    // common instant, so the merge rebased onto the coordinator's clock is the single host's.
+    assert_eq!(offsets("merged.parquet"), offsets("whole.parquet"));
     let merged = TraceReader::open(d.path().join("merged.parquet")).unwrap();
     assert_eq!(merged.num_rows(), 24);
     // The server saw every request of the sharded run.
@@ -1197,4 +1200,77 @@ fn four_shards_with_shard_zero_coordinating_make_the_single_host_run() {
     for (id, _) in &union {
         assert!(seen.contains_key(id.as_str()), "{id}");
     }
+}
+
+/// `--processes 3`: one command line becomes three shard processes on this host meeting at an
+/// in-process barrier, merged into the one output: every request once, at the single-process
+/// schedule's offsets, each seen by the server, and the shard folder gone after the merge.
+#[test]
+fn processes_split_one_run_over_local_shards_and_merge_it() {
+    let d = tempfile::tempdir().unwrap();
+    let truth = d.path().join("truth.jsonl");
+    let mut cfg = trace_sim::SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1));
+    cfg.model = "m".into();
+    cfg.truth = Some(truth.clone());
+    let sim = trace_sim::spawn(cfg, ([127, 0, 0, 1], 0).into()).unwrap();
+    let url = format!("http://{}", sim.addr());
+    let args = |extra: &[&str], out: &str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "replay", "--url", &url, "--rate", "60", "-n", "18", "--seed", "4", "-o", out,
+        ]
+        .into_iter()
+        .chain(SMALL)
+        .map(String::from)
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let go = |v: Vec<String>| {
+        let a: Vec<&str> = v.iter().map(String::as_str).collect();
+        run_ok_in(&a, d.path())
+    };
+    let o = go(args(&["--processes", "3"], "p.parquet"));
+    assert!(
+        stderr(&o).contains("18 rows from 3 processes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.path().join("p.parquet.shards").exists());
+    go(args(&[], "one.parquet"));
+    drop(sim);
+    let offsets = |f: &str| -> Vec<(String, i64)> {
+        let r = TraceReader::open(d.path().join(f)).unwrap();
+        let start = r.meta().stages()[0].start_ns;
+        let mut v: Vec<_> = r
+            .records()
+            .map(|x| x.unwrap())
+            .map(|x| (x.request_id, x.scheduled_ns - start))
+            .collect();
+        v.sort();
+        v
+    };
+    let split = offsets("p.parquet");
+    assert_eq!(split, offsets("one.parquet"));
+    let r = TraceReader::open(d.path().join("p.parquet")).unwrap();
+    let shards: serde_json::Value =
+        serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
+    let shards = shards.as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["clock"] == "coordinator (start barrier)")
+    );
+    let seen = trace_sim::read_truth(&truth).unwrap();
+    for (id, _) in &split {
+        assert!(seen.contains_key(id.as_str()), "{id}");
+    }
+    // The embedded simulator is one process's: --processes needs a target.
+    let bad = run_in(&["replay", "--processes", "2", "-n", "3"], d.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("--processes needs --url"),
+        "{}",
+        stderr(&bad)
+    );
 }

@@ -210,7 +210,20 @@ impl Dispatcher {
         plan: &StagePlan,
         workload: Arc<Workload>,
     ) -> StageOutcome {
-        let stage_start = Instant::now();
+        self.run_stage_at(clock, plan, workload, None).await
+    }
+
+    /// [`Dispatcher::run_stage`] with the schedule anchored at `at` instead of now: a sharded
+    /// run's first stage starts at the start barrier's common instant on every host, whatever
+    /// each spent setting up after the barrier released it.
+    pub async fn run_stage_at(
+        &self,
+        clock: &RunClock,
+        plan: &StagePlan,
+        workload: Arc<Workload>,
+        at: Option<std::time::Instant>,
+    ) -> StageOutcome {
+        let stage_start = at.map_or_else(Instant::now, Instant::from_std);
         let start_ns = clock.offset_ns(stage_start.into_std());
         if let Ok(mut s) = self.counters.stage.lock() {
             s.clone_from(&plan.label);

@@ -304,16 +304,16 @@ pub async fn run(
                 cfg.barrier_timeout,
             )
             .await?;
-            let now = RunClock::start().start_unix_ns();
-            let wait = b.local_start_unix_ns() - now;
-            if wait > 0 {
-                tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
-            }
             Some(b)
         }
         _ => None,
     };
     let clock = RunClock::start();
+    // With a barrier the first stage's schedule starts at the common instant (this host's
+    // setup below happens inside the coordinator's lead), so every shard's arrival k is due at
+    // the same coordinator time; a setup that overran the lead shows as send lag.
+    let barrier_at =
+        barrier.map(|b| clock.instant_at(b.local_start_unix_ns() - clock.start_unix_ns()));
     let mut m = TraceMeta::new();
     m.set(meta::RUN_START_UNIX_NS, clock.start_unix_ns().to_string());
     m.set(meta::URL, target.redacted());
@@ -464,7 +464,8 @@ pub async fn run(
         } else {
             workload.clone()
         };
-        let out = d.run_stage(&clock, plan, wl).await;
+        let at = if infos.is_empty() { barrier_at } else { None };
+        let out = d.run_stage_at(&clock, plan, wl, at).await;
         infos.push(StageInfo {
             stage: out.label.clone(),
             target_rate: out.target_rate,

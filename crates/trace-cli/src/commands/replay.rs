@@ -259,6 +259,14 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "URL|self", requires = "shard")]
     pub coordinator: Option<String>,
 
+    /// Send from N processes on this host, as N shards of one run that meet at an in-process
+    /// start barrier and are merged into the output at the end: past one process's open-file
+    /// limit (each stream holds a socket) and its cores. Needs --url.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256),
+          conflicts_with_all = ["shard", "coordinator"])]
+    pub processes: u32,
+
     /// Where `--coordinator self` listens for the other shards.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9777")]
     pub coordinator_listen: std::net::SocketAddr,
@@ -532,8 +540,114 @@ fn default_output(label: &str) -> PathBuf {
     PathBuf::from(RUNS_DIR).join(format!("{safe}-{ts}.parquet"))
 }
 
+/// `trace replay --processes N`: this command line again as N child processes, shard k of N
+/// each (shard 0 holding the start barrier on a free loopback port), their files and logs in
+/// `OUTPUT.shards/`, then merged into the output; the shard folder is kept when a child or the
+/// merge fails.
+fn run_processes(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let n = args.processes;
+    anyhow::ensure!(
+        args.url.is_some(),
+        "--processes needs --url: the embedded simulator is one process's, and N processes \
+         would start N of them"
+    );
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(args.label.as_deref().unwrap_or("run")));
+    if output.exists() && !args.force {
+        anyhow::bail!("{} exists: pass --force to replace it", output.display());
+    }
+    let mut dir = output.as_os_str().to_owned();
+    dir.push(".shards");
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let exe = std::env::current_exe().context("finding the trace binary")?;
+    let base = child_argv(std::env::args().skip(1));
+    let mut children = Vec::new();
+    for k in 0..n {
+        let file = dir.join(format!("shard-{k}.parquet"));
+        let log = dir.join(format!("shard-{k}.log"));
+        let coord = if k == 0 {
+            "self".to_string()
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
+        let mut c = std::process::Command::new(&exe);
+        c.args(&base)
+            .args(["--shard", &format!("{k}/{n}"), "--coordinator", &coord])
+            .args(["--coordinator-listen", &format!("127.0.0.1:{port}")])
+            .arg("-o")
+            .arg(&file)
+            .arg("--force")
+            .stdin(std::process::Stdio::null());
+        let f =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        c.stdout(f.try_clone()?).stderr(f);
+        children.push((k, log, c.spawn().context("starting a replay process")?));
+    }
+    eprintln!(
+        "replay: {n} processes sending shards of one run (logs in {})",
+        dir.display()
+    );
+    let mut failed = Vec::new();
+    for (k, log, mut child) in children {
+        let status = child.wait()?;
+        if !status.success() {
+            failed.push(format!("shard {k} ({status}, log {})", log.display()));
+        }
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} failed; the shards are kept in {}",
+        failed.join(", "),
+        dir.display()
+    );
+    let shards: Vec<PathBuf> = (0..n)
+        .map(|k| dir.join(format!("shard-{k}.parquet")))
+        .collect();
+    let m = super::merge::merge(&shards, &output, args.force)
+        .with_context(|| format!("merging the shards in {}", dir.display()))?;
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    eprintln!(
+        "wrote {} ({} rows from {n} processes, their starts {:.3} ms apart)",
+        crate::store::shown(&output),
+        m.rows,
+        m.spread_ns as f64 / 1e6
+    );
+    eprintln!("read more: trace report {}", crate::store::shown(&output));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The replay's own arguments, for a child: without `--processes`, the output and `--force`,
+/// which the parent sets per child.
+fn child_argv(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        match a.as_str() {
+            "--processes" | "-o" | "--output" => skip_next = true,
+            "--force" => {}
+            _ if a.starts_with("--processes=") || a.starts_with("--output=") => {}
+            _ if a.starts_with("-o") && a.len() > 2 && !a.starts_with("-o=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 /// Runs `trace replay`.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.processes > 1 {
+        return run_processes(&args);
+    }
     // Settings are checked before anything starts, so a bad flag never starts a simulator.
     args.to_config("http://127.0.0.1:1".into(), PathBuf::from("check.parquet"))?;
     args.transport.warn();
