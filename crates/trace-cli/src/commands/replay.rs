@@ -546,6 +546,11 @@ fn default_output(label: &str) -> PathBuf {
 /// merge fails.
 fn run_processes(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let n = args.processes;
+    // The children rerun this process's own command line.
+    anyhow::ensure!(
+        std::env::args().nth(1).as_deref() == Some("replay"),
+        "--processes works on a `trace replay` command line (not inside a suite scenario)"
+    );
     anyhow::ensure!(
         args.url.is_some(),
         "--processes needs --url: the embedded simulator is one process's, and N processes \

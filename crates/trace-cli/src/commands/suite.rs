@@ -290,6 +290,11 @@ fn replay_args(
     })?;
     match cli.cmd {
         crate::Cmd::Replay(a) => {
+            anyhow::ensure!(
+                a.processes == 1,
+                "--processes is not supported in a suite scenario: each scenario runs inside \
+                 the suite's process"
+            );
             // Flags clap accepts but the replay refuses (a bad combination) fail here too.
             a.to_config(
                 url.unwrap_or("http://127.0.0.1:1").to_string(),
@@ -756,6 +761,9 @@ mod tests {
         assert!(e.contains("-o is set by the suite"), "{e}");
         let e = check(&format!("{ok}{ok}")).unwrap_err();
         assert!(e.contains("used twice"), "{e}");
+        let e = check("[[scenario]]\nname = \"a\"\nargs = [\"random\", \"--rate\", \"1\", \"--processes\", \"2\"]\n")
+            .unwrap_err();
+        assert!(e.contains("--processes is not supported"), "{e}");
     }
 
     #[test]
