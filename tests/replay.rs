@@ -745,14 +745,7 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
         go(args(&format!("s{k}.parquet"), Some(&format!("{k}/3")), "3"));
     }
     // Each shard's offsets from its stage start are the single host's, id for id.
-    let offsets = |f: &str| -> Vec<(String, i64)> {
-        let r = TraceReader::open(d.path().join(f)).unwrap();
-        let start = r.meta().stages()[0].start_ns;
-        r.records()
-            .map(|x| x.unwrap())
-            .map(|x| (x.request_id, x.scheduled_ns - start))
-            .collect()
-    };
+    let offsets = |f: &str| stage_offsets(&d.path().join(f));
     let mut whole = offsets("whole.parquet");
     let mut union: Vec<(String, i64)> = (0..3)
         .flat_map(|k| offsets(&format!("s{k}.parquet")))
@@ -1171,17 +1164,7 @@ fn four_shards_with_shard_zero_coordinating_make_the_single_host_run() {
     );
     drop(sim);
     // Every request once, at the single-host schedule's times (from each stage's start).
-    let offsets = |f: &str| -> Vec<(String, i64)> {
-        let r = TraceReader::open(d.path().join(f)).unwrap();
-        let start = r.meta().stages()[0].start_ns;
-        let mut v: Vec<_> = r
-            .records()
-            .map(|x| x.unwrap())
-            .map(|x| (x.request_id, x.scheduled_ns - start))
-            .collect();
-        v.sort();
-        v
-    };
+    let offsets = |f: &str| stage_offsets(&d.path().join(f));
     let union: Vec<(String, i64)> = {
         let mut v: Vec<_> = (0..4)
             .flat_map(|k| offsets(&format!("s{k}.parquet")))
@@ -1238,17 +1221,7 @@ fn processes_split_one_run_over_local_shards_and_merge_it() {
     assert!(!d.path().join("p.parquet.shards").exists());
     go(args(&[], "one.parquet"));
     drop(sim);
-    let offsets = |f: &str| -> Vec<(String, i64)> {
-        let r = TraceReader::open(d.path().join(f)).unwrap();
-        let start = r.meta().stages()[0].start_ns;
-        let mut v: Vec<_> = r
-            .records()
-            .map(|x| x.unwrap())
-            .map(|x| (x.request_id, x.scheduled_ns - start))
-            .collect();
-        v.sort();
-        v
-    };
+    let offsets = |f: &str| stage_offsets(&d.path().join(f));
     let split = offsets("p.parquet");
     assert_eq!(split, offsets("one.parquet"));
     let r = TraceReader::open(d.path().join("p.parquet")).unwrap();
@@ -1273,4 +1246,18 @@ fn processes_split_one_run_over_local_shards_and_merge_it() {
         "{}",
         stderr(&bad)
     );
+}
+
+/// Each row's scheduled time from its file's first stage start, by request id, sorted: what
+/// must agree between a single-host run and its shards.
+fn stage_offsets(file: &std::path::Path) -> Vec<(String, i64)> {
+    let r = TraceReader::open(file).unwrap();
+    let start = r.meta().stages()[0].start_ns;
+    let mut v: Vec<_> = r
+        .records()
+        .map(|x| x.unwrap())
+        .map(|x| (x.request_id, x.scheduled_ns - start))
+        .collect();
+    v.sort();
+    v
 }
