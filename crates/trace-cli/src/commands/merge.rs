@@ -93,12 +93,11 @@ fn open(path: &Path) -> anyhow::Result<Shard> {
     })
 }
 
-/// The shard traces in `dir`: its `.parquet` files, and the `.parquet.partial` directories of
-/// killed shards that never finished.
-pub(crate) fn shards_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The traces in `dir`, sorted: its `.parquet` files, and the `.parquet.partial` directories of
+/// runs killed before they finished their file.
+pub(crate) fn traces_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    for e in entries {
+    for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".parquet") && p.is_file() {
@@ -112,6 +111,13 @@ pub(crate) fn shards_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     found.sort();
+    Ok(found)
+}
+
+/// The shard traces in `dir`: its `.parquet` files, and the `.parquet.partial` directories of
+/// killed shards that never finished.
+pub(crate) fn shards_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let found = traces_in(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     anyhow::ensure!(
         !found.is_empty(),
         "{}: a directory given as a run must hold the shard traces of one sharded run, and \

@@ -46,12 +46,7 @@ fn is_shard_dir_candidate(p: &Path) -> bool {
     p.is_dir()
         && p.extension().is_none_or(|e| e != "partial")
         && !p.join("suite.json").is_file()
-        && std::fs::read_dir(p).is_ok_and(|rd| {
-            rd.filter_map(Result::ok).any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.ends_with(".parquet") || n.ends_with(".parquet.partial")
-            })
-        })
+        && merge::traces_in(p).is_ok_and(|t| !t.is_empty())
 }
 
 fn merged(shards: &[PathBuf], what: &str) -> anyhow::Result<LocalRun> {

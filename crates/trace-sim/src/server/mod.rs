@@ -126,16 +126,9 @@ pub fn spawn(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, Error> {
     let thread = std::thread::Builder::new()
         .name("trace-sim".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(Error::Server)?;
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
-                let sender = truth.as_ref().and_then(TruthLog::sender);
-                let served = run(config, listener, sender, tokenizer, stop).await;
-                close_truth(truth, served)
-            })
+            let sender = truth.as_ref().and_then(TruthLog::sender);
+            let served = run_on_this_thread(config, listener, sender, tokenizer, stop);
+            close_truth(truth, served)
         })
         .map_err(Error::Server)?;
     Ok(SimHandle {
@@ -173,6 +166,25 @@ pub async fn serve(
     let sender = truth.as_ref().and_then(TruthLog::sender);
     let served = run(config, listener, sender, tokenizer, shutdown).await;
     close_truth(truth, served)
+}
+
+/// Serves on a current-thread runtime of the calling thread (one core's worth, as the
+/// simulator is designed) until `shutdown`.
+fn run_on_this_thread(
+    config: SimConfig,
+    listener: std::net::TcpListener,
+    truth: Option<std_mpsc::Sender<TruthRecord>>,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Server)?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
+        run(config, listener, truth, tokenizer, shutdown).await
+    })
 }
 
 /// Flushes the truth file once the server (every holder of a sender) is done.
@@ -234,14 +246,7 @@ pub fn serve_workers(
                         trace_sys::pin_current(&[c]);
                     }
                     let tokenizer = load_tokenizer(&config)?;
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(Error::Server)?;
-                    rt.block_on(async move {
-                        let listener = TcpListener::from_std(listener).map_err(Error::Server)?;
-                        run(config, listener, sender, tokenizer, stop).await
-                    })
+                    run_on_this_thread(config, listener, sender, tokenizer, stop)
                 })
                 .map_err(Error::Server)
         })
