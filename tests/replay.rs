@@ -32,6 +32,7 @@ fn replay_writes_a_readable_trace_with_every_request_and_chunk() {
     assert_eq!(r.num_rows(), 40);
     assert_eq!(r.meta().get(meta::LABEL), Some("e2e"));
     assert_eq!(r.meta().get(meta::SEED), Some("0"));
+    assert_eq!(r.meta().get(meta::HTTP_CLIENT), Some("lean"));
     assert!(r.meta().get(meta::SCHEDULE).unwrap().contains("poisson"));
     assert!(r.meta().get(meta::WORKLOAD).unwrap().contains("random"));
     let stages = r.meta().stages();
@@ -60,6 +61,44 @@ fn replay_writes_a_readable_trace_with_every_request_and_chunk() {
         );
         assert!(rec.chunk_ns.windows(2).all(|w| w[0] <= w[1]));
         assert!(rec.chunk_ns[0] >= sent && rec.end_ns.unwrap() >= *rec.chunk_ns.last().unwrap());
+    }
+}
+
+#[test]
+fn hyper_and_the_lean_client_record_the_same_streams() {
+    let d = tempfile::tempdir().unwrap();
+    let rows = |name: &str, extra: &[&str]| {
+        let out = d.path().join(name);
+        let mut args = vec![
+            "replay", "--rate", "40", "-n", "30", "--seed", "5", "--force",
+        ];
+        args.extend(SMALL);
+        args.extend(extra);
+        args.extend(["-o", out.to_str().unwrap()]);
+        run_ok_in(&args, d.path());
+        let r = TraceReader::open(&out).unwrap();
+        let client = r.meta().get(meta::HTTP_CLIENT).map(str::to_string);
+        let mut recs: Vec<_> = r.records().collect::<Result<_, _>>().unwrap();
+        recs.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        (client, recs)
+    };
+    let (lean_client, lean) = rows("lean.parquet", &[]);
+    let (hyper_client, hyper) = rows("hyper.parquet", &["--hyper"]);
+    assert_eq!(lean_client.as_deref(), Some("lean"));
+    assert_eq!(hyper_client.as_deref(), Some("hyper"));
+    assert_eq!(lean.len(), 30);
+    assert_eq!(lean.len(), hyper.len());
+    for (a, b) in lean.iter().zip(&hyper) {
+        assert_eq!(a.request_id, b.request_id);
+        assert!(
+            a.error_kind.is_none() && b.error_kind.is_none(),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(a.output_tokens, b.output_tokens);
+        assert_eq!(a.prompt_tokens, b.prompt_tokens);
+        assert_eq!(a.chunk_tokens, b.chunk_tokens, "{}", a.request_id);
+        assert_eq!(a.finish_reason, b.finish_reason);
+        assert_eq!(a.status, b.status);
     }
 }
 

@@ -141,6 +141,11 @@ fn replay_over_https_trusts_the_given_ca_and_names_the_host_and_reason_otherwise
     assert_eq!(ok_rows(&out), 3);
     let m = TraceReader::open(&out).unwrap().meta().clone();
     assert_eq!(m.get(meta::HTTP_VERSION), Some("HTTP/2"), "ALPN offered h2");
+    assert_eq!(
+        m.get(meta::HTTP_CLIENT),
+        Some("hyper"),
+        "HTTPS goes through hyper"
+    );
     assert_eq!(m.client().unwrap().headers, vec!["x-api-key".to_string()]);
     assert!(!m.client().unwrap().tls_insecure);
     // The header's value is in neither the file nor anything printed.

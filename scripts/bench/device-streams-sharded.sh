@@ -17,7 +17,7 @@ sysctl -w net.ipv4.ip_local_port_range="1024 65535" > /dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"
 echo "host: $ncpu CPUs, open files $(ulimit -n) per process; $sims simulators x $per workers on CPUs $half-$(( ncpu - 1 )), $shards client shards on CPUs $cli_cpus" | tee "$out/summary.txt"
 port=18990; cport=18991
-rate=$(( s / 21 )); n=$(( rate * 40 ))
+rate=$(( s / 20 )); n=$(( rate * 40 ))
 echo "== $s streams: $rate req/s, $n requests" | tee -a "$out/summary.txt"
 rm -f /tmp/truth-*.jsonl /tmp/shard-*.parquet /tmp/merged.parquet
 simpids=()

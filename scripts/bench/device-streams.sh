@@ -2,8 +2,8 @@
 # Issue 20, "one host as strong as it can be": `trace replay` driving the simulator with tens of
 # thousands of concurrent streams on the GPU machine's 16 CPU cores, the simulator on its own
 # cores (`trace sim --workers`, one pinned server per core on one port), the client on the rest.
-# Streams are 1 s TTFT then 20 tokens 1 s apart (21 s each), so STREAMS concurrent streams need
-# STREAMS/21 req/s; 40 s of arrivals. Measured: TTFT and ITL error against the simulator's truth
+# Streams are 20 tokens, the first at 1 s and the rest 1 s apart (20 s each), so STREAMS
+# concurrent streams need STREAMS/20 req/s; 40 s of arrivals. Measured: TTFT and ITL error against the simulator's truth
 # (`trace selfcheck --run`), peak in flight (from the rows), the client's RSS every second
 # (memory per stream = (peak RSS - RSS before the first response) / peak in flight), its CPU.
 #   scripts/bench/device-streams.sh OUTDIR [STREAMS...]       (default: 5000 50000)
@@ -29,7 +29,7 @@ cli_cpus="0-$(( ncpu - sim_n - 1 ))"
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 port=18900
 for s in $levels; do
-  rate=$(( s / 21 )); n=$(( rate * 40 ))
+  rate=$(( s / 20 )); n=$(( rate * 40 ))
   echo "== $s streams: $rate req/s, $n requests" | tee -a "$out/summary.txt"
   truth=/tmp/truth-$s.jsonl; run=/tmp/streams-$s.parquet
   rm -f "$truth" "$run"

@@ -33,6 +33,7 @@
 
 pub mod barrier;
 pub mod classify;
+mod h1;
 pub mod metrics;
 pub mod nvml;
 pub mod request;

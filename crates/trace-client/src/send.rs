@@ -1,15 +1,17 @@
 //! The request function: sends one request, reads the response body one read at a time with a
 //! timestamp per read, and fills one [`TraceRecord`] through [`StreamState`].
 //!
-//! reqwest rather than raw hyper: reqwest's `Response::chunk()` hands over each hyper body frame
-//! as it is decoded from a socket read, with no buffering in between, so stamping the clock when
+//! Two clients under one driver. Plain `http://` targets go through the lean HTTP/1.1 client of
+//! h1.rs (a quarter of hyper's memory per in-flight stream; its header says why), which stamps
+//! the clock as each socket read returns. HTTPS, HTTP/2, URLs with credentials and `--hyper`
+//! go through reqwest: its `Response::chunk()` hands over each hyper body frame as it is
+//! decoded from a socket read, with no buffering in between, so stamping the clock when
 //! `chunk()` returns is as close to the read as hyper's own frame would be (sub-microsecond
-//! apart); reqwest adds the connection pool, connect errors with causes and URL handling. It is
-//! built with no proxy and an unbounded idle pool so thousands of concurrent streams each keep
-//! their own HTTP/1.1 connection.
+//! apart). It is built with no proxy and an unbounded idle pool so thousands of concurrent
+//! streams each keep their own HTTP/1.1 connection.
 //!
-//! One retry, of one kind: a request whose connection closed before any response byte
-//! (hyper's "connection closed before message completed") is sent once more on a new
+//! One retry, of one kind, on both paths: a request whose connection closed before any response
+//! byte (hyper's "connection closed before message completed") is sent once more on a new
 //! connection. llama-server closes every connection right after a streamed response's last
 //! byte, so the pool can hand that connection to the next request in the instant before the
 //! close arrives; the request never reached a handler (CI saw one such row in twelve). Each
@@ -22,13 +24,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 use tokio::time::{Instant, timeout_at};
 use trace_format::{ErrorKind, TraceRecord};
 use trace_sys::RunClock;
 
-use crate::request::{ClientConfig, RequestSpec, body, prompt_hash};
+use crate::h1::{self, H1};
+use crate::request::{ClientConfig, Endpoint, RequestSpec, body, prompt_hash};
 use crate::stream::{StreamState, http_error_msg};
 use crate::tokenizer::HfTokenizer;
 use crate::transport::Transport;
@@ -54,6 +57,9 @@ pub struct Client {
     tokenizer: Option<Arc<HfTokenizer>>,
     resends: Arc<AtomicU64>,
     version: Arc<OnceLock<&'static str>>,
+    /// The lean HTTP/1.1 client, where the target is plain `http://` (see h1.rs); else every
+    /// request goes through `http`.
+    h1: Option<Arc<H1>>,
 }
 
 /// Every host: the retry below is about the connection, not the server.
@@ -175,6 +181,85 @@ pub async fn list_models(
     Ok(ids)
 }
 
+/// The headers every request of a route carries besides `x-request-id`: the body's type and
+/// the credentials (Anthropic's Messages take the key as `x-api-key`, with the API version).
+fn route_headers(
+    endpoint: Endpoint,
+    auth: Option<&HeaderValue>,
+    api_key: Option<&HeaderValue>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    if endpoint == Endpoint::Messages {
+        h.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static("2023-06-01"),
+        ));
+        if let Some(k) = api_key {
+            h.push((HeaderName::from_static("x-api-key"), k.clone()));
+        }
+    } else if let Some(a) = auth {
+        h.push((AUTHORIZATION, a.clone()));
+    }
+    h
+}
+
+/// A response whose head is in, from either client.
+enum Resp<'a> {
+    Lean(h1::Response<'a>),
+    Hyper(reqwest::Response),
+}
+
+impl Resp<'_> {
+    fn status(&self) -> u16 {
+        match self {
+            Resp::Lean(r) => r.status(),
+            Resp::Hyper(r) => r.status().as_u16(),
+        }
+    }
+
+    fn is_json(&self) -> bool {
+        match self {
+            Resp::Lean(r) => r.is_json(),
+            Resp::Hyper(r) => r
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("json")),
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        match self {
+            Resp::Lean(r) => r.version(),
+            Resp::Hyper(r) => match r.version() {
+                reqwest::Version::HTTP_2 => "HTTP/2",
+                reqwest::Version::HTTP_3 => "HTTP/3",
+                reqwest::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+        }
+    }
+
+    /// The next read of the body, handed to `sink` with the instant it returned; `Ok(false)`:
+    /// the body had ended. The clock is read once per read, before any parsing.
+    async fn read(
+        &mut self,
+        sink: &mut (dyn FnMut(Instant, &[u8]) + Send),
+    ) -> Result<bool, String> {
+        match self {
+            Resp::Lean(r) => r.read(sink).await.map_err(|e| e.to_string()),
+            Resp::Hyper(r) => match r.chunk().await {
+                Ok(Some(b)) => {
+                    sink(Instant::now(), &b);
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(error_chain(&e)),
+            },
+        }
+    }
+}
+
 /// How a request ended, before the row is finalised.
 struct Outcome {
     end: Instant,
@@ -220,8 +305,19 @@ impl Client {
             return Err(Error::Build("extra_body must be a JSON object".into()));
         }
         let resends = Arc::new(AtomicU64::new(0));
+        let h1 = (!cfg.transport.hyper)
+            .then(|| {
+                H1::new(
+                    &url,
+                    &route_headers(cfg.endpoint, auth.as_ref(), api_key.as_ref()),
+                    &cfg.transport.headers,
+                )
+            })
+            .flatten()
+            .map(Arc::new);
         Ok(Self {
             http: http_client(&cfg.transport, None, resends.clone())?,
+            h1,
             url: url.into(),
             auth,
             api_key,
@@ -236,6 +332,11 @@ impl Client {
     /// The HTTP version of the first response (`HTTP/1.1`, `HTTP/2`), once one came.
     pub fn http_version(&self) -> Option<&'static str> {
         self.version.get().copied()
+    }
+
+    /// Which client sends the requests: `lean` (plain `http://`, see h1.rs) or `hyper`.
+    pub fn http_client(&self) -> &'static str {
+        if self.h1.is_some() { "lean" } else { "hyper" }
     }
 
     /// Requests sent a second time because their connection closed before any response byte
@@ -322,6 +423,53 @@ impl Client {
         );
     }
 
+    /// Sends the request: through the lean client where it carries the target, else reqwest.
+    async fn start(
+        &self,
+        body: Vec<u8>,
+        spec: &RequestSpec,
+        deadline: Instant,
+    ) -> Result<Resp<'_>, Outcome> {
+        let cfg = &*self.cfg;
+        let sent = match &self.h1 {
+            Some(h1) => {
+                let Ok(id) = HeaderValue::from_str(&spec.request_id) else {
+                    return Err(Outcome::fail(
+                        ErrorKind::InvalidRequest,
+                        "the request id holds characters a header cannot",
+                    ));
+                };
+                timeout_at(deadline, h1.send(&id, body, &self.resends))
+                    .await
+                    .map(|r| r.map(Resp::Lean).map_err(|m| (false, m)))
+            }
+            None => {
+                let mut req = self
+                    .http
+                    .post(&*self.url)
+                    .header("x-request-id", spec.request_id.as_str())
+                    .body(body);
+                for (k, v) in route_headers(cfg.endpoint, self.auth.as_ref(), self.api_key.as_ref())
+                {
+                    req = req.header(k, v);
+                }
+                timeout_at(deadline, req.send()).await.map(|r| {
+                    r.map(Resp::Hyper)
+                        .map_err(|e| (e.is_timeout(), error_chain(&e)))
+                })
+            }
+        };
+        match sent {
+            Err(_) => Err(Outcome::fail(
+                ErrorKind::Timeout,
+                format!("no response headers within {:?}", cfg.timeout),
+            )),
+            Ok(Err((true, msg))) => Err(Outcome::fail(ErrorKind::Timeout, msg)),
+            Ok(Err((false, msg))) => Err(Outcome::fail(ErrorKind::Connect, msg)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
     async fn drive(
         &self,
         body: Vec<u8>,
@@ -331,56 +479,25 @@ impl Client {
         st: &mut StreamState,
     ) -> Outcome {
         let cfg = &*self.cfg;
-        let mut req = self
-            .http
-            .post(&*self.url)
-            .header(CONTENT_TYPE, "application/json")
-            .header("x-request-id", spec.request_id.as_str())
-            .body(body);
-        if cfg.endpoint == crate::Endpoint::Messages {
-            // Anthropic's headers: the key as x-api-key, and the API version.
-            req = req.header("anthropic-version", "2023-06-01");
-            if let Some(k) = &self.api_key {
-                req = req.header("x-api-key", k.clone());
-            }
-        } else if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
         let sent = Instant::now();
         let deadline = sent + cfg.timeout;
         rec.sent_ns = Some(clock.offset_ns(sent.into_std()));
-        let mut resp = match timeout_at(deadline, req.send()).await {
-            Err(_) => {
-                return Outcome::fail(
-                    ErrorKind::Timeout,
-                    format!("no response headers within {:?}", cfg.timeout),
-                );
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return Outcome::fail(ErrorKind::Timeout, error_chain(&e));
-            }
-            Ok(Err(e)) => return Outcome::fail(ErrorKind::Connect, error_chain(&e)),
-            Ok(Ok(r)) => r,
+        let mut resp = match self.start(body, spec, deadline).await {
+            Ok(r) => r,
+            Err(o) => return o,
         };
         let headers_at = Instant::now();
         rec.headers_ns = Some(clock.offset_ns(headers_at.into_std()));
-        self.version.get_or_init(|| match resp.version() {
-            reqwest::Version::HTTP_2 => "HTTP/2",
-            reqwest::Version::HTTP_3 => "HTTP/3",
-            reqwest::Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        });
+        self.version.get_or_init(|| resp.version());
         let status = resp.status();
-        rec.status = i16::try_from(status.as_u16()).ok();
-        let is_json = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json"));
+        let ok = (200..300).contains(&status);
+        rec.status = i16::try_from(status).ok();
+        let is_json = resp.is_json();
         let mut last_read = headers_at;
         let mut buf: Vec<u8> = Vec::new();
-        let keep_body = !status.is_success() || is_json;
-        let mut n_reads: u64 = 0;
+        let keep_body = !ok || is_json;
+        let mut any_byte = false;
+        let mut stopped = false;
         loop {
             let mut read_deadline = match cfg.idle_timeout {
                 Some(idle) => deadline.min(last_read + idle),
@@ -392,13 +509,37 @@ impl Client {
                 // response into a timeout.
                 read_deadline = read_deadline.min(last_read + DONE_GRACE);
             }
-            let next = timeout_at(read_deadline, resp.chunk()).await;
-            // One clock read per read(), before any parsing.
-            let now = Instant::now();
-            let t_ns = clock.offset_ns(now.into_std());
+            let mut sink = |now: Instant, bytes: &[u8]| {
+                if bytes.is_empty() || stopped {
+                    return;
+                }
+                let t_ns = clock.offset_ns(now.into_std());
+                if !any_byte {
+                    any_byte = true;
+                    rec.first_byte_ns = Some(t_ns);
+                }
+                last_read = now;
+                if keep_body {
+                    if buf.len() < MAX_ERROR_BODY || is_json && ok {
+                        buf.extend_from_slice(bytes);
+                    }
+                } else {
+                    st.feed(bytes, t_ns);
+                    // An error event ends the request: stop reading so end_ns is its time.
+                    stopped = st.has_error();
+                }
+            };
+            let next = timeout_at(read_deadline, resp.read(&mut sink)).await;
+            if stopped {
+                return Outcome {
+                    end: last_read,
+                    error: None,
+                };
+            }
             match next {
                 Err(_) if st.done() => break,
                 Err(_) => {
+                    let now = Instant::now();
                     let what = if now >= deadline {
                         format!("request timeout {:?} passed", cfg.timeout)
                     } else {
@@ -416,59 +557,36 @@ impl Client {
                     };
                 }
                 Ok(Err(e)) => {
-                    let kind = if status.is_success() {
-                        ErrorKind::Stream
-                    } else {
-                        ErrorKind::of_status(status.as_u16())
-                    };
-                    let msg = if status.is_success() {
-                        format!(
-                            "connection error mid-stream after {} events: {}",
-                            st.chunks(),
-                            error_chain(&e)
+                    let (kind, msg) = if ok {
+                        (
+                            ErrorKind::Stream,
+                            format!(
+                                "connection error mid-stream after {} events: {e}",
+                                st.chunks()
+                            ),
                         )
                     } else {
-                        http_error_msg(status.as_u16(), &buf, cfg)
+                        (
+                            ErrorKind::of_status(status),
+                            http_error_msg(status, &buf, cfg),
+                        )
                     };
                     return Outcome {
-                        end: now,
+                        end: Instant::now(),
                         error: Some((kind, msg)),
                     };
                 }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(bytes))) => {
-                    if bytes.is_empty() {
-                        continue;
-                    }
-                    n_reads += 1;
-                    if n_reads == 1 {
-                        rec.first_byte_ns = Some(t_ns);
-                    }
-                    last_read = now;
-                    if keep_body {
-                        if buf.len() < MAX_ERROR_BODY || is_json && status.is_success() {
-                            buf.extend_from_slice(&bytes);
-                        }
-                    } else {
-                        st.feed(&bytes, t_ns);
-                        if st.has_error() {
-                            // An error event ends the request: stop reading so end_ns is its time.
-                            return Outcome {
-                                end: now,
-                                error: None,
-                            };
-                        }
-                    }
-                }
+                Ok(Ok(false)) => break,
+                Ok(Ok(true)) => {}
             }
         }
         let end = Instant::now();
-        if !status.is_success() {
+        if !ok {
             return Outcome {
                 end,
                 error: Some((
-                    ErrorKind::of_status(status.as_u16()),
-                    http_error_msg(status.as_u16(), &buf, cfg),
+                    ErrorKind::of_status(status),
+                    http_error_msg(status, &buf, cfg),
                 )),
             };
         }

@@ -27,6 +27,8 @@ pub struct Transport {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// HTTP/1.1 only, even where ALPN offers h2 (`--http1`).
     pub http1_only: bool,
+    /// Plain `http://` requests through hyper too, not the lean HTTP/1.1 client (`--hyper`).
+    pub hyper: bool,
 }
 
 impl Transport {

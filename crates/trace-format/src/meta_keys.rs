@@ -48,6 +48,9 @@ pub mod meta {
     pub const RESENDS: &str = "trace.client_resends";
     /// The HTTP version the server answered in (`HTTP/1.1`, `HTTP/2`).
     pub const HTTP_VERSION: &str = "trace.http_version";
+    /// Which HTTP client sent the requests: `lean` (the replay's own HTTP/1.1 client, for plain
+    /// `http://` targets) or `hyper` (HTTPS, HTTP/2, `--hyper`).
+    pub const HTTP_CLIENT: &str = "trace.http_client";
     /// Tokens per `hash_ids` block (Mooncake 512, Bailian 16, `trace synth` 16); absent: 512.
     pub const HASH_BLOCK_TOKENS: &str = "trace.hash_block_tokens";
     /// GPU telemetry sampled during the run (JSON list of [`GpuSample`]: memory used,

@@ -486,6 +486,7 @@ pub async fn run(
     }
     if let Some(v) = client_meta.http_version() {
         writer.set_meta(meta::HTTP_VERSION, v);
+        writer.set_meta(meta::HTTP_CLIENT, client_meta.http_client());
     }
 
     scrape_stop.cancel();

@@ -33,6 +33,11 @@ pub struct TransportArgs {
     /// Speak HTTP/1.1 only (by default HTTP/2 is used where the server offers it by ALPN).
     #[arg(long)]
     pub http1: bool,
+
+    /// Send plain http:// requests through hyper, the client HTTPS uses, instead of the lean
+    /// HTTP/1.1 client (which holds ~5 KiB per in-flight stream to hyper's ~30).
+    #[arg(long)]
+    pub hyper: bool,
 }
 
 /// Checks the header at parse time (exit 2 naming it); kept as text for clap's `Clone`.
@@ -56,6 +61,7 @@ impl TransportArgs {
             identity: self.cert.clone().zip(self.key.clone()),
             headers,
             http1_only: self.http1,
+            hyper: self.hyper,
         };
         t.check()?;
         Ok(t)
