@@ -235,8 +235,28 @@ fn reasoning_is_its_own_channel_from_the_server_to_the_report() {
             assert_eq!(r.reasoning_tokens, Some(R), "{endpoint}: {r:?}");
             assert_eq!(r.chunk_reasoning.iter().sum::<i32>(), R, "{endpoint}");
             assert_eq!(r.output_tokens, Some(8), "{endpoint}");
+            // Reasoning comes first, the answer after: every reasoning event precedes the first
+            // answer event. (Their times may be equal: events that arrive in one socket read
+            // share its instant.)
+            let first_answer = r
+                .chunk_tokens
+                .iter()
+                .zip(&r.chunk_reasoning)
+                .position(|(t, re)| t > re)
+                .expect("an answer event");
+            assert!(
+                r.chunk_reasoning[first_answer..].iter().all(|&re| re == 0),
+                "{endpoint}: {r:?}"
+            );
+            assert!(r.chunk_reasoning[..first_answer].iter().sum::<i32>() == R);
             let m = r.metrics();
-            assert!(m.ttfa_ns > m.ttft_ns, "{endpoint}: {m:?}");
+            assert!(m.ttfa_ns >= m.ttft_ns, "{endpoint}: {m:?}");
+            assert_eq!(
+                m.ttfa_ns.unwrap() - m.ttft_ns.unwrap(),
+                r.chunk_ns[first_answer]
+                    - r.chunk_ns[r.chunk_tokens.iter().position(|&t| t > 0).unwrap()],
+                "{endpoint}"
+            );
         }
         let o = run(&["report", out.to_str().unwrap(), "--format", "json"]);
         assert!(o.status.success(), "{}", stderr(&o));

@@ -482,7 +482,10 @@ impl Client {
         let sent = Instant::now();
         let deadline = sent + cfg.timeout;
         rec.sent_ns = Some(clock.offset_ns(sent.into_std()));
-        let mut resp = match self.start(body, spec, deadline).await {
+        // Boxed: connecting, writing and reading the head take more state than the rest of
+        // the exchange (reqwest's pending request is the largest), and it is freed once the
+        // head is in, so a task waiting between tokens does not carry it.
+        let mut resp = match Box::pin(self.start(body, spec, deadline)).await {
             Ok(r) => r,
             Err(o) => return o,
         };

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -394,15 +395,19 @@ fn spawn_unit(
     deadline: Instant,
 ) {
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    // The work is boxed apart from the task: a future is as large as its largest branch and
+    // its captures, and a session's turn state (~8 KiB) would otherwise sit in every plain
+    // request's task, waiting streams included.
+    let work: Pin<Box<dyn Future<Output = ()> + Send>> = match unit {
+        Unit::Request(item) => {
+            let scheduled_ns = shared.clock.offset_ns(deadline.into_std());
+            Box::pin(send_request(shared.clone(), item, scheduled_ns).map(drop))
+        }
+        Unit::Session(work) => Box::pin(crate::turns::run_session(shared.clone(), work, deadline)),
+    };
     let shared = shared.clone();
     handle.spawn(async move {
-        match unit {
-            Unit::Request(item) => {
-                let scheduled_ns = shared.clock.offset_ns(deadline.into_std());
-                send_request(&shared, item, scheduled_ns).await;
-            }
-            Unit::Session(work) => crate::turns::run_session(&shared, work, deadline).await,
-        }
+        work.await;
         if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             shared.idle.notify_waiters();
         }
@@ -411,7 +416,8 @@ fn spawn_unit(
 
 /// Sends one request due at `scheduled_ns` (waiting at the concurrency cap, the wait recorded),
 /// counts it and hands its row to the sink.
-pub(crate) async fn send_request(shared: &Arc<Shared>, item: WorkItem, scheduled_ns: i64) -> Sent {
+pub(crate) async fn send_request(shared: Arc<Shared>, item: WorkItem, scheduled_ns: i64) -> Sent {
+    let shared = &shared;
     let c = &shared.d.counters;
     c.released.fetch_add(1, Ordering::Relaxed);
     let now_in_flight = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -448,7 +454,9 @@ pub(crate) async fn send_request(shared: &Arc<Shared>, item: WorkItem, scheduled
     };
     let ok = rec.error_kind.is_none();
     let end_ns = rec.end_ns.unwrap_or_else(|| shared.clock.now_ns());
-    finish(shared, rec).await;
+    // Boxed: handing the row over takes more state than waiting on the stream, and only for an
+    // instant at the end.
+    Box::pin(finish(shared, rec)).await;
     c.in_flight.fetch_sub(1, Ordering::Relaxed);
     Sent { ok, end_ns, reply }
 }

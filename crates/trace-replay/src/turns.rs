@@ -22,7 +22,8 @@ use crate::session::{History, OnTurnError};
 use crate::workload::{SessionWork, WorkItem};
 
 /// Runs one session to its end (or until the run stops: turns not yet due are not sent).
-pub(crate) async fn run_session(shared: &Arc<Shared>, work: SessionWork, arrival: Instant) {
+pub(crate) async fn run_session(shared: Arc<Shared>, work: SessionWork, arrival: Instant) {
+    let shared = &shared;
     let Some(first) = work.turns.first() else {
         return;
     };
@@ -137,7 +138,7 @@ fn spawn_turn(
             () = due => {}
             () = shared.d.stop.cancelled() => return (idx, None),
         }
-        (idx, Some(send_request(&shared, item, due_ns).await))
+        (idx, Some(send_request(shared.clone(), item, due_ns).await))
     });
 }
 
