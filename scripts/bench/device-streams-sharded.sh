@@ -7,6 +7,7 @@
 # one port (SO_REUSEPORT), each truth file concatenated; the shards are merged (`trace merge`)
 # and the merged run is joined with the truth (`trace selfcheck --run`).
 #   scripts/bench/device-streams-sharded.sh OUTDIR [STREAMS] [SHARDS] [SIMS]
+# REPLAY_FLAGS: extra replay flags (for example --hyper).
 set -u
 out=$1; s=${2:-50000}; shards=${3:-6}; sims=${4:-4}
 T=${T:-$PWD/.dev/trace}
@@ -33,7 +34,7 @@ for k in $(seq 0 $(( shards - 1 ))); do
   if [ "$k" = 0 ]; then coord=self; else coord="http://127.0.0.1:$cport"; fi
   taskset -c "$cli_cpus" /usr/bin/time -f "shard $k: %e s wall, %U s user, %S s sys, %M KiB peak RSS" \
     "$T" replay random --url "http://127.0.0.1:$port" --input-len 16 --output-len 20 \
-    --rate "$rate" -n "$n" --seed 3 --no-metrics --gpu-metrics off --timeout 120s \
+    --rate "$rate" -n "$n" --seed 3 --no-metrics --gpu-metrics off --timeout 120s ${REPLAY_FLAGS:-} \
     --shard "$k/$shards" --coordinator "$coord" --coordinator-listen "127.0.0.1:$cport" \
     -o "/tmp/shard-$k.parquet" > "$out/replay-$k.log" 2>&1 &
   clis+=($!)

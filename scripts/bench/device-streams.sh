@@ -9,6 +9,7 @@
 #   scripts/bench/device-streams.sh OUTDIR [STREAMS...]       (default: 5000 50000)
 # Needs .dev/trace (a release build). Raises the ephemeral port range and the open-file limit
 # where the host allows: each stream is one loopback connection, two sockets.
+# REPLAY_FLAGS: extra replay flags (for example --hyper).
 set -u
 out=$1; shift
 levels=${*:-5000 50000}
@@ -39,7 +40,7 @@ for s in $levels; do
   sleep 1
   taskset -c "$cli_cpus" /usr/bin/time -f "client: %e s wall, %U s user, %S s sys, %M KiB peak RSS" \
     "$T" replay random --url "http://127.0.0.1:$port" --input-len 16 --output-len 20 \
-    --rate "$rate" -n "$n" --seed 3 --no-metrics --gpu-metrics off --timeout 120s \
+    --rate "$rate" -n "$n" --seed 3 --no-metrics --gpu-metrics off --timeout 120s ${REPLAY_FLAGS:-} \
     -o "$run" > "$out/replay-$s.log" 2>&1 &
   cli=$!
   sleep 0.5
