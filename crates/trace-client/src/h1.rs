@@ -532,24 +532,14 @@ fn decode(
                 return Ok(());
             }
             Framing::Length(left) => {
-                let k = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                sink(now, &bytes[..k]);
-                *left -= k as u64;
-                bytes = &bytes[k..];
+                bytes = take_payload(left, bytes, now, sink);
                 if *left == 0 {
                     *framing = Framing::Done;
                 }
             }
             Framing::Chunked(state) => {
                 if let Chunk::Data(left) = state {
-                    let k = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len());
-                    sink(now, &bytes[..k]);
-                    *left -= k as u64;
-                    bytes = &bytes[k..];
+                    bytes = take_payload(left, bytes, now, sink);
                     if *left == 0 {
                         *state = Chunk::DataCr;
                     }
@@ -565,6 +555,21 @@ fn decode(
         }
     }
     Ok(())
+}
+
+/// Hands up to `left` bytes of payload to `sink`, counting them off; the rest is returned.
+fn take_payload<'b>(
+    left: &mut u64,
+    bytes: &'b [u8],
+    now: Instant,
+    sink: &mut (dyn FnMut(Instant, &[u8]) + Send),
+) -> &'b [u8] {
+    let k = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    sink(now, &bytes[..k]);
+    *left -= k as u64;
+    &bytes[k..]
 }
 
 fn bad_chunk(what: &str) -> io::Error {

@@ -2,7 +2,8 @@
 //!
 //! Files, one concern each: [`url`] (the one URL normaliser), [`request`] (routes, settings,
 //! request bodies), `send` (the request function [`Client::send`], which fills one
-//! [`trace_format::TraceRecord`] per request), [`stream`] (response accounting,
+//! [`trace_format::TraceRecord`] per request), `h1` (its lean HTTP/1.1 client for plain
+//! `http://` targets; HTTPS and HTTP/2 go through reqwest), [`stream`] (response accounting,
 //! [`StreamState`]: per-event arrival times and token counts, usage, errors), [`sse`] (the SSE
 //! parser, byte-arrival timestamps taken before parsing), [`classify`] (what one event carries),
 //! `tokenizer` (Hugging Face tokenizers: [`HfTokenizer`], [`random_prompt`]) and [`metrics`]
@@ -29,7 +30,7 @@
 //!   as a chunk with 0 tokens), or a non-streaming body was not valid JSON;
 //! - `cancelled`: the caller's cancel future fired ([`Client::send_cancellable`]);
 //! - `invalid_request`: the request could not be built (token ids for a chat prompt without a
-//!   tokenizer); nothing was sent.
+//!   tokenizer, a request id that cannot be a header); nothing was sent.
 
 pub mod barrier;
 pub mod classify;
