@@ -34,8 +34,9 @@ pub struct TransportArgs {
     #[arg(long)]
     pub http1: bool,
 
-    /// Send plain http:// requests through hyper, the client HTTPS uses, instead of the lean
-    /// HTTP/1.1 client (which holds ~5 KiB per in-flight stream to hyper's ~30).
+    /// Replay: send plain http:// requests through hyper, the client HTTPS uses, instead of the
+    /// lean HTTP/1.1 client (~5 KiB per in-flight stream to hyper's ~30). The recording proxy's
+    /// upstream is always hyper.
     #[arg(long)]
     pub hyper: bool,
 }
