@@ -49,9 +49,8 @@ const DONE_GRACE: Duration = Duration::from_millis(100);
 pub struct Client {
     http: reqwest::Client,
     url: Arc<str>,
-    auth: Option<HeaderValue>,
-    /// The key alone, for routes that take it as `x-api-key` (Messages).
-    api_key: Option<HeaderValue>,
+    /// Every request's headers but `x-request-id` ([`route_headers`]).
+    headers: Arc<[(HeaderName, HeaderValue)]>,
     cfg: Arc<ClientConfig>,
     model: Arc<str>,
     tokenizer: Option<Arc<HfTokenizer>>,
@@ -305,22 +304,16 @@ impl Client {
             return Err(Error::Build("extra_body must be a JSON object".into()));
         }
         let resends = Arc::new(AtomicU64::new(0));
+        let headers = route_headers(cfg.endpoint, auth.as_ref(), api_key.as_ref());
         let h1 = (!cfg.transport.hyper)
-            .then(|| {
-                H1::new(
-                    &url,
-                    &route_headers(cfg.endpoint, auth.as_ref(), api_key.as_ref()),
-                    &cfg.transport.headers,
-                )
-            })
+            .then(|| H1::new(&url, &headers, &cfg.transport.headers))
             .flatten()
             .map(Arc::new);
         Ok(Self {
             http: http_client(&cfg.transport, None, resends.clone())?,
             h1,
             url: url.into(),
-            auth,
-            api_key,
+            headers: headers.into(),
             cfg: Arc::new(cfg),
             model,
             tokenizer,
@@ -449,9 +442,8 @@ impl Client {
                     .post(&*self.url)
                     .header("x-request-id", spec.request_id.as_str())
                     .body(body);
-                for (k, v) in route_headers(cfg.endpoint, self.auth.as_ref(), self.api_key.as_ref())
-                {
-                    req = req.header(k, v);
+                for (k, v) in self.headers.iter() {
+                    req = req.header(k, v.clone());
                 }
                 timeout_at(deadline, req.send()).await.map(|r| {
                     r.map(Resp::Hyper)
