@@ -15,7 +15,8 @@ fn sim() -> trace_sim::SimHandle {
 fn sim_reasoning(reasoning: u32) -> trace_sim::SimHandle {
     let mut cfg = trace_sim::SimConfig::fixed(
         std::time::Duration::from_millis(2),
-        std::time::Duration::from_millis(1),
+        // Tokens 5 ms apart, so that reasoning and answer usually arrive in separate reads.
+        std::time::Duration::from_millis(5),
     );
     cfg.model = "m".into();
     cfg.reasoning_tokens = reasoning;
@@ -263,9 +264,11 @@ fn reasoning_is_its_own_channel_from_the_server_to_the_report() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let st = &v["stages"][0];
         assert_eq!(st["reasoning_tokens"], 6 * R, "{endpoint}");
+        // The answer never comes before the reasoning; on a loaded host both may come in one
+        // socket read, and then at one instant.
         let (ttft, ttfa) = (&st["metrics"]["ttft"]["p50"], &st["metrics"]["ttfa"]["p50"]);
         assert!(
-            ttfa.as_f64().unwrap() > ttft.as_f64().unwrap(),
+            ttfa.as_f64().unwrap() >= ttft.as_f64().unwrap(),
             "{endpoint}: {st}"
         );
         let text = stdout(&run(&["report", out.to_str().unwrap()]));
