@@ -2,7 +2,9 @@
 //! (moto, started by the test on 127.0.0.1 through tests/python/s3_server.py): a run written
 //! to a bucket and read back by report, inspect and replay; an existing object refused; a
 //! killed run's flushed parts found in the bucket, reported and recovered there; the shards of
-//! a sharded run written to one prefix and reported as one run from it.
+//! a sharded run written to one prefix and reported as one run from it. `az://` against
+//! Azurite (Microsoft's local Blob Storage emulator, scripts/ci/azurite.sh): a run written to a
+//! container and read back.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -228,4 +230,118 @@ fn shards_written_to_one_prefix_report_as_one_run() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a prefix"), "{}", stderr(&o));
+}
+
+/// Azurite on a free port of 127.0.0.1 with the container `runs`, stopped on drop.
+struct Azure {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Azure {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn azurite() -> Option<Azure> {
+    let Some(bin) = std::env::var_os("TRACE_AZURITE") else {
+        assert!(
+            std::env::var_os("TRACE_REQUIRE_AZURITE").is_none(),
+            "TRACE_REQUIRE_AZURITE is set but TRACE_AZURITE is not (eval \"$(scripts/ci/azurite.sh)\")"
+        );
+        eprintln!("skipped: TRACE_AZURITE not set (scripts/ci/azurite.sh installs Azurite)");
+        return None;
+    };
+    if !python_has(
+        "azure.storage.blob",
+        "azure-storage-blob, to make a container",
+    ) {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(bin)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(dir.path())
+        .args(["--silent", "--skipApiVersionCheck"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let az = Azure {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Azurite did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new("python3")
+        .arg(repo().join("tests/python/az_container.py"))
+        .args([&az.url, "runs"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    Some(az)
+}
+
+impl Azure {
+    /// `trace ARGS` against this emulator (object_store's emulator settings).
+    fn trace(&self, args: &[&str], cwd: &Path) -> Output {
+        trace()
+            .args(args)
+            .current_dir(cwd)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", &self.url)
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn runs_are_written_to_and_read_from_an_azure_container() {
+    let Some(az) = azurite() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let url = "az://runs/a/run.parquet";
+    let mut args = vec!["replay", "--rate", "50", "-n", "12", "-o", url];
+    args.extend(SMALL);
+    let o = az.trace(&args, d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("uploaded {url}")),
+        "{}",
+        stderr(&o)
+    );
+    let o = az.trace(&["report", url, "--format", "json"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stages"][0]["completed"], 12, "{v}");
+    // An existing blob is never overwritten without --force; a missing one is named.
+    let o = az.trace(&args, d.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{url} exists: pass --force")),
+        "{}",
+        stderr(&o)
+    );
+    let o = az.trace(&["inspect", "az://runs/none.parquet"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("az://runs/none.parquet: no such object"),
+        "{}",
+        stderr(&o)
+    );
 }
