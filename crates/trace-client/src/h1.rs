@@ -44,6 +44,13 @@ thread_local! {
     static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF].into_boxed_slice());
 }
 
+/// This client carries `url`: plain `http://`, no credentials in the URL (reqwest turns those
+/// into basic auth; HTTPS and HTTP/2 are reqwest's).
+pub(crate) fn carries(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| u.scheme() == "http" && u.username().is_empty() && u.password().is_none())
+}
+
 /// One target route over plain HTTP/1.1, with its pool of idle connections.
 #[derive(Debug)]
 pub(crate) struct H1 {
@@ -65,10 +72,10 @@ impl H1 {
         fixed: &[(HeaderName, HeaderValue)],
         extra: &[(HeaderName, HeaderValue)],
     ) -> Option<Self> {
-        let u = reqwest::Url::parse(url).ok()?;
-        if u.scheme() != "http" || !u.username().is_empty() || u.password().is_some() {
+        if !carries(url) {
             return None;
         }
+        let u = reqwest::Url::parse(url).ok()?;
         // An IPv6 literal comes bracketed; the resolver takes it bare.
         let host = u
             .host_str()?

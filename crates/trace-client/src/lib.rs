@@ -54,7 +54,7 @@ pub use metrics::{
 pub use request::{
     ClientConfig, Endpoint, Message, Prompt, QueryTemplate, RequestSpec, Role, prompt_hash,
 };
-pub use send::{Client, list_models, resending_client};
+pub use send::{Client, lean_http1, list_models, resending_client};
 pub use server::{ServerApi, ServerInfo};
 pub use stream::StreamState;
 pub use tokenizer::{HfTokenizer, random_prompt, word_level_tokenizer_json};

@@ -180,6 +180,14 @@ pub async fn list_models(
     Ok(ids)
 }
 
+/// Requests of `cfg` go through the lean HTTP/1.1 client (h1.rs), not hyper: a plain `http://`
+/// target without credentials in its URL, and no `--hyper`. Its connections are back in the
+/// pool before the request's send returns, so a run's open sockets never exceed its requests in
+/// flight (hyper's pool takes a connection back a moment later, and may open one meanwhile).
+pub fn lean_http1(cfg: &ClientConfig) -> bool {
+    !cfg.transport.hyper && crate::h1::carries(&cfg.base_url)
+}
+
 /// The headers every request of a route carries besides `x-request-id`: the body's type and
 /// the credentials (Anthropic's Messages take the key as `x-api-key`, with the API version).
 fn route_headers(
@@ -305,7 +313,7 @@ impl Client {
         }
         let resends = Arc::new(AtomicU64::new(0));
         let headers = route_headers(cfg.endpoint, auth.as_ref(), api_key.as_ref());
-        let h1 = (!cfg.transport.hyper)
+        let h1 = lean_http1(&cfg)
             .then(|| H1::new(&url, &headers, &cfg.transport.headers))
             .flatten()
             .map(Arc::new);

@@ -202,12 +202,14 @@ const FD_RESERVE: u64 = 128;
 /// Raises the open-file limit as far as allowed and returns the most requests that can be in
 /// flight under it, `None` when it is no real bound. Without this cap, a run under `ulimit -n
 /// 1024` opened sockets until the writer could not open its part file and lost every row.
-fn fd_cap(fds_per_request: usize) -> Option<usize> {
+fn fd_cap(fds_per_request: usize, lean: bool) -> Option<usize> {
     let limit = trace_sys::raise_nofile_limit()?;
-    // Half of what is left: a finished request's connection returns to the pool a moment
-    // after its slot frees, so a new one may open meanwhile (measured: 896 in flight under
-    // `ulimit -n 1024` still ran out of files).
-    let room = limit.saturating_sub(FD_RESERVE) / (2 * fds_per_request.max(1) as u64);
+    // Through hyper, half of what is left: a finished request's connection returns to hyper's
+    // pool a moment after its slot frees, so a new one may open meanwhile (measured: 896 in
+    // flight under `ulimit -n 1024` still ran out of files). The lean client's connection is
+    // back in its pool before the slot frees, and it connects only with an empty pool.
+    let share = if lean { 1 } else { 2 };
+    let room = limit.saturating_sub(FD_RESERVE) / (share * fds_per_request.max(1) as u64);
     (room < 1 << 20).then_some(room.max(1) as usize)
 }
 
@@ -219,7 +221,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<Summary, Error> {
     cfg.validate()?;
-    let fd_cap = fd_cap(cfg.fds_per_request);
+    let fd_cap = fd_cap(cfg.fds_per_request, trace_client::lean_http1(&cfg.client));
     let asked = cfg.max_concurrency;
     if let Some(cap) = fd_cap {
         if cfg.max_concurrency.is_none_or(|m| m > cap) {
