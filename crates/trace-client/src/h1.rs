@@ -145,7 +145,9 @@ impl H1 {
                 Err(e) => Err(HeadError::Other(e.to_string())),
             };
             match head {
-                Ok((head, pending)) => return Ok(Response::new(self, conn, head, pending)),
+                Ok((head, pending, at)) => {
+                    return Ok(Response::new(self, conn, head, pending, at));
+                }
                 Err(HeadError::Closed(_)) if !resent => {
                     resent = true;
                     resends.fetch_add(1, Ordering::Relaxed);
@@ -291,9 +293,11 @@ const CHUNK_START: Chunk = Chunk::Size {
 };
 
 /// Reads until a whole response head is in; the bytes after it are returned with it.
-async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>), HeadError> {
+async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>, Instant), HeadError> {
     let mut acc: Vec<u8> = Vec::new();
     let mut any = false;
+    // When the last read returned: the head's instant, and that of the body bytes read with it.
+    let mut at = Instant::now();
     loop {
         if !acc.is_empty() {
             match parse_head(&acc).map_err(HeadError::Other)? {
@@ -302,7 +306,7 @@ async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>), HeadError> {
                     acc.drain(..n);
                     continue;
                 }
-                Some((n, Some(head))) => return Ok((head, acc.split_off(n))),
+                Some((n, Some(head))) => return Ok((head, acc.split_off(n), at)),
                 None if acc.len() > MAX_HEAD => {
                     return Err(HeadError::Other(format!(
                         "response head longer than {} KiB",
@@ -317,6 +321,7 @@ async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>), HeadError> {
             .map_err(|e| HeadError::Other(e.to_string()))?;
         let r = BUF.with_borrow_mut(|buf| match conn.try_read(buf) {
             Ok(n) => {
+                at = Instant::now();
                 acc.extend_from_slice(&buf[..n]);
                 Ok(n)
             }
@@ -412,21 +417,25 @@ pub(crate) struct Response<'a> {
     conn: Option<TcpStream>,
     framing: Framing,
     keep_alive: bool,
-    /// Body bytes that came in with the head.
+    /// Body bytes that came in with the head, and when that read returned.
     pending: Vec<u8>,
+    head_at: Instant,
     status: u16,
     http10: bool,
     is_json: bool,
 }
 
 impl<'a> Response<'a> {
-    fn new(client: &'a H1, conn: TcpStream, head: Head, pending: Vec<u8>) -> Self {
+    fn new(client: &'a H1, conn: TcpStream, head: Head, pending: Vec<u8>, at: Instant) -> Self {
+        let done = matches!(head.framing, Framing::Done);
         let mut r = Self {
             client,
             conn: Some(conn),
             framing: head.framing,
-            keep_alive: head.keep_alive,
+            // Bytes after a body that was over with its head: not a connection to reuse.
+            keep_alive: head.keep_alive && (!done || pending.is_empty()),
             pending,
+            head_at: at,
             status: head.status,
             http10: head.http10,
             is_json: head.is_json,
@@ -443,6 +452,11 @@ impl<'a> Response<'a> {
         self.is_json
     }
 
+    /// When the read that completed the head returned.
+    pub(crate) fn head_at(&self) -> Instant {
+        self.head_at
+    }
+
     pub(crate) fn version(&self) -> &'static str {
         if self.http10 { "HTTP/1.0" } else { "HTTP/1.1" }
     }
@@ -456,8 +470,13 @@ impl<'a> Response<'a> {
     ) -> io::Result<bool> {
         if !self.pending.is_empty() {
             let p = std::mem::take(&mut self.pending);
-            let now = Instant::now();
-            let r = decode(&mut self.framing, &mut self.keep_alive, &p, now, sink);
+            let r = decode(
+                &mut self.framing,
+                &mut self.keep_alive,
+                &p,
+                self.head_at,
+                sink,
+            );
             self.release_if_done();
             return r.map(|()| true);
         }

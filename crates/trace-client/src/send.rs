@@ -489,7 +489,10 @@ impl Client {
             Ok(r) => r,
             Err(o) => return o,
         };
-        let headers_at = Instant::now();
+        let headers_at = match &resp {
+            Resp::Lean(r) => r.head_at(),
+            Resp::Hyper(_) => Instant::now(),
+        };
         rec.headers_ns = Some(clock.offset_ns(headers_at.into_std()));
         self.version.get_or_init(|| resp.version());
         let status = resp.status();
