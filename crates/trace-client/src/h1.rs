@@ -244,6 +244,11 @@ fn closed(e: &io::Error) -> bool {
     )
 }
 
+/// A `content-type` of a JSON body (`application/json`, `...+json`): read whole, not as events.
+pub(crate) fn json_type(content_type: &str) -> bool {
+    content_type.contains("json")
+}
+
 /// What a response head says.
 #[derive(Debug)]
 struct Head {
@@ -292,6 +297,23 @@ const CHUNK_START: Chunk = Chunk::Size {
     ext: false,
 };
 
+/// Waits until `c` is readable and reads once into this thread's buffer, handing `f` the bytes
+/// read (none: the peer closed) and the instant the read returned; a wake with nothing to read
+/// is waited out. No buffer is held while waiting.
+async fn read_once<T>(c: &TcpStream, mut f: impl FnMut(&[u8], Instant) -> T) -> io::Result<T> {
+    loop {
+        c.readable().await?;
+        let got = BUF.with_borrow_mut(|buf| match c.try_read(buf) {
+            Ok(n) => Ok(Some(f(&buf[..n], Instant::now()))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        if let Some(v) = got {
+            return Ok(v);
+        }
+    }
+}
+
 /// Reads until a whole response head is in; the bytes after it are returned with it.
 async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>, Instant), HeadError> {
     let mut acc: Vec<u8> = Vec::new();
@@ -316,17 +338,12 @@ async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>, Instant), HeadErr
                 None => {}
             }
         }
-        conn.readable()
-            .await
-            .map_err(|e| HeadError::Other(e.to_string()))?;
-        let r = BUF.with_borrow_mut(|buf| match conn.try_read(buf) {
-            Ok(n) => {
-                at = Instant::now();
-                acc.extend_from_slice(&buf[..n]);
-                Ok(n)
-            }
-            Err(e) => Err(e),
-        });
+        let r = read_once(conn, |bytes, now| {
+            at = now;
+            acc.extend_from_slice(bytes);
+            bytes.len()
+        })
+        .await;
         match r {
             Ok(0) if !any => {
                 return Err(HeadError::Closed("the server closed the connection".into()));
@@ -337,7 +354,6 @@ async fn read_head(conn: &TcpStream) -> Result<(Head, Vec<u8>, Instant), HeadErr
                 ));
             }
             Ok(_) => any = true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if !any && closed(&e) => return Err(HeadError::Closed(e.to_string())),
             Err(e) => return Err(HeadError::Other(e.to_string())),
         }
@@ -381,7 +397,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Option<Head>)>, String> {
                 keep |= t.trim().eq_ignore_ascii_case("keep-alive");
             }
         } else if h.name.eq_ignore_ascii_case("content-type") {
-            is_json = v.contains("json");
+            is_json = json_type(v);
         }
     }
     let framing = if status == 204 || status == 304 {
@@ -492,37 +508,30 @@ impl<'a> Response<'a> {
         if matches!(framing, Framing::Done) {
             return Ok(false);
         }
-        loop {
-            c.readable().await?;
-            let r = BUF.with_borrow_mut(|buf| match c.try_read(buf) {
-                Ok(0) => match framing {
-                    Framing::Close => {
-                        *framing = Framing::Done;
-                        Ok(Some(false))
-                    }
-                    _ => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed before the end of the body",
-                    )),
-                },
-                Ok(n) => {
-                    let now = Instant::now();
-                    decode(framing, keep_alive, &buf[..n], now, sink).map(|()| Some(true))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                Err(e) => Err(e),
-            });
-            match r {
-                Ok(None) => continue,
-                Ok(Some(more)) => {
-                    self.release_if_done();
-                    return Ok(more);
-                }
-                Err(e) => {
-                    // A broken framing or connection: the connection is not reused.
-                    self.keep_alive = false;
-                    return Err(e);
-                }
+        let r = read_once(c, |bytes, now| {
+            if !bytes.is_empty() {
+                decode(framing, keep_alive, bytes, now, sink).map(|()| true)
+            } else if matches!(framing, Framing::Close) {
+                *framing = Framing::Done;
+                Ok(false)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the end of the body",
+                ))
+            }
+        })
+        .await
+        .and_then(|r| r);
+        match r {
+            Ok(more) => {
+                self.release_if_done();
+                Ok(more)
+            }
+            Err(e) => {
+                // A broken framing or connection: the connection is not reused.
+                self.keep_alive = false;
+                Err(e)
             }
         }
     }

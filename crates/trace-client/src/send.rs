@@ -231,7 +231,7 @@ impl Resp<'_> {
                 .headers()
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("json")),
+                .is_some_and(h1::json_type),
         }
     }
 
