@@ -199,6 +199,9 @@ fn a_run_against_a_multi_worker_simulator_joins_with_its_truth() {
     assert_eq!(r["event_count_mismatches"], 0, "{r}");
     assert_eq!(r["token_events"], 300, "{r}");
     assert!(r["peak_concurrency"].as_i64().unwrap() >= 1, "{r}");
+    // The replay chose the rate; selfcheck's own defaults describe nothing here.
+    assert!(r["rate_requested"].is_null(), "{r}");
+    assert!(r["concurrency_target"].is_null(), "{r}");
     // An engine model is one scheduler: it cannot be split over workers.
     let bad = run_in(
         &[

@@ -323,10 +323,10 @@ pub struct SelfcheckReport {
     pub itl_ms: f64,
     /// Output tokens per request.
     pub tokens: u32,
-    /// Target concurrency.
-    pub concurrency_target: usize,
-    /// Requested rate, req/s.
-    pub rate_requested: f64,
+    /// Target concurrency (None for a run selfcheck did not send: the replay chose it).
+    pub concurrency_target: Option<usize>,
+    /// Requested rate, req/s (None for a run selfcheck did not send).
+    pub rate_requested: Option<f64>,
     /// Achieved send rate: `(sent - 1) / (last send - first send)`, req/s.
     pub rate_achieved: Option<f64>,
     /// Rows written.
@@ -380,8 +380,8 @@ impl SelfcheckReport {
             ttft_ms: cfg.ttft.as_secs_f64() * 1e3,
             itl_ms: cfg.itl.as_secs_f64() * 1e3,
             tokens: cfg.tokens,
-            concurrency_target: cfg.concurrency,
-            rate_requested: cfg.effective_rate(),
+            concurrency_target: Some(cfg.concurrency),
+            rate_requested: Some(cfg.effective_rate()),
             rate_achieved,
             requests: j.requests,
             ok: j.ok,

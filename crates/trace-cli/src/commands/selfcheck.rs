@@ -196,7 +196,12 @@ pub fn run(args: SelfcheckArgs) -> anyhow::Result<ExitCode> {
                     format!("joining {} with {}", run.display(), truth.display())
                 })?;
                 let peak = selfcheck::peak_in_flight(run)?;
-                selfcheck::SelfcheckReport::from_join(&base, &j, peak, None)
+                let mut r = selfcheck::SelfcheckReport::from_join(&base, &j, peak, None);
+                // The replay that wrote the run chose its rate and concurrency, not the
+                // defaults of selfcheck's own flags.
+                r.concurrency_target = None;
+                r.rate_requested = None;
+                r
             }
             _ => selfcheck::run(&base)?,
         };
@@ -268,7 +273,7 @@ pub fn run(args: SelfcheckArgs) -> anyhow::Result<ExitCode> {
             let s = SweepOut {
                 max_ttft_error_ms: max_ttft.as_secs_f64() * 1e3,
                 max_itl_error_ms: max_itl.as_secs_f64() * 1e3,
-                best_concurrency: best.map(|r| r.concurrency_target),
+                best_concurrency: best.and_then(|r| r.concurrency_target),
                 best_event_rate_per_s: best.and_then(|r| r.event_rate_per_s),
                 levels: reports
                     .iter()
@@ -287,7 +292,7 @@ pub fn run(args: SelfcheckArgs) -> anyhow::Result<ExitCode> {
                 "largest concurrency within TTFT {} / ITL {} (P99 |error|): {} streams, {} events/s",
                 humantime::format_duration(max_ttft),
                 humantime::format_duration(max_itl),
-                r.concurrency_target,
+                opt(r.concurrency_target.map(|c| c as f64), 0),
                 r.event_rate_per_s.map_or("-".into(), |v| format!("{v:.0}"))
             )?,
             None => writeln!(out, "no level within the bounds")?,
@@ -326,10 +331,10 @@ fn write_table(out: &mut impl Write, r: &SelfcheckReport) -> std::io::Result<()>
         r.ok,
         r.failed,
         r.unmatched,
-        opt(Some(r.rate_requested), 1),
+        opt(r.rate_requested, 1),
         opt(r.rate_achieved, 1),
         r.peak_concurrency,
-        r.concurrency_target
+        opt(r.concurrency_target.map(|c| c as f64), 0)
     )?;
     writeln!(
         out,
