@@ -831,6 +831,46 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
     assert_eq!(shards.as_array().unwrap().len(), 3);
     assert!(r.meta().get(meta::SHARD).is_none());
     assert_eq!(r.meta().stages()[0].requests, 12);
+    // Each shard's own figures, read back against its file's rows: its share, its target and
+    // a send lag inside the span of its rows' lags.
+    let mut urls = Vec::new();
+    for sh in shards.as_array().unwrap() {
+        let f = TraceReader::open(d.path().join(format!("s{}.parquet", sh["index"]))).unwrap();
+        let lags_us: Vec<f64> = f
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.sent_ns.unwrap() - r.scheduled_ns) as f64 / 1e3
+            })
+            .collect();
+        assert_eq!(sh["requests"], lags_us.len(), "{sh}");
+        assert_eq!(sh["failed"], 0, "{sh}");
+        let lo = lags_us.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = lags_us.iter().copied().fold(0.0, f64::max);
+        let (p50, p99) = (
+            sh["send_lag_p50_us"].as_f64().unwrap(),
+            sh["send_lag_p99_us"].as_f64().unwrap(),
+        );
+        // HDR histograms keep 3 significant digits (and clamp at 1 ns).
+        assert!(
+            lo * 0.999 - 0.001 <= p50 && p50 <= p99 && p99 <= hi * 1.001 + 0.001,
+            "{sh}"
+        );
+        assert_eq!(sh["url"].as_str(), f.meta().get(meta::URL), "{sh}");
+        urls.push(sh["url"].as_str().unwrap().to_string());
+    }
+    // Each shard ran its own embedded simulator: the merged run names every target.
+    urls.sort();
+    urls.dedup();
+    assert_eq!(r.meta().get(meta::URL), Some(urls.join(", ").as_str()));
+    // inspect shows them a line each.
+    let shown = stdout(&run_ok_in(&["inspect", "merged.parquet"], d.path()));
+    assert!(shown.contains("shards          3"), "{shown}");
+    assert_eq!(
+        shown.matches(" 4 requests 0 failed, send lag P50 ").count(),
+        3,
+        "{shown}"
+    );
     // What each host's kernel said about its clock rides along (adjtimex, on Linux).
     if cfg!(target_os = "linux") {
         for sh in shards.as_array().unwrap() {

@@ -152,6 +152,50 @@ pub fn inspect(file: &std::path::Path) -> anyhow::Result<Inspection> {
     })
 }
 
+/// The `trace.shards` list of a merged run (None for any other file).
+fn m_shards(i: &Inspection) -> Option<Vec<serde_json::Value>> {
+    serde_json::from_str(i.metadata.get(meta::SHARDS)?).ok()
+}
+
+/// One line per shard of a merged run: where it ran, what it sent, how late, and where its run
+/// started against the earliest shard's (with the bound of its clock offset that the start
+/// barrier measured, when there was one).
+fn write_shards(out: &mut String, shards: &[serde_json::Value]) -> std::fmt::Result {
+    use std::fmt::Write;
+    let ms = |v: &serde_json::Value, scale: f64| {
+        v.as_f64()
+            .map_or_else(|| "-".into(), |x| format!("{:.3}", x / scale))
+    };
+    writeln!(out, "shards          {}", shards.len())?;
+    for s in shards {
+        let text = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+        // Files merged before the counts were kept have none.
+        let num = |k: &str| s[k].as_u64().map_or_else(|| "-".into(), |v| v.to_string());
+        let err = match s["offset_error_ns"].as_f64() {
+            Some(e) => format!(" ± {:.3}", e / 1e6),
+            None => " (host wall clock)".into(),
+        };
+        writeln!(
+            out,
+            "  {:<3} {} {} {} requests {} failed, send lag P50 {} / P99 {} ms, run start +{}{err} ms{}",
+            num("index"),
+            text("host"),
+            text("url"),
+            num("requests"),
+            num("failed"),
+            ms(&s["send_lag_p50_us"], 1e3),
+            ms(&s["send_lag_p99_us"], 1e3),
+            ms(&s["offset_ns"], 1e6),
+            if s["interrupted"] == serde_json::Value::Bool(true) {
+                ", interrupted"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `trace inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let mut i =
@@ -203,6 +247,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     i.gpu_samples,
                     i.gpu_source.as_deref().unwrap_or("DCGM")
                 )?;
+            }
+            if let Some(shards) = m_shards(&i) {
+                write_shards(&mut out, &shards)?;
             }
             writeln!(out, "stages          {}", i.stages.len())?;
             for s in &i.stages {

@@ -3,8 +3,9 @@
 //! memory), each shard's times rebased onto the earliest shard's start by the difference of
 //! their wall-clock anchors; stages are joined by label (earliest start, latest end, requests
 //! summed), server and GPU samples rebased and interleaved, and `trace.shards` lists every shard
-//! (file, host, share, start, offset applied). Shards of different schedules, a shard given
-//! twice or a missing one are refused, naming the files.
+//! (file, host, target URL, start, offset applied, its requests, failures and send lag, from the
+//! rows as they stream past). Shards of different schedules, a shard given twice or a missing
+//! one are refused, naming the files.
 //!
 //! With a start barrier (`--coordinator`) every shard's start is on the coordinator's clock,
 //! with the bound of its offset; without one the offsets rest on the hosts' wall clocks (NTP),
@@ -222,6 +223,14 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
     map.remove(meta::SHARD);
     let mut m = TraceMeta::from_map(map);
     m.set(meta::RUN_START_UNIX_NS, origin.to_string());
+    // Shards may each have had a target of their own (one replica each): name them all.
+    let urls: std::collections::BTreeSet<&str> = shards
+        .iter()
+        .filter_map(|s| s.meta.get(meta::URL))
+        .collect();
+    if urls.len() > 1 {
+        m.set(meta::URL, urls.into_iter().collect::<Vec<_>>().join(", "));
+    }
     let mut stages: BTreeMap<String, (usize, StageInfo)> = BTreeMap::new();
     let mut server: Vec<ServerSample> = Vec::new();
     let mut gpu: Vec<GpuSample> = Vec::new();
@@ -253,6 +262,7 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
         }));
         listed.push(serde_json::json!({
             "file": s.path.display().to_string(), "index": s.info.index, "host": s.info.host,
+            "url": s.meta.get(meta::URL),
             "run_start_unix_ns": s.start_unix_ns, "offset_ns": off,
             "offset_error_ns": s.info.offset_error_ns,
             "kernel_clock": s.info.kernel_clock,
@@ -274,7 +284,10 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
     if !gpu.is_empty() {
         m.set(meta::GPU_SAMPLES, trace_format::to_json(&gpu));
     }
-    m.set(meta::SHARDS, serde_json::Value::Array(listed).to_string());
+    m.set(
+        meta::SHARDS,
+        serde_json::Value::Array(listed.clone()).to_string(),
+    );
 
     let mut w = TraceWriter::create(
         output,
@@ -287,15 +300,24 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
     .with_context(|| format!("writing {}", output.display()))?;
     let mut rows = 0u64;
     let copied: anyhow::Result<()> = (|| {
-        for s in &shards {
+        for (s, entry) in shards.iter().zip(listed.iter_mut()) {
             let off = s.start_unix_ns - origin;
             let r = TraceReader::open(&s.path)?;
+            // Fixed-size histograms: a shard of millions of rows adds nothing per row.
+            let mut stats = trace_replay::summary::StageStats::default();
             for rec in r.records() {
                 let mut rec = rec.with_context(|| format!("reading {}", s.path.display()))?;
+                stats.add(&trace_replay::summary::ReqStat::from_record(&rec));
                 rec.shift_times(off);
                 w.write_owned(rec)?;
                 rows += 1;
             }
+            // A host that could not keep its schedule shows here, shard by shard.
+            let sum = stats.summary("", None);
+            entry["requests"] = stats.requests().into();
+            entry["failed"] = sum.failed.into();
+            entry["send_lag_p50_us"] = sum.lag_p50_us.into();
+            entry["send_lag_p99_us"] = sum.lag_p99_us.into();
         }
         Ok(())
     })();
@@ -303,6 +325,7 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
         let _ = w.discard();
         return Err(e);
     }
+    w.set_meta(meta::SHARDS, serde_json::Value::Array(listed).to_string());
     w.close()?;
     let spread_ns = shards
         .iter()
