@@ -939,6 +939,49 @@ fn shards_of_one_schedule_merge_into_the_single_host_run() {
 }
 
 #[test]
+fn report_names_the_shard_that_fell_behind_its_schedule() {
+    let d = tempfile::tempdir().unwrap();
+    // Shard 1 may hold one request at a time: its later arrivals wait for the slot, late.
+    for (k, extra) in [("0", &[][..]), ("1", &["--max-concurrency", "1"][..])] {
+        let out = format!("s{k}.parquet");
+        let shard = format!("{k}/2");
+        let mut a = vec![
+            "replay", "--rate", "100", "-n", "40", "--seed", "7", "--shard", &shard, "-o", &out,
+        ];
+        a.extend(SMALL);
+        a.extend(extra);
+        run_ok_in(&a, d.path());
+    }
+    run_ok_in(
+        &["merge", "s0.parquet", "s1.parquet", "-o", "m.parquet"],
+        d.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        &run_ok_in(&["report", "m.parquet", "--format", "json"], d.path()).stdout,
+    )
+    .unwrap();
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let named = warnings
+        .iter()
+        .find(|w| w.starts_with("shard 1 (") && w.contains("fell behind"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    // The figure it gives is the merged file's own for that shard.
+    let r = TraceReader::open(d.path().join("m.parquet")).unwrap();
+    let shards: serde_json::Value =
+        serde_json::from_str(r.meta().get(meta::SHARDS).unwrap()).unwrap();
+    let p99 = shards[1]["send_lag_p99_us"].as_f64().unwrap() / 1e3;
+    assert!(
+        named.contains(&format!("send lag P99 {p99:.3} ms")),
+        "{named}"
+    );
+}
+
+#[test]
 fn a_killed_shards_partial_run_merges_with_the_others() {
     let d = tempfile::tempdir().unwrap();
     let args = |out: &str, shard: &str| -> Vec<String> {

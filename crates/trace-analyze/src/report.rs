@@ -451,6 +451,7 @@ pub fn build(run: &mut RunData, opts: &ReportOptions) -> Report {
     warnings.extend(token_count_warnings(run));
     warnings.extend(shard_clock_warning(run, &stages));
     warnings.extend(interrupted_shards_warning(run));
+    warnings.extend(lagging_shards_warnings(run, &stages));
     for s in &stages {
         if let Some(w) = send_lag_warning(s) {
             warnings.push(w);
@@ -540,6 +541,46 @@ fn interrupted_shards_warning(run: &RunData) -> Option<String> {
             killed.join(", ")
         )
     })
+}
+
+/// The shards of a merged run that fell behind their share of the schedule, a warning each:
+/// their send lag P99 over the whole run (kept by `trace merge`) above the stage limit taken at
+/// the lowest median TTFT. The stage warning says the run lagged; this says on which host.
+/// Closed-loop runs (every stage at rate `inf`) lag by design and are left alone.
+fn lagging_shards_warnings(run: &RunData, stages: &[StageReport]) -> Vec<String> {
+    let Some(shards) = run.meta.json::<Vec<serde_json::Value>>(meta::SHARDS) else {
+        return Vec::new();
+    };
+    if stages
+        .iter()
+        .all(|s| s.target_rate.is_some_and(f64::is_infinite))
+    {
+        return Vec::new();
+    }
+    let ttft = stages
+        .iter()
+        .filter_map(|s| s.metrics.ttft.median())
+        .fold(f64::INFINITY, f64::min);
+    let limit = send_lag_limit_ms(if ttft.is_finite() { ttft } else { 0.0 });
+    shards
+        .iter()
+        .filter_map(|s| {
+            let p99 = s.get("send_lag_p99_us")?.as_f64()? / 1e3;
+            (p99 > limit).then(|| {
+                let p50 = s
+                    .get("send_lag_p50_us")
+                    .and_then(serde_json::Value::as_f64)
+                    .map_or_else(|| "-".into(), |v| format!("{:.3}", v / 1e3));
+                format!(
+                    "shard {} ({}) fell behind its share of the schedule: send lag P99 {p99:.3} ms, \
+                     P50 {p50} ms (limit {limit:.3} ms); that host lacked CPU, open files or \
+                     connections for its streams, or its run was capped (--max-concurrency)",
+                    s.get("index").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                    s.get("host").and_then(serde_json::Value::as_str).unwrap_or("?"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// What the shards' kernels said about their wall clocks (adjtimex, in each shard's
@@ -632,6 +673,12 @@ pub fn token_count_warnings(run: &RunData) -> Vec<String> {
     out
 }
 
+/// The send lag P99 above which the client did not hold its schedule: the larger of
+/// [`SEND_LAG_WARN_MS`] and [`SEND_LAG_TTFT_FRACTION`] of the median TTFT (ms).
+fn send_lag_limit_ms(median_ttft_ms: f64) -> f64 {
+    SEND_LAG_WARN_MS.max(SEND_LAG_TTFT_FRACTION * median_ttft_ms)
+}
+
 /// The send-lag warning of a stage, when its P99 exceeds both 1 ms and 5% of the median TTFT.
 ///
 /// Not for a stage at rate `inf` (a concurrency sweep's closed-loop stages): every request is
@@ -641,8 +688,7 @@ pub fn send_lag_warning(s: &StageReport) -> Option<String> {
         return None;
     }
     let p99 = s.metrics.send_lag.pct(99.0).or(s.metrics.send_lag.max)?;
-    let ttft = s.metrics.ttft.median().unwrap_or(0.0);
-    let limit = SEND_LAG_WARN_MS.max(SEND_LAG_TTFT_FRACTION * ttft);
+    let limit = send_lag_limit_ms(s.metrics.ttft.median().unwrap_or(0.0));
     (p99 > limit).then(|| {
         format!(
             "stage {}: send lag P99 is {p99:.3} ms (limit {limit:.3} ms: the larger of 1 ms and 5% of \
