@@ -25,8 +25,8 @@ mkdir -p "$out"
 ttft=${TTFT_S:-1}; itl=${ITL_S:-1}; tokens=${TOKENS:-20}
 ncpu=$(nproc); half=$(( ncpu / 2 )); per=$(( half / sims )); [ "$per" -lt 1 ] && per=1
 cli_cpus="0-$(( half - 1 ))"
-# Too few CPUs to give each side its own: every process may run anywhere.
-# exec: run in the background, the function's subshell becomes the process, so $! is its PID.
+# Below 4 CPUs neither side gets CPUs of its own: every process may run anywhere. exec: run in
+# the background, the function's subshell becomes the process, so $! is its PID.
 pin() { if [ "$ncpu" -ge 4 ]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 sysctl -w net.ipv4.ip_local_port_range="1024 65535" > /dev/null 2>&1
 ulimit -n "$(ulimit -Hn)"

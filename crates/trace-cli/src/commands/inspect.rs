@@ -153,7 +153,7 @@ pub fn inspect(file: &std::path::Path) -> anyhow::Result<Inspection> {
 }
 
 /// The `trace.shards` list of a merged run (None for any other file).
-fn m_shards(i: &Inspection) -> Option<Vec<serde_json::Value>> {
+fn shards_of(i: &Inspection) -> Option<Vec<serde_json::Value>> {
     serde_json::from_str(i.metadata.get(meta::SHARDS)?).ok()
 }
 
@@ -248,7 +248,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     i.gpu_source.as_deref().unwrap_or("DCGM")
                 )?;
             }
-            if let Some(shards) = m_shards(&i) {
+            if let Some(shards) = shards_of(&i) {
                 write_shards(&mut out, &shards)?;
             }
             writeln!(out, "stages          {}", i.stages.len())?;

@@ -284,6 +284,8 @@ pub(crate) fn merge(paths: &[PathBuf], output: &Path, force: bool) -> anyhow::Re
     if !gpu.is_empty() {
         m.set(meta::GPU_SAMPLES, trace_format::to_json(&gpu));
     }
+    // Set now as well as at the end: the parts of a merge killed midway still say what they are
+    // (the counts and send lags are added once every row has streamed past).
     m.set(
         meta::SHARDS,
         serde_json::Value::Array(listed.clone()).to_string(),
