@@ -566,11 +566,18 @@ pub async fn run(
                 && most >= cap as i64
                 && asked.is_none_or(|a| a > cap)
             {
-                let (soft, _) = trace_sys::nofile_limit();
+                let (soft, hard) = trace_sys::nofile_limit();
+                // The soft limit was raised to the hard one where the kernel allowed it.
+                let raise = if soft == hard {
+                    "the hard limit (ulimit -Hn, as root)"
+                } else {
+                    "the limit (ulimit -n)"
+                };
                 w.push(format!(
                     "the open-file limit ({}) allowed at most {cap} requests in flight, and the \
                      schedule wanted more at once: those waited for a free slot (their send lag \
-                     shows it); raise the limit (ulimit -n) to send them on time",
+                     shows it); to send them on time raise {raise}, or split the run over \
+                     processes (--processes N, each with files of its own) or hosts (--shard k/n)",
                     soft.map_or("unlimited".into(), |s| s.to_string())
                 ));
             }
