@@ -406,7 +406,10 @@ fn a_low_open_file_limit_caps_in_flight_requests_and_loses_no_row() {
             "{err}"
         );
         // ...and says what gets past it.
-        assert!(err.contains("(--processes N, each with files of its own)"), "{err}");
+        assert!(
+            err.contains("(--processes N, each with files of its own)"),
+            "{err}"
+        );
         let r = TraceReader::open(d.path().join("fd.parquet")).unwrap();
         assert_eq!(r.num_rows(), 1500);
         let recs: Vec<_> = r.records().collect::<Result<_, _>>().unwrap();
